@@ -1,0 +1,62 @@
+"""Named exceptions raised by suimseg.
+
+Every error derives from :class:`SUIMSegError` *and* from the builtin exception that
+fits, so plain ``except ValueError`` / ``except FileNotFoundError`` clauses keep working.
+Messages state the parameter or file, what was expected, what was received and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "MissingDependencyError",
+    "SUIMSegError",
+    "WeightsUnavailableError",
+]
+
+
+class SUIMSegError(Exception):
+    """Base class of every exception raised on purpose by suimseg."""
+
+
+class ConfigError(SUIMSegError, ValueError):
+    """An argument or configuration value is invalid."""
+
+
+class DatasetError(SUIMSegError, ValueError):
+    """A dataset file or folder is malformed (bad pairing, unreadable or corrupt file)."""
+
+
+class DatasetNotFoundError(SUIMSegError, FileNotFoundError):
+    """A dataset root or split folder does not exist where it was expected."""
+
+
+class CheckpointError(SUIMSegError, ValueError):
+    """A checkpoint or weight file cannot be used (corrupt, wrong format, mismatched keys)."""
+
+
+class WeightsUnavailableError(SUIMSegError, RuntimeError):
+    """Pre-trained weights were requested but could not be obtained (e.g. offline)."""
+
+
+class MissingDependencyError(SUIMSegError, ModuleNotFoundError):
+    """An optional dependency needed for a feature is not installed.
+
+    Args:
+        package: The importable module that is missing.
+        extra: The suimseg extra that installs it.
+        feature: What the user tried to do.
+    """
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the optional package {package!r}, which is not installed. "
+            f"Install it with: pip install 'suimseg[{extra}]'",
+            name=package,
+        )
+        self.package = package
+        self.extra = extra
+        self.feature = feature

@@ -1,0 +1,22 @@
+"""Segmentation models and their building blocks."""
+
+from suimseg.models.blocks import (
+    AttentionGate,
+    ConvBNReLU,
+    DecoderBlock,
+    ResidualDoubleConv,
+    SqueezeExcitation,
+)
+from suimseg.models.encoders import ENCODER_NAMES, ResNetEncoder
+from suimseg.models.unet_resattn_v3 import UNetResAttnV3
+
+__all__ = [
+    "ENCODER_NAMES",
+    "AttentionGate",
+    "ConvBNReLU",
+    "DecoderBlock",
+    "ResNetEncoder",
+    "ResidualDoubleConv",
+    "SqueezeExcitation",
+    "UNetResAttnV3",
+]
