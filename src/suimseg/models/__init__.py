@@ -8,10 +8,12 @@ from suimseg.models.blocks import (
     SqueezeExcitation,
 )
 from suimseg.models.encoders import ENCODER_NAMES, ResNetEncoder
+from suimseg.models.registry import MODEL_NAMES, build_model, model_spec
 from suimseg.models.unet_resattn_v3 import UNetResAttnV3
 
 __all__ = [
     "ENCODER_NAMES",
+    "MODEL_NAMES",
     "AttentionGate",
     "ConvBNReLU",
     "DecoderBlock",
@@ -19,4 +21,6 @@ __all__ = [
     "ResidualDoubleConv",
     "SqueezeExcitation",
     "UNetResAttnV3",
+    "build_model",
+    "model_spec",
 ]
