@@ -24,15 +24,8 @@ def _unet(**kwargs: Any) -> nn.Module:
     return UNetResAttnV3(**kwargs)
 
 
-def _deeplab(**kwargs: Any) -> nn.Module:
-    from suimseg.models.deeplab import deeplabv3_resnet50
-
-    return deeplabv3_resnet50(**kwargs)
-
-
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "unet_resattn_v3": _unet,
-    "deeplabv3_resnet50": _deeplab,
 }
 
 #: Names accepted by :func:`build_model`.
@@ -43,7 +36,7 @@ def build_model(name: str, **config: Any) -> nn.Module:
     """Build a model by its registry name.
 
     Args:
-        name: ``"unet_resattn_v3"`` or ``"deeplabv3_resnet50"``.
+        name: One of :data:`MODEL_NAMES` (e.g. ``"unet_resattn_v3"``).
         **config: Keyword arguments of the model's constructor.
 
     Raises:
