@@ -1,0 +1,432 @@
+"""Confusion-matrix segmentation metrics: IoU, F1 (Dice), pixel and class accuracy.
+
+All numbers come from one ``(C, C)`` confusion matrix accumulated over a whole dataset
+(rows = true class, columns = predicted class), so the mIoU is *dataset-level*: a class's
+IoU is ``TP / (TP + FP + FN)`` summed over every pixel of every image, not an average of
+per-image or per-batch IoUs. This is the primary metric of suimseg. It is not comparable
+with the SUIM paper's 5-class, per-image, binary protocol (see ``docs/metrics.md``).
+
+**Absent classes.** A class that appears neither in the labels nor in the predictions has
+no defined IoU or F1 (``0 / 0``); it is reported as NaN and left out of every mean. A class
+predicted somewhere but absent from the labels has IoU 0 and *does* count (those are false
+positives). Pixels whose label is ``ignore_index`` are skipped entirely.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from suimseg.classes import CLASS_NAMES
+from suimseg.errors import ConfigError
+
+__all__ = ["ConfusionMatrix", "SegmentationMetrics"]
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def _nanmean(t: Tensor) -> float:
+    """Mean of the non-NaN entries of ``t``; NaN when every entry is NaN."""
+    keep = ~torch.isnan(t)
+    if not bool(keep.any()):
+        return math.nan
+    return float(t[keep].mean())
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` with NaN where ``den == 0`` (float64)."""
+    num = num.to(torch.float64)
+    den = den.to(torch.float64)
+    out = torch.full_like(num, math.nan)
+    nz = den > 0
+    out[nz] = num[nz] / den[nz]
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentationMetrics:
+    """Metrics computed from a confusion matrix (see :meth:`ConfusionMatrix.compute`).
+
+    Per-class tensors have shape ``(C,)`` and dtype float64, in ``[0, 1]``. A class absent
+    from both the labels and the predictions is NaN in ``iou``, ``f1`` and ``precision``
+    (and ``recall``, which is NaN for every class absent from the labels), and is excluded
+    from the means.
+
+    Attributes:
+        iou: Per-class intersection over union ``TP / (TP + FP + FN)``.
+        f1: Per-class F1 score (equal to the Dice coefficient) ``2TP / (2TP + FP + FN)``.
+        precision: Per-class ``TP / (TP + FP)``; NaN where the class is never predicted.
+        recall: Per-class ``TP / (TP + FN)``; NaN where the class is absent from the labels.
+        support: Per-class number of labelled pixels (int64).
+        miou: Mean of the non-NaN ``iou`` values (the headline number).
+        mean_f1: Mean of the non-NaN ``f1`` values.
+        pixel_accuracy: Correct pixels / counted pixels.
+        mean_class_accuracy: Mean of ``recall`` over classes present in the labels.
+        fw_iou: Frequency-weighted IoU: ``sum(support_c / total * iou_c)``.
+        class_names: One name per class.
+        confusion: The ``(C, C)`` int64 matrix on the CPU (rows = true, columns = predicted).
+
+    Every float is NaN when the matrix is empty (no pixel was counted).
+    """
+
+    iou: Tensor
+    f1: Tensor
+    precision: Tensor
+    recall: Tensor
+    support: Tensor
+    miou: float
+    mean_f1: float
+    pixel_accuracy: float
+    mean_class_accuracy: float
+    fw_iou: float
+    class_names: tuple[str, ...]
+    confusion: Tensor
+
+    @classmethod
+    def from_confusion(
+        cls, confusion: Tensor, class_names: Sequence[str] | None = None
+    ) -> SegmentationMetrics:
+        """Compute every metric from a ``(C, C)`` confusion matrix.
+
+        Args:
+            confusion: Square matrix of non-negative counts, rows = true class,
+                columns = predicted class.
+            class_names: ``C`` names; defaults as in :class:`ConfusionMatrix`.
+
+        Returns:
+            The metrics.
+
+        Example:
+            >>> m = SegmentationMetrics.from_confusion(torch.tensor([[3, 1], [0, 4]]))
+            >>> round(m.miou, 4)
+            0.775
+        """
+        if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+            raise ConfigError(
+                f"confusion: expected a square (C, C) matrix, got shape {tuple(confusion.shape)}"
+            )
+        if confusion.is_floating_point() or confusion.is_complex():
+            raise ConfigError(f"confusion: expected an integer matrix, got dtype {confusion.dtype}")
+        cm = confusion.detach().to("cpu", torch.int64)
+        if bool((cm < 0).any()):
+            raise ConfigError("confusion: expected non-negative counts, got a negative entry")
+        names = _check_class_names(class_names, cm.shape[0])
+        tp = cm.diagonal()
+        support = cm.sum(dim=1)  # labelled pixels per class (TP + FN)
+        predicted = cm.sum(dim=0)  # predicted pixels per class (TP + FP)
+        union = support + predicted - tp
+        total = int(support.sum())
+        iou = _safe_div(tp, union)
+        f1 = _safe_div(2 * tp, support + predicted)
+        precision = _safe_div(tp, predicted)
+        recall = _safe_div(tp, support)
+        if total > 0:
+            freq = support.to(torch.float64) / total
+            present = support > 0
+            fw_iou = float((freq[present] * iou[present]).sum())
+            pixel_accuracy = float(tp.sum()) / total
+        else:
+            fw_iou = math.nan
+            pixel_accuracy = math.nan
+        return cls(
+            iou=iou,
+            f1=f1,
+            precision=precision,
+            recall=recall,
+            support=support,
+            miou=_nanmean(iou),
+            mean_f1=_nanmean(f1),
+            pixel_accuracy=pixel_accuracy,
+            mean_class_accuracy=_nanmean(recall),
+            fw_iou=fw_iou,
+            class_names=names,
+            confusion=cm,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``C``."""
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict; NaN becomes ``None``.
+
+        Keys: ``miou``, ``mean_f1``, ``pixel_accuracy``, ``mean_class_accuracy``, ``fw_iou``
+        (floats in ``[0, 1]`` or ``None``); ``iou``, ``f1``, ``precision``, ``recall``
+        (``{class_name: float | None}``); ``support`` (``{class_name: int}``);
+        ``class_names`` (list) and ``confusion`` (list of row lists).
+
+        Example:
+            >>> import json
+            >>> cm = ConfusionMatrix(2, class_names=["water", "fish"])
+            >>> cm.update(torch.tensor([[0, 1]]), torch.tensor([[0, 0]]))
+            >>> d = cm.compute().to_dict()
+            >>> d["iou"]
+            {'water': 0.5, 'fish': 0.0}
+            >>> _ = json.dumps(d)
+        """
+
+        def per_class(t: Tensor) -> dict[str, float | None]:
+            return {
+                n: _nan_to_none(float(v)) for n, v in zip(self.class_names, t.tolist(), strict=True)
+            }
+
+        return {
+            "miou": _nan_to_none(self.miou),
+            "mean_f1": _nan_to_none(self.mean_f1),
+            "pixel_accuracy": _nan_to_none(self.pixel_accuracy),
+            "mean_class_accuracy": _nan_to_none(self.mean_class_accuracy),
+            "fw_iou": _nan_to_none(self.fw_iou),
+            "iou": per_class(self.iou),
+            "f1": per_class(self.f1),
+            "precision": per_class(self.precision),
+            "recall": per_class(self.recall),
+            "support": {
+                n: int(v) for n, v in zip(self.class_names, self.support.tolist(), strict=True)
+            },
+            "class_names": list(self.class_names),
+            "confusion": self.confusion.tolist(),
+        }
+
+    def format_table(self, *, digits: int = 2) -> str:
+        """Return an aligned plain-text table of per-class IoU and F1 (in %) and the means.
+
+        Absent classes (NaN) are shown as ``n/a``.
+
+        Args:
+            digits: Decimal places of the percentages.
+
+        Example:
+            >>> cm = ConfusionMatrix(2, class_names=["water", "fish"])
+            >>> cm.update(torch.tensor([[0, 1]]), torch.tensor([[0, 0]]))
+            >>> print(cm.compute().format_table())
+            class                     IoU %     F1 %
+            water                     50.00    66.67
+            fish                       0.00     0.00
+            ----------------------------------------
+            mIoU                      25.00
+            mean F1                   33.33
+            pixel accuracy            50.00
+            mean class accuracy       50.00
+            frequency-weighted IoU    50.00
+        """
+
+        def pct(x: float) -> str:
+            return "n/a" if math.isnan(x) else f"{100.0 * x:.{digits}f}"
+
+        summary = [
+            ("mIoU", self.miou),
+            ("mean F1", self.mean_f1),
+            ("pixel accuracy", self.pixel_accuracy),
+            ("mean class accuracy", self.mean_class_accuracy),
+            ("frequency-weighted IoU", self.fw_iou),
+        ]
+        w = max(len("class"), *(len(n) for n in self.class_names), *(len(s) for s, _ in summary))
+        num_w = max(len("IoU %"), digits + 5)
+        lines = [f"{'class':<{w}}  {'IoU %':>{num_w}}  {'F1 %':>{num_w}}"]
+        for name, i, f in zip(self.class_names, self.iou.tolist(), self.f1.tolist(), strict=True):
+            lines.append(f"{name:<{w}}  {pct(i):>{num_w}}  {pct(f):>{num_w}}")
+        lines.append("-" * (w + 2 * num_w + 4))
+        lines.extend(f"{label:<{w}}  {pct(v):>{num_w}}" for label, v in summary)
+        return "\n".join(lines)
+
+
+def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> tuple[str, ...]:
+    if class_names is None:
+        if num_classes == len(CLASS_NAMES):
+            return CLASS_NAMES
+        return tuple(f"class_{i}" for i in range(num_classes))
+    if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
+        raise ConfigError(
+            f"class_names: expected a sequence of {num_classes} strings, got {class_names!r}"
+        )
+    names = tuple(class_names)
+    if len(names) != num_classes:
+        raise ConfigError(
+            f"class_names: expected {num_classes} names (one per class), got {len(names)}"
+        )
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"class_names: names must be unique, got duplicates {dupes}")
+    return names
+
+
+class ConfusionMatrix:
+    """Accumulate a ``(C, C)`` confusion matrix over batches and compute metrics from it.
+
+    Rows are true classes, columns predicted classes. Each :meth:`update` is one vectorised
+    ``bincount`` on the inputs' device; the matrix moves to that device on the first update
+    after construction or :meth:`reset`, so GPU evaluation never copies predictions to the CPU.
+    See the module docstring for how absent classes are treated.
+
+    Args:
+        num_classes: Number of classes ``C`` (>= 1).
+        ignore_index: Label value whose pixels are skipped (any int; 255 by default).
+        class_names: ``C`` unique names. Defaults to the SUIM names when ``C == 8``, else
+            ``"class_0"``, ``"class_1"``, ...
+        device: Device of the matrix until the first update (CPU by default).
+
+    Attributes:
+        matrix: The ``(C, C)`` int64 counts.
+
+    Shape:
+        - ``preds_or_logits``: logits ``(N, C, *)`` float, or a label map ``(N, *)`` int.
+        - ``target``: ``(N, *)`` int, values in ``[0, C)`` or ``ignore_index``.
+
+    Example:
+        >>> cm = ConfusionMatrix(3)
+        >>> logits = torch.randn(2, 3, 8, 8)
+        >>> cm.update(logits, logits.argmax(1))
+        >>> cm.compute().pixel_accuracy
+        1.0
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"num_classes: expected a positive int, got {num_classes!r}")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            raise ConfigError(f"ignore_index: expected an int, got {ignore_index!r}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = _check_class_names(class_names, num_classes)
+        self._device = torch.device(device) if device is not None else torch.device("cpu")
+        self.matrix: Tensor = torch.zeros(
+            (num_classes, num_classes), dtype=torch.int64, device=self._device
+        )
+        self._fresh = True
+
+    def reset(self) -> None:
+        """Zero the counts (the matrix returns to the constructor's device)."""
+        self.matrix = torch.zeros(
+            (self.num_classes, self.num_classes), dtype=torch.int64, device=self._device
+        )
+        self._fresh = True
+
+    def _labels_from(self, preds_or_logits: Tensor, target: Tensor) -> Tensor:
+        p = preds_or_logits
+        if p.is_floating_point():
+            if p.ndim != target.ndim + 1:
+                raise ValueError(
+                    "ConfusionMatrix.update: float predictions are taken as logits (N, C, *) "
+                    f"and need one more dimension than the target (N, *); got logits of shape "
+                    f"{tuple(p.shape)} and target of shape {tuple(target.shape)}. Pass "
+                    "logits, or an integer label map of the target's shape."
+                )
+            expected = (target.shape[0], self.num_classes, *target.shape[1:])
+            if tuple(p.shape) != expected:
+                raise ValueError(
+                    f"ConfusionMatrix.update: got logits of shape {tuple(p.shape)} and target "
+                    f"of shape {tuple(target.shape)}; with num_classes={self.num_classes} the "
+                    f"logits must be {expected}. Resize the logits to the target's size first."
+                )
+            return p.detach().argmax(dim=1)
+        if p.is_complex():
+            raise ValueError(
+                f"ConfusionMatrix.update: expected float logits or an integer label map, got "
+                f"dtype {p.dtype}"
+            )
+        if p.shape != target.shape:
+            raise ValueError(
+                f"ConfusionMatrix.update: an integer label map must have the target's shape; "
+                f"got predictions of shape {tuple(p.shape)} and target of shape "
+                f"{tuple(target.shape)}"
+            )
+        return p.detach()
+
+    def update(self, preds_or_logits: Tensor, target: Tensor) -> None:
+        """Add one batch to the matrix.
+
+        Args:
+            preds_or_logits: Float logits ``(N, C, *)`` (reduced with ``argmax`` over dim 1)
+                or an integer label map ``(N, *)``, with the target's spatial size.
+            target: Integer labels ``(N, *)`` in ``[0, C)`` or ``ignore_index``.
+
+        Raises:
+            ValueError: For a float target, mismatched shapes (both are named), or label
+                values outside ``[0, C)`` other than ``ignore_index`` (the value is named).
+        """
+        if not isinstance(target, Tensor) or not isinstance(preds_or_logits, Tensor):
+            raise ValueError(
+                "ConfusionMatrix.update: expected tensors, got "
+                f"{type(preds_or_logits).__name__} and {type(target).__name__}"
+            )
+        if target.is_floating_point() or target.is_complex():
+            raise ValueError(
+                f"ConfusionMatrix.update: target must be an integer label map, got dtype "
+                f"{target.dtype}; convert with target.long() if it holds class ids."
+            )
+        if target.ndim < 1:
+            raise ValueError("ConfusionMatrix.update: target must be (N, *), got a scalar")
+        if preds_or_logits.device != target.device:
+            raise ValueError(
+                f"ConfusionMatrix.update: predictions on {preds_or_logits.device} but target on "
+                f"{target.device}; move them to one device."
+            )
+        preds = self._labels_from(preds_or_logits, target).reshape(-1).long()
+        t = target.detach().reshape(-1).long()
+        c = self.num_classes
+        counted = t != self.ignore_index
+        bad_t = counted & ((t < 0) | (t >= c))
+        bad_p = counted & ((preds < 0) | (preds >= c))
+        if bool((bad_t | bad_p).any()):
+            if bool(bad_t.any()):
+                value = int(t[bad_t][0])
+                raise ValueError(
+                    f"ConfusionMatrix.update: target holds label {value}, outside [0, {c}) and "
+                    f"not ignore_index={self.ignore_index}. Fix the labels, num_classes or "
+                    "ignore_index."
+                )
+            value = int(preds[bad_p][0])
+            raise ValueError(
+                f"ConfusionMatrix.update: predictions hold label {value}, outside [0, {c}). "
+                "Fix the predictions or num_classes."
+            )
+        # One pass: uncounted pixels go to an overflow bin that is dropped.
+        idx = torch.where(counted, t * c + preds, torch.full_like(t, c * c))
+        counts = torch.bincount(idx, minlength=c * c + 1)[: c * c].reshape(c, c)
+        if self._fresh:
+            self.matrix = torch.zeros_like(counts)
+            self._fresh = False
+        self.matrix += counts.to(self.matrix.device)
+
+    def all_reduce(self) -> None:
+        """Sum the matrix over processes with ``torch.distributed`` (no-op when not initialised).
+
+        Every rank must call it. With the NCCL backend the matrix must be on the GPU
+        (it is after the first update with GPU tensors).
+        """
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+
+    def compute(self) -> SegmentationMetrics:
+        """Compute the metrics of everything accumulated so far.
+
+        Example:
+            >>> cm = ConfusionMatrix(2)
+            >>> cm.update(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 0]]))
+            >>> m = cm.compute()
+            >>> [round(v, 3) for v in m.iou.tolist()], round(m.miou, 3)
+            ([0.5, 0.5], 0.5)
+        """
+        return SegmentationMetrics.from_confusion(self.matrix, self.class_names)
+
+    def __repr__(self) -> str:
+        return (
+            f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
+            f"pixels={int(self.matrix.sum())})"
+        )
