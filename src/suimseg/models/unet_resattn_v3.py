@@ -158,13 +158,15 @@ class UNetResAttnV3(nn.Module):
                 f"UNetResAttnV3.forward: expected input of shape (N, {self.encoder.in_channels}, "
                 f"H, W), got {tuple(x.shape)}"
             )
-        feats = self.encoder(x)
-        if self.training and feats[4].shape[0] * feats[4].shape[2] * feats[4].shape[3] == 1:
+        h, w = x.shape[-2:]
+        # The bottleneck is ceil(H/32) x ceil(W/32); BatchNorm cannot train on 1 value/channel.
+        if self.training and x.shape[0] == 1 and (h + 31) // 32 * ((w + 31) // 32) == 1:
             raise ValueError(
-                f"UNetResAttnV3: batch size 1 with a {x.shape[2]}x{x.shape[3]} input gives a 1x1 "
-                "bottleneck, and BatchNorm cannot train on one value per channel. Use a batch "
-                "size >= 2, an input of at least 33x33, or call model.eval() for inference."
+                f"UNetResAttnV3: batch size 1 with a {h}x{w} input gives a 1x1 bottleneck, and "
+                "BatchNorm cannot train on one value per channel. Use a batch size >= 2, an "
+                "input larger than 32 pixels in height or width, or model.eval() for inference."
             )
+        feats = self.encoder(x)
         y = self.bridge(feats[4])
         for block, skip in zip(self.decoder, feats[3::-1], strict=True):
             y = block(y, skip)
