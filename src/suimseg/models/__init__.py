@@ -7,6 +7,7 @@ from suimseg.models.blocks import (
     ResidualDoubleConv,
     SqueezeExcitation,
 )
+from suimseg.models.deeplab import DeepLabV3ResNet50, deeplabv3_resnet50
 from suimseg.models.encoders import ENCODER_NAMES, ResNetEncoder
 from suimseg.models.registry import MODEL_NAMES, build_model, model_spec
 from suimseg.models.unet_resattn_v3 import UNetResAttnV3
@@ -17,10 +18,12 @@ __all__ = [
     "AttentionGate",
     "ConvBNReLU",
     "DecoderBlock",
+    "DeepLabV3ResNet50",
     "ResNetEncoder",
     "ResidualDoubleConv",
     "SqueezeExcitation",
     "UNetResAttnV3",
     "build_model",
+    "deeplabv3_resnet50",
     "model_spec",
 ]

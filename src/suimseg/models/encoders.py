@@ -19,6 +19,8 @@ __all__ = [
     "EncoderName",
     "EncoderWeights",
     "ResNetEncoder",
+    "imagenet_state_dict",
+    "load_resnet_weights",
     "load_state_dict_file",
 ]
 
@@ -80,6 +82,96 @@ def load_state_dict_file(
             f"got {type(obj).__name__}."
         )
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def imagenet_state_dict(name: str) -> dict[str, Tensor]:
+    """Fetch torchvision's default ImageNet state dict of ResNet ``name`` via torch.hub's cache.
+
+    Raises:
+        ConfigError: For an unknown ResNet name.
+        WeightsUnavailableError: If the weights are not cached and cannot be downloaded;
+            the message gives the URL and where to put the file.
+    """
+    if name not in _WEIGHT_ENUMS:
+        raise ConfigError(f"encoder: expected one of {', '.join(ENCODER_NAMES)}, got {name!r}")
+    enum = getattr(torchvision.models, _WEIGHT_ENUMS[name])
+    w = enum.DEFAULT
+    try:
+        sd: dict[str, Tensor] = torch.hub.load_state_dict_from_url(
+            w.url, progress=True, check_hash=True, weights_only=True
+        )
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+        raise WeightsUnavailableError(
+            f"encoder_weights='imagenet': could not download {name} ImageNet weights "
+            f"({type(exc).__name__}: {exc}). Fix: on a machine with internet, download "
+            f"{w.url} and either place it at {cache} (torchvision's cache) or pass its "
+            f"path as encoder_weights='/path/to/{Path(w.url).name}'."
+        ) from exc
+    return sd
+
+
+def load_resnet_weights(
+    module: nn.Module, name: str, weights: str | os.PathLike[str], *, hint: str = "encoder="
+) -> None:
+    """Load ``"imagenet"`` or a local torchvision ResNet state dict into ``module``.
+
+    ``module`` must hold the ResNet's submodules under torchvision's names (``conv1``,
+    ``bn1``, ``layer1`` ... ``layer4``) and nothing else with parameters or buffers; the
+    state dict's ``fc.*`` entries are dropped and the rest must match exactly.
+
+    Args:
+        module: The ResNet body to load into (e.g. :class:`ResNetEncoder`, or a DeepLabV3
+            backbone).
+        name: The torchvision ResNet name (used for ``"imagenet"`` and in messages).
+        weights: ``"imagenet"`` or a path to a state-dict file.
+        hint: The argument the user can change to pick another ResNet (named in errors).
+
+    Raises:
+        WeightsUnavailableError: ImageNet weights cannot be downloaded (offline).
+        FileNotFoundError: The local file does not exist.
+        CheckpointError: The file's keys or shapes do not match (listed).
+    """
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        sd = imagenet_state_dict(name)
+        source = f"{name} ImageNet weights"
+    elif isinstance(weights, (str, os.PathLike)):
+        sd = load_state_dict_file(weights, what="encoder_weights")
+        source = f"encoder_weights file {os.fspath(weights)!r}"
+    else:
+        raise ConfigError(
+            "encoder_weights: expected None, 'imagenet' or a path to a local state-dict "
+            f"file, got {weights!r}"
+        )
+    sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(
+        f"{k}: expected {tuple(own[k].shape)}, got {tuple(sd[k].shape)}"
+        for k in set(own) & set(sd)
+        if own[k].shape != sd[k].shape
+    )
+    if missing or unexpected or wrong:
+
+        def _fmt(items: list[str]) -> str:
+            more = f" ... (+{len(items) - 10} more)" if len(items) > 10 else ""
+            return ", ".join(items[:10]) + more
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_fmt(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_fmt(unexpected)}")
+        if wrong:
+            parts.append(f"shape mismatches: {_fmt(wrong)}")
+        raise CheckpointError(
+            f"{source} does not match a torchvision {name}: "
+            + "; ".join(parts)
+            + f". Fix: pass a state dict of torchvision.models.{name}() "
+            f"(or choose the matching {hint})."
+        )
+    module.load_state_dict(sd, strict=True)
 
 
 class ResNetEncoder(nn.Module):
@@ -151,23 +243,6 @@ class ResNetEncoder(nn.Module):
             conv.weight.copy_(new)
         self.conv1 = conv
 
-    def _imagenet_state_dict(self) -> dict[str, Tensor]:
-        enum = getattr(torchvision.models, _WEIGHT_ENUMS[self.name])
-        w = enum.DEFAULT
-        try:
-            sd: dict[str, Tensor] = torch.hub.load_state_dict_from_url(
-                w.url, progress=True, check_hash=True, weights_only=True
-            )
-        except (urllib.error.URLError, OSError, RuntimeError) as exc:
-            cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
-            raise WeightsUnavailableError(
-                f"encoder_weights='imagenet': could not download {self.name} ImageNet weights "
-                f"({type(exc).__name__}: {exc}). Fix: on a machine with internet, download "
-                f"{w.url} and either place it at {cache} (torchvision's cache) or pass its "
-                f"path as encoder_weights='/path/to/{Path(w.url).name}'."
-            ) from exc
-        return sd
-
     def load_pretrained(self, weights: str | os.PathLike[str]) -> None:
         """Load ``"imagenet"`` weights or a local torchvision ResNet state-dict file.
 
@@ -176,46 +251,7 @@ class ResNetEncoder(nn.Module):
             FileNotFoundError: The local file does not exist.
             CheckpointError: The file's keys or shapes do not match this encoder (listed).
         """
-        if isinstance(weights, str) and weights.lower() == "imagenet":
-            sd = self._imagenet_state_dict()
-            source = f"{self.name} ImageNet weights"
-        elif isinstance(weights, (str, os.PathLike)):
-            sd = load_state_dict_file(weights, what="encoder_weights")
-            source = f"encoder_weights file {os.fspath(weights)!r}"
-        else:
-            raise ConfigError(
-                "encoder_weights: expected None, 'imagenet' or a path to a local state-dict "
-                f"file, got {weights!r}"
-            )
-        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-        own = self.state_dict()
-        missing = sorted(set(own) - set(sd))
-        unexpected = sorted(set(sd) - set(own))
-        wrong = sorted(
-            f"{k}: expected {tuple(own[k].shape)}, got {tuple(sd[k].shape)}"
-            for k in set(own) & set(sd)
-            if own[k].shape != sd[k].shape
-        )
-        if missing or unexpected or wrong:
-
-            def _fmt(items: list[str]) -> str:
-                more = f" ... (+{len(items) - 10} more)" if len(items) > 10 else ""
-                return ", ".join(items[:10]) + more
-
-            parts = []
-            if missing:
-                parts.append(f"missing keys: {_fmt(missing)}")
-            if unexpected:
-                parts.append(f"unexpected keys: {_fmt(unexpected)}")
-            if wrong:
-                parts.append(f"shape mismatches: {_fmt(wrong)}")
-            raise CheckpointError(
-                f"{source} does not match a torchvision {self.name}: "
-                + "; ".join(parts)
-                + f". Fix: pass a state dict of torchvision.models.{self.name}() "
-                "(or choose the matching encoder=)."
-            )
-        self.load_state_dict(sd, strict=True)
+        load_resnet_weights(self, self.name, weights)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         f1 = self.relu(self.bn1(self.conv1(x)))

@@ -24,8 +24,15 @@ def _unet(**kwargs: Any) -> nn.Module:
     return UNetResAttnV3(**kwargs)
 
 
+def _deeplab(**kwargs: Any) -> nn.Module:
+    from suimseg.models.deeplab import DeepLabV3ResNet50
+
+    return DeepLabV3ResNet50(**kwargs)
+
+
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "unet_resattn_v3": _unet,
+    "deeplabv3_resnet50": _deeplab,
 }
 
 #: Names accepted by :func:`build_model`.

@@ -1,0 +1,165 @@
+"""DeepLabV3 with a ResNet-50 backbone: the baseline UNet-ResAttn-V3 is measured against."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
+
+from suimseg.errors import ConfigError
+from suimseg.models.encoders import EncoderWeights, load_resnet_weights
+
+__all__ = ["DeepLabV3ResNet50", "deeplabv3_resnet50"]
+
+
+class DeepLabV3ResNet50(nn.Module):
+    """torchvision's DeepLabV3-ResNet50 with one Tensor output and a named encoder.
+
+    The network is exactly ``torchvision.models.segmentation.deeplabv3_resnet50``: a ResNet-50
+    with dilated ``layer3``/``layer4`` (output stride 8) followed by the ASPP head (atrous
+    rates 12, 24, 36), logits upsampled bilinearly to the input size. The differences are
+    the interface: :meth:`forward` returns the logits Tensor (not a dict), the backbone is
+    also reachable as ``model.encoder`` (so :func:`suimseg.optim.param_groups` gives it its
+    own learning rate), and the model carries ``model_name``/``config`` for checkpoints.
+
+    Submodule names follow torchvision (``backbone``, ``classifier``, ``aux_classifier``), so
+    the state dict of a torchvision ``deeplabv3_resnet50(num_classes=C, aux_loss=A)``
+    loads with ``load_state_dict`` into ``DeepLabV3ResNet50(num_classes=C, aux_loss=A)``.
+
+    Args:
+        num_classes: Number of output classes (8 for SUIM).
+        encoder_weights: ``None`` (random init), ``"imagenet"`` (torchvision's default
+            ResNet-50 ImageNet weights, downloaded through its cache) or a path to a local
+            torchvision ``resnet50`` state dict (its ``fc.*`` entries are ignored).
+        aux_loss: Also build torchvision's auxiliary FCN head on ``layer3``. :meth:`forward`
+            never uses it; call :meth:`forward_with_aux` to get both outputs for an
+            auxiliary loss.
+
+    Shape:
+        - Input: ``(N, 3, H, W)`` float
+        - Output: ``(N, num_classes, H, W)`` logits
+
+    Example:
+        >>> import torch
+        >>> model = DeepLabV3ResNet50(num_classes=8).eval()
+        >>> model(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 8, 64, 64])
+    """
+
+    model_name: ClassVar[str] = "deeplabv3_resnet50"
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 8,
+        encoder_weights: EncoderWeights = None,
+        aux_loss: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"num_classes: expected a positive int, got {num_classes!r}")
+        if not isinstance(aux_loss, bool):
+            raise ConfigError(f"aux_loss: expected True or False, got {aux_loss!r}")
+        if encoder_weights is not None and not isinstance(encoder_weights, (str, os.PathLike)):
+            raise ConfigError(
+                "encoder_weights: expected None, 'imagenet' or a path to a local torchvision "
+                f"resnet50 state-dict file, got {encoder_weights!r}"
+            )
+        self.config: dict[str, Any] = {"num_classes": num_classes, "aux_loss": aux_loss}
+        self.num_classes = num_classes
+        tv = torchvision.models.segmentation.deeplabv3_resnet50(
+            weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss
+        )
+        self.backbone: nn.Module = tv.backbone
+        self.classifier: DeepLabHead = tv.classifier
+        self.aux_classifier: FCNHead | None = tv.aux_classifier
+        if encoder_weights is not None:
+            load_resnet_weights(self.backbone, "resnet50", encoder_weights, hint="model")
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The ResNet-50 backbone (the same module as ``backbone``)."""
+        return self.backbone
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"DeepLabV3ResNet50.forward: expected input of shape (N, 3, H, W), got "
+                f"{tuple(x.shape)}"
+            )
+        if self.training and x.shape[0] == 1:
+            raise ValueError(
+                "DeepLabV3ResNet50: batch size 1 in training mode: the ASPP image-pooling "
+                "branch's BatchNorm sees one value per channel and cannot train. Use a batch "
+                "size >= 2 (drop_last=True in the DataLoader), or call model.eval() for "
+                "inference."
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        feats = self.backbone(x)
+        logits = self.classifier(feats["out"])
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(logits, aux_logits)``, both ``(N, num_classes, H, W)``.
+
+        Raises:
+            ConfigError: If the model was built with ``aux_loss=False``.
+        """
+        if self.aux_classifier is None:
+            raise ConfigError(
+                "forward_with_aux: this DeepLabV3ResNet50 has no auxiliary head; build it "
+                "with aux_loss=True."
+            )
+        self._check_input(x)
+        feats = self.backbone(x)
+        size = x.shape[-2:]
+        out = F.interpolate(
+            self.classifier(feats["out"]), size=size, mode="bilinear", align_corners=False
+        )
+        aux = F.interpolate(
+            self.aux_classifier(feats["aux"]), size=size, mode="bilinear", align_corners=False
+        )
+        return out, aux
+
+    def count_parameters(self) -> dict[str, int]:
+        """Return parameter counts: ``{"encoder": ..., "decoder": ..., "total": ...}``.
+
+        ``"decoder"`` counts everything outside the backbone (ASPP head, auxiliary head).
+        """
+        enc = sum(p.numel() for p in self.backbone.parameters())
+        total = sum(p.numel() for p in self.parameters())
+        return {"encoder": enc, "decoder": total - enc, "total": total}
+
+
+def deeplabv3_resnet50(
+    *,
+    num_classes: int = 8,
+    encoder_weights: EncoderWeights = None,
+    aux_loss: bool = False,
+) -> DeepLabV3ResNet50:
+    """Build the DeepLabV3-ResNet50 baseline (see :class:`DeepLabV3ResNet50`).
+
+    Args:
+        num_classes: Number of output classes.
+        encoder_weights: ``None``, ``"imagenet"`` or a local torchvision ``resnet50``
+            state-dict path.
+        aux_loss: Also build the auxiliary head (used only by ``forward_with_aux``).
+
+    Returns:
+        The model.
+
+    Example:
+        >>> model = deeplabv3_resnet50(num_classes=8)
+        >>> model.count_parameters()["total"]
+        39635528
+    """
+    return DeepLabV3ResNet50(
+        num_classes=num_classes, encoder_weights=encoder_weights, aux_loss=aux_loss
+    )
