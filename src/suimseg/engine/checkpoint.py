@@ -1,0 +1,402 @@
+"""Checkpoint files: atomic writes, safe loading and rebuilding a model from a file alone.
+
+A suimseg checkpoint is a plain ``dict`` saved with :func:`torch.save` that holds only
+tensors, dicts, lists, tuples, ints, floats, bools, strings and ``None``, so it loads with
+``torch.load(..., weights_only=True)`` (no pickled Python objects, no code execution).
+Its keys:
+
+=====================  ==================================================================
+``format``             ``"suimseg-checkpoint"`` (marks the file as ours)
+``format_version``     :data:`FORMAT_VERSION`; newer versions are refused
+``suimseg_version``    the library version that wrote it
+``model``              ``{"name", "config"}`` from :func:`suimseg.models.model_spec`, or
+                       ``None`` for a custom model
+``model_state``        the model's ``state_dict``
+``optimizer_state``    ``optimizer.state_dict()`` (or ``None``)
+``scheduler_state``    ``scheduler.state_dict()`` (or ``None``)
+``scaler_state``       the fp16 ``GradScaler`` state (or ``None``)
+``epoch``              number of *completed* epochs
+``global_step``        optimizer steps taken so far
+``best_metric``        best validation mIoU so far (or ``None``)
+``rng``                torch (CPU and CUDA), numpy and Python ``random`` states as tensors
+``class_names``        one name per output class
+``extra``              free-form JSON-like data (trainer counters, last metrics, ...)
+=====================  ==================================================================
+
+Writes are atomic: the bytes go to a temporary file in the same folder, which is flushed,
+``fsync``-ed and renamed over the target with :func:`os.replace`. A crash or a full disk
+mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import pickle
+import random
+import shutil
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from suimseg._version import __version__
+from suimseg.errors import CheckpointError, ConfigError
+from suimseg.models import build_model
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
+    "atomic_copy",
+    "atomic_save",
+    "capture_rng_state",
+    "load_checkpoint",
+    "load_model",
+    "make_checkpoint",
+    "restore_rng_state",
+]
+
+#: Value of the ``"format"`` key of every suimseg checkpoint.
+CHECKPOINT_FORMAT = "suimseg-checkpoint"
+#: The checkpoint layout written by this version (readers refuse newer ones).
+FORMAT_VERSION = 1
+
+PathLike = str | os.PathLike[str]
+
+
+# ----------------------------------------------------------------------------- atomic I/O
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename by syncing its folder (best effort; not possible on Windows)."""
+    if os.name == "nt":  # pragma: no cover - platform specific
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        hint = " (the disk is full; free some space)" if exc.errno == errno.ENOSPC else ""
+        raise OSError(
+            exc.errno,
+            f"could not write checkpoint {path}: {exc.strerror or exc}{hint}; "
+            "any previous file at that path is unchanged",
+            str(path),
+        ) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_save(obj: Any, path: PathLike) -> Path:
+    """Save ``obj`` with :func:`torch.save` atomically (temporary file, fsync, rename).
+
+    Args:
+        obj: Anything :func:`torch.save` accepts.
+        path: Destination file; its folder is created if needed.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        OSError: If the file cannot be written (disk full, permissions); the message names
+            the path and any previous file there is left untouched.
+
+    Example:
+        >>> import tempfile, torch
+        >>> p = atomic_save({"x": torch.ones(2)}, tempfile.mkdtemp() + "/a.pt")
+        >>> torch.load(p, weights_only=True)["x"].tolist()
+        [1.0, 1.0]
+    """
+    dest = Path(path)
+    _atomic_write(dest, lambda fh: torch.save(obj, fh))
+    return dest
+
+
+def atomic_copy(src: PathLike, dst: PathLike) -> Path:
+    """Copy the file ``src`` to ``dst`` atomically (used to write ``best.pt`` from ``last.pt``).
+
+    Raises:
+        OSError: As :func:`atomic_save`.
+    """
+    dest = Path(dst)
+
+    def write(fh: IO[bytes]) -> None:
+        with open(src, "rb") as fin:
+            shutil.copyfileobj(fin, fh, length=16 * 1024 * 1024)
+
+    _atomic_write(dest, write)
+    return dest
+
+
+# ----------------------------------------------------------------------------- RNG state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Return the torch (CPU, CUDA), numpy and Python ``random`` states as plain data.
+
+    Everything is a tensor, int, float, str or ``None`` so the result loads with
+    ``weights_only=True``.
+
+    Example:
+        >>> state = capture_rng_state()
+        >>> a = torch.rand(1); restore_rng_state(state); bool(torch.rand(1) == a)
+        True
+    """
+    np_state = np.random.get_state(legacy=True)  # noqa: NPY002 (global state)
+    if not isinstance(np_state, tuple):  # pragma: no cover - legacy=True always gives a tuple
+        raise TypeError("unexpected numpy RNG state")
+    name, keys, pos, has_gauss, cached_gaussian = np_state
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "bit_generator": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {
+            "version": int(py_version),
+            "state": torch.tensor(py_internal, dtype=torch.int64),
+            "gauss_next": py_gauss,
+        },
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore random states captured by :func:`capture_rng_state`.
+
+    CUDA states are restored only when CUDA is available and the device counts match
+    (a checkpoint written on a GPU machine resumes on a CPU-only one).
+
+    Raises:
+        CheckpointError: If ``state`` lacks the expected entries.
+    """
+    try:
+        torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+        cuda_states = list(state.get("cuda") or [])
+        if (
+            cuda_states
+            and torch.cuda.is_available()
+            and len(cuda_states) == (torch.cuda.device_count())
+        ):
+            torch.cuda.set_rng_state_all([s.cpu().to(torch.uint8) for s in cuda_states])
+        npy = state["numpy"]
+        keys = npy["keys"].cpu().numpy().astype(np.uint32)
+        np.random.set_state(  # noqa: NPY002
+            (
+                npy["bit_generator"],
+                keys,
+                int(npy["pos"]),
+                int(npy["has_gauss"]),
+                float(npy["cached_gaussian"]),
+            )
+        )
+        py = state["python"]
+        internal = tuple(int(v) for v in py["state"].tolist())
+        random.setstate((int(py["version"]), internal, py["gauss_next"]))
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"rng state: expected the dict written by capture_rng_state(), got an invalid "
+            f"entry ({exc}); resume without restoring RNG or use a checkpoint written by "
+            "suimseg"
+        ) from exc
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def make_checkpoint(
+    model: nn.Module,
+    *,
+    model_spec: Mapping[str, Any] | None,
+    optimizer_state: Mapping[str, Any] | None = None,
+    scheduler_state: Mapping[str, Any] | None = None,
+    scaler_state: Mapping[str, Any] | None = None,
+    epoch: int = 0,
+    global_step: int = 0,
+    best_metric: float | None = None,
+    class_names: tuple[str, ...] | list[str] | None = None,
+    rng: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble the checkpoint dict described in the module docstring.
+
+    Args:
+        model: The (unwrapped) model whose ``state_dict`` is stored.
+        model_spec: ``{"name", "config"}`` to rebuild it, or ``None`` for a custom model.
+        optimizer_state: ``optimizer.state_dict()``.
+        scheduler_state: ``scheduler.state_dict()``.
+        scaler_state: ``GradScaler.state_dict()``.
+        epoch: Completed epochs.
+        global_step: Optimizer steps taken.
+        best_metric: Best validation mIoU so far.
+        class_names: One name per output class.
+        rng: :func:`capture_rng_state` output (captured now when ``None``).
+        extra: Further JSON-like data.
+
+    Returns:
+        The checkpoint dict, ready for :func:`atomic_save`.
+
+    Example:
+        >>> ckpt = make_checkpoint(torch.nn.Linear(2, 2), model_spec=None)
+        >>> ckpt["format_version"]
+        1
+    """
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "suimseg_version": __version__,
+        "torch_version": str(torch.__version__),
+        "model": None if model_spec is None else dict(model_spec),
+        "model_state": model.state_dict(),
+        "optimizer_state": None if optimizer_state is None else dict(optimizer_state),
+        "scheduler_state": None if scheduler_state is None else dict(scheduler_state),
+        "scaler_state": None if scaler_state is None else dict(scaler_state),
+        "epoch": int(epoch),
+        "global_step": int(global_step),
+        "best_metric": None if best_metric is None else float(best_metric),
+        "class_names": None if class_names is None else [str(c) for c in class_names],
+        "rng": dict(rng) if rng is not None else capture_rng_state(),
+        "extra": dict(extra or {}),
+    }
+
+
+def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a suimseg checkpoint with ``torch.load(..., weights_only=True)``.
+
+    Args:
+        path: A file written by the :class:`~suimseg.engine.Trainer` or :func:`atomic_save`
+            of a :func:`make_checkpoint` dict.
+        map_location: Where to put the tensors (default CPU).
+
+    Returns:
+        The checkpoint dict (see the module docstring for its keys).
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        CheckpointError: If the file is truncated or corrupt, holds pickled Python objects
+            (refused by ``weights_only=True``), is not a suimseg checkpoint, or was written
+            by a newer format version.
+
+    Example:
+        >>> import tempfile
+        >>> p = atomic_save(make_checkpoint(torch.nn.Linear(2, 2), model_spec=None),
+        ...                 tempfile.mkdtemp() + "/last.pt")
+        >>> load_checkpoint(p)["epoch"]
+        0
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"checkpoint file {file} does not exist; pass the path of a last.pt/best.pt "
+            "written by the trainer",
+            str(file),
+        )
+    try:
+        ckpt = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint {file}: refused by torch.load(weights_only=True) because it holds "
+            f"pickled Python objects, not only tensors and plain data ({exc}). Only load "
+            "files you trust; suimseg checkpoints never need unsafe loading."
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {file}: the file is truncated or corrupt and cannot be read ({exc}); "
+            "use another checkpoint (e.g. best.pt instead of last.pt) or retrain"
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        kind = type(ckpt).__name__
+        raise CheckpointError(
+            f"checkpoint {file}: expected a suimseg checkpoint (a dict with "
+            f"format={CHECKPOINT_FORMAT!r}), got a {kind} without that marker. A plain "
+            "state_dict loads with model.load_state_dict(torch.load(path, weights_only=True))."
+        )
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"checkpoint {file}: expected an integer format_version >= 1, got {version!r}"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {file}: written with checkpoint format {version} by suimseg "
+            f"{ckpt.get('suimseg_version', '?')}, but this suimseg ({__version__}) reads "
+            f"format <= {FORMAT_VERSION}; upgrade suimseg (pip install -U suimseg)"
+        )
+    if not isinstance(ckpt.get("model_state"), dict):
+        raise CheckpointError(f"checkpoint {file}: the 'model_state' entry is missing")
+    return ckpt
+
+
+def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a ready-to-use model from a checkpoint file alone.
+
+    The architecture comes from the ``{"name", "config"}`` spec stored in the checkpoint
+    (:func:`suimseg.models.build_model`), the weights from its ``model_state``. No
+    pre-trained weights are downloaded.
+
+    Args:
+        path: A checkpoint written by the trainer (``best.pt``, ``last.pt``).
+        map_location: Device for the weights and the returned model (default CPU).
+
+    Returns:
+        The model in eval mode, on ``map_location``.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        CheckpointError: If the file is not a valid suimseg checkpoint, holds a custom model
+            (no spec to rebuild it from), or its weights do not fit the architecture.
+
+    Example:
+        >>> model = load_model("runs/exp1/best.pt")  # doctest: +SKIP
+        >>> model(torch.rand(1, 3, 256, 256)).argmax(1)  # doctest: +SKIP
+    """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    spec = ckpt.get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(
+            f"checkpoint {path}: holds weights of a custom model (no suimseg model spec), so "
+            "it cannot be rebuilt from the file alone; build your model and call "
+            "model.load_state_dict(load_checkpoint(path)['model_state'])"
+        )
+    try:
+        model = build_model(spec["name"], **dict(spec.get("config") or {}))
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild the model: {exc}") from exc
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {path}: the stored weights do not fit the {spec['name']} model built "
+            f"from the stored config: {exc}"
+        ) from exc
+    model.to(map_location)
+    model.eval()
+    return model

@@ -1,0 +1,224 @@
+"""Per-epoch training records and the ``history.csv`` / ``history.jsonl`` files.
+
+Each epoch's :class:`EpochRecord` is appended as one whole line to both files and flushed
+(and fsync-ed), so a crash loses at most the line being written. :func:`read_history`
+tolerates such a torn last line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EpochRecord", "HistoryWriter", "read_history"]
+
+logger = logging.getLogger("suimseg")
+
+PathLike = str | os.PathLike[str]
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    if x is None or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What happened in one epoch (the unit of the history files and callbacks).
+
+    Attributes:
+        epoch: 1-based epoch number.
+        train_loss: Mean training loss over the epoch's (non-skipped) images.
+        val_loss: Mean validation loss, or ``None`` without a validation loader.
+        val_miou: Validation mIoU in ``[0, 1]``, or ``None``.
+        val_pixel_accuracy: Validation pixel accuracy, or ``None``.
+        val_mean_f1: Validation mean F1 (Dice), or ``None``.
+        val_iou: Per-class validation IoU by class name (``None`` for classes absent from
+            both labels and predictions); empty without validation.
+        lrs: Learning rate of each optimizer parameter group during the epoch.
+        epoch_time_s: Wall-clock seconds for training plus validation.
+        images_per_s: Training throughput (all processes together under DDP).
+        skipped_steps: Steps skipped because of a non-finite loss (``nonfinite="skip"``).
+        is_best: Whether ``val_miou`` improved on every earlier epoch.
+    """
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None = None
+    val_miou: float | None = None
+    val_pixel_accuracy: float | None = None
+    val_mean_f1: float | None = None
+    val_iou: dict[str, float | None] = field(default_factory=dict)
+    lrs: tuple[float, ...] = ()
+    epoch_time_s: float = 0.0
+    images_per_s: float = 0.0
+    skipped_steps: int = 0
+    is_best: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready nested dict (non-finite numbers become ``None``)."""
+        out = asdict(self)
+        for key in ("train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "val_mean_f1"):
+            out[key] = _finite_or_none(out[key])
+        out["val_iou"] = {k: _finite_or_none(v) for k, v in self.val_iou.items()}
+        out["lrs"] = list(self.lrs)
+        return out
+
+    def to_row(self) -> dict[str, Any]:
+        """Return a flat dict for CSV: ``val_iou/<class>`` and ``lr/<group>`` columns."""
+        nested = self.to_dict()
+        row = {k: v for k, v in nested.items() if k not in ("val_iou", "lrs")}
+        for name, value in nested["val_iou"].items():
+            row[f"val_iou/{name}"] = value
+        for i, lr in enumerate(nested["lrs"]):
+            row[f"lr/{i}"] = lr
+        return row
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one whole line with a single write, then flush and fsync."""
+    with open(path, "a", encoding="utf-8", newline="") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _csv_line(values: Sequence[Any]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    return buf.getvalue()
+
+
+class HistoryWriter:
+    """Append :class:`EpochRecord` lines to ``history.jsonl`` and ``history.csv`` in a folder.
+
+    The CSV header is written with the first record; if a later record has different
+    columns (e.g. another run with other classes in the same folder), the CSV row is
+    written in the header's columns and a warning is logged (the JSONL keeps everything).
+
+    Args:
+        directory: Folder for the two files (created if needed).
+
+    Example:
+        >>> import tempfile
+        >>> w = HistoryWriter(tempfile.mkdtemp())
+        >>> w.append(EpochRecord(epoch=1, train_loss=0.5))
+        >>> [r["train_loss"] for r in read_history(w.jsonl_path)]
+        [0.5]
+    """
+
+    def __init__(self, directory: PathLike) -> None:
+        self.directory = Path(directory)
+        self.csv_path = self.directory / "history.csv"
+        self.jsonl_path = self.directory / "history.jsonl"
+
+    def _csv_header(self) -> list[str] | None:
+        if not self.csv_path.is_file() or self.csv_path.stat().st_size == 0:
+            return None
+        with open(self.csv_path, encoding="utf-8", newline="") as fh:
+            return next(csv.reader(fh), None)
+
+    def append(self, record: EpochRecord) -> None:
+        """Append ``record`` to both files (one flushed line each)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _append_line(self.jsonl_path, json.dumps(record.to_dict(), allow_nan=False) + "\n")
+        row = record.to_row()
+        header = self._csv_header()
+        if header is None:
+            _append_line(self.csv_path, _csv_line(list(row)) + _csv_line(list(row.values())))
+            return
+        if list(row) != header:
+            logger.warning(
+                "%s: columns differ from the existing header; writing the header's columns",
+                self.csv_path,
+            )
+        _append_line(self.csv_path, _csv_line([row.get(k) for k in header]))
+
+
+def _parse_csv_value(text: str) -> Any:
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_history(path: PathLike) -> list[dict[str, Any]]:
+    """Read ``history.jsonl`` (nested records) or ``history.csv`` (flat rows).
+
+    A torn last line (a crash while appending: no final newline) is dropped with a
+    warning; any other malformed line is an error.
+
+    Args:
+        path: A ``.jsonl`` or ``.csv`` file written by :class:`HistoryWriter`, or the
+            folder holding them (then ``history.jsonl`` is read).
+
+    Returns:
+        One dict per epoch, in file order. CSV values are converted back to numbers,
+        booleans and ``None``.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If a line other than a torn last one cannot be parsed.
+
+    Example:
+        >>> rows = read_history("runs/exp1/history.jsonl")  # doctest: +SKIP
+        >>> max(r["val_miou"] for r in rows)  # doctest: +SKIP
+    """
+    file = Path(path)
+    if file.is_dir():
+        file = file / "history.jsonl"
+    if not file.is_file():
+        raise FileNotFoundError(f"history file {file} does not exist")
+    text = file.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    torn = lines.pop() if lines else ""
+    if torn:
+        logger.warning("%s: ignoring an incomplete last line (interrupted write)", file)
+    if file.suffix == ".csv":
+        return _read_csv_lines(file, lines)
+    rows: list[dict[str, Any]] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{file}:{lineno}: expected one JSON object, got {line[:60]!r}"
+            ) from exc
+        if not isinstance(value, dict):
+            raise ValueError(f"{file}:{lineno}: expected one JSON object, got {line[:60]!r}")
+        rows.append(value)
+    return rows
+
+
+def _read_csv_lines(file: Path, lines: list[str]) -> list[dict[str, Any]]:
+    parsed = list(csv.reader([line for line in lines if line.strip()]))
+    if not parsed:
+        return []
+    header, *body = parsed
+    rows: list[dict[str, Any]] = []
+    for lineno, values in enumerate(body, start=2):
+        if len(values) != len(header):
+            raise ValueError(
+                f"{file}:{lineno}: expected {len(header)} comma-separated values, got {len(values)}"
+            )
+        rows.append({k: _parse_csv_value(v) for k, v in zip(header, values, strict=True)})
+    return rows
