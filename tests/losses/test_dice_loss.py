@@ -151,6 +151,25 @@ def test_all_ignored_gives_zero_and_backpropagates(batch_dice: bool) -> None:
     assert torch.all(logits.grad == 0)
 
 
+def test_non_finite_logits_at_ignored_pixels_are_harmless() -> None:
+    g = torch.Generator().manual_seed(9)
+    logits = torch.randn(2, 3, 4, 4, generator=g)
+    target = torch.randint(0, 3, (2, 4, 4), generator=g)
+    target[0, 0] = 255
+    want = dice_loss(logits, target)
+    bad = logits.clone()
+    bad[0, 0, 0, :2] = float("nan")
+    bad[0, 1, 0, 2:] = float("inf")
+    bad[0, 2, 0, 1:] = float("-inf")
+    bad.requires_grad_(True)
+    loss = dice_loss(bad, target)
+    loss.backward()
+    assert loss.item() == want.item()
+    assert bad.grad is not None
+    assert torch.isfinite(bad.grad).all()
+    assert torch.all(bad.grad[0, :, 0] == 0)
+
+
 # ----------------------------------------------------------------------------- stability
 
 

@@ -134,6 +134,25 @@ def test_all_ignored_gives_zero_and_backpropagates(reduction: str) -> None:
     assert torch.all(logits.grad == 0)
 
 
+def test_non_finite_logits_at_ignored_pixels_are_harmless() -> None:
+    g = torch.Generator().manual_seed(9)
+    logits = torch.randn(2, 3, 4, 4, generator=g)
+    target = torch.randint(0, 3, (2, 4, 4), generator=g)
+    target[0, 0] = 255
+    want = focal_loss(logits, target)
+    bad = logits.clone()
+    bad[0, 0, 0, :2] = float("nan")
+    bad[0, 1, 0, 2:] = float("inf")
+    bad[0, 2, 0, 1:] = float("-inf")
+    bad.requires_grad_(True)
+    loss = focal_loss(bad, target)
+    loss.backward()
+    assert loss.item() == want.item()
+    assert bad.grad is not None
+    assert torch.isfinite(bad.grad).all()
+    assert torch.all(bad.grad[0, :, 0] == 0)
+
+
 # ----------------------------------------------------------------------------- stability
 
 
@@ -318,3 +337,11 @@ def test_property_non_negative_and_ignored_logits_irrelevant(
     )
     ce = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
     assert torch.all(per_pixel <= ce + 1e-12)  # focal never exceeds cross-entropy
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])
+def test_any_integer_target_dtype_is_accepted(dtype: torch.dtype) -> None:
+    logits, target = _tiny()
+    target[0, 0, 1] = 255
+    want = focal_loss(logits, target)
+    torch.testing.assert_close(focal_loss(logits, target.to(dtype)), want)

@@ -194,8 +194,11 @@ class _Prepared(NamedTuple):
 
 
 def _prepare(logits: Tensor, target: Tensor, ignore_index: int) -> _Prepared:
-    log_probs = F.log_softmax(logits.to(_compute_dtype(logits)), dim=1)
     valid = target != ignore_index
+    # Zero the logits of ignored pixels so that even inf/NaN there (e.g. padding) cannot
+    # reach the value or the gradient; `where` passes exactly 0 gradient to them.
+    logits = torch.where(valid.unsqueeze(1), logits.to(_compute_dtype(logits)), 0.0)
+    log_probs = F.log_softmax(logits, dim=1)
     safe_target = torch.where(valid, target, 0).long()
     return _Prepared(log_probs, safe_target, valid)
 
