@@ -22,7 +22,15 @@ from suimseg.errors import (
     SUIMSegError,
     WeightsUnavailableError,
 )
-from suimseg.models import UNetResAttnV3
+from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
+from suimseg.models import (
+    DeepLabV3ResNet50,
+    UNetResAttnV3,
+    build_model,
+    deeplabv3_resnet50,
+    model_spec,
+)
+from suimseg.optim import group_min_lrs, param_groups
 
 __all__ = [
     "CLASS_NAMES",
@@ -31,14 +39,22 @@ __all__ = [
     "SUIM_CLASSES",
     "CheckpointError",
     "ConfigError",
+    "ConfusionMatrix",
     "DatasetError",
     "DatasetNotFoundError",
+    "DeepLabV3ResNet50",
     "MissingDependencyError",
     "SUIMClass",
     "SUIMSegError",
+    "SegmentationMetrics",
     "UNetResAttnV3",
     "WeightsUnavailableError",
     "__version__",
+    "build_model",
+    "deeplabv3_resnet50",
+    "group_min_lrs",
     "index_to_rgb",
+    "model_spec",
+    "param_groups",
     "rgb_to_index",
 ]

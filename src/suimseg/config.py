@@ -1,0 +1,208 @@
+"""Typed, frozen configuration of a training run (the V3 recipe's defaults).
+
+The CLI parses arguments into a :class:`TrainConfig`; library code only ever sees this
+dataclass. A config round-trips through JSON (``to_json`` / ``from_json``) and is saved
+beside the checkpoints so a run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from suimseg.errors import ConfigError
+
+__all__ = ["AmpMode", "DeviceName", "LossName", "ModelName", "TrainConfig"]
+
+ModelName = Literal["v3", "deeplabv3"]
+LossName = Literal["dice_focal", "ce"]
+AmpMode = Literal["auto", "bf16", "fp16", "none"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+WeightMethod = Literal["inverse_sqrt", "inverse", "median_frequency", "enet", "none"]
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model": get_args(ModelName),
+    "loss": get_args(LossName),
+    "amp": get_args(AmpMode),
+    "device": get_args(DeviceName),
+    "class_weight_method": get_args(WeightMethod),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the V3 design's recipe.
+
+    Attributes:
+        data_root: SUIM root folder (holding ``train_val/`` and ``TEST/``).
+        out_dir: Where checkpoints, history and the config are written.
+        model: ``"v3"`` (UNetResAttnV3) or ``"deeplabv3"`` (the DeepLabV3-ResNet50 baseline).
+        encoder: ResNet variant of the V3 encoder.
+        encoder_weights: ``"imagenet"``, ``"none"`` or a path to a local state dict.
+        decoder_channels: V3 decoder widths (deepest first).
+        bridge_channels: V3 bridge width.
+        image_size: Training and validation resolution (square).
+        batch_size: Images per step (per process under DDP).
+        epochs: Number of epochs.
+        lr: Decoder learning rate (AdamW).
+        enc_lr_mult: Encoder learning rate as a multiple of ``lr``.
+        weight_decay: AdamW weight decay (not applied to norms and biases).
+        grad_clip: Gradient-norm clipping threshold (``0`` disables).
+        loss: ``"dice_focal"`` (the design's) or ``"ce"`` (class-weighted cross-entropy).
+        focal_gamma: Focal-loss gamma.
+        lambda_dice: Weight of the Dice term.
+        lambda_focal: Weight of the focal term.
+        class_weight_method: How per-class alpha is derived from the training split's pixel
+            frequencies (``"none"`` for no weighting).
+        plateau_factor: ReduceLROnPlateau factor (stepped on validation mIoU, mode max).
+        plateau_patience: ReduceLROnPlateau patience in epochs.
+        min_lr: ReduceLROnPlateau minimum learning rate.
+        early_stopping_patience: Stop after this many epochs without improvement (None: off).
+        augment: Apply the training augmentations.
+        val_fraction: Fraction of ``train_val`` held out for validation (stratified).
+        seed: Seed of the split, the initialisation and the data order.
+        workers: DataLoader worker processes.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` or ``"none"``.
+        channels_last: Use the channels-last memory format (``None``: on for CUDA).
+        compile: Wrap the model with ``torch.compile``.
+        cache: Keep decoded, resized images in memory (small datasets).
+    """
+
+    data_root: str = "SUIM"
+    out_dir: str = "runs/v3"
+    model: ModelName = "v3"
+    encoder: str = "resnet50"
+    encoder_weights: str = "imagenet"
+    decoder_channels: tuple[int, int, int, int] = (512, 256, 128, 64)
+    bridge_channels: int = 1024
+    image_size: int = 384
+    batch_size: int = 6
+    epochs: int = 50
+    lr: float = 1e-4
+    enc_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    loss: LossName = "dice_focal"
+    focal_gamma: float = 2.0
+    lambda_dice: float = 0.5
+    lambda_focal: float = 0.5
+    class_weight_method: WeightMethod = "inverse_sqrt"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    min_lr: float = 1e-6
+    early_stopping_patience: int | None = None
+    augment: bool = True
+    val_fraction: float = 0.2
+    seed: int = 0
+    workers: int = 4
+    device: DeviceName = "auto"
+    amp: AmpMode = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
+    cache: bool = False
+
+    def __post_init__(self) -> None:
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+        positive_ints = ("image_size", "batch_size", "epochs", "bridge_channels")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: expected a positive int, got {value!r}")
+        for name in ("workers", "plateau_patience", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name}: expected an int >= 0, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr: expected a learning rate > 0, got {self.lr!r}")
+        for name in (
+            "enc_lr_mult",
+            "weight_decay",
+            "grad_clip",
+            "focal_gamma",
+            "min_lr",
+            "lambda_dice",
+            "lambda_focal",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"{name}: expected a number >= 0, got {value!r}")
+        if not 0 < self.plateau_factor < 1:
+            raise ConfigError(
+                f"plateau_factor: expected a factor in (0, 1), got {self.plateau_factor!r}"
+            )
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(
+                f"val_fraction: expected a fraction in (0, 1), got {self.val_fraction!r}"
+            )
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ConfigError(
+                "early_stopping_patience: expected None or an int >= 1, got "
+                f"{self.early_stopping_patience!r}"
+            )
+        dec = tuple(self.decoder_channels)
+        if len(dec) != 4 or not all(isinstance(c, int) and c >= 1 for c in dec):
+            raise ConfigError(
+                f"decoder_channels: expected 4 positive ints, got {self.decoder_channels!r}"
+            )
+        object.__setattr__(self, "decoder_channels", dec)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict of every field."""
+        d = dataclasses.asdict(self)
+        d["decoder_channels"] = list(self.decoder_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys raise ``ConfigError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown config keys: {', '.join(unknown)} "
+                f"(valid keys: {', '.join(sorted(names))})"
+            )
+        values = dict(data)
+        if "decoder_channels" in values:
+            values["decoder_channels"] = tuple(values["decoder_channels"])
+        return cls(**values)
+
+    def to_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write the config as JSON atomically and return the path."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+        return p
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """Read a config written by :meth:`to_json`."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {str(p)!r}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(p)!r}: expected a JSON object")
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
