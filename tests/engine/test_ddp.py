@@ -1,0 +1,132 @@
+"""Tests of suimseg.engine.distributed and of the Trainer under ``torchrun`` (gloo, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from suimseg.engine import ShardSampler, load_model, shard_loader
+from suimseg.engine.distributed import init_distributed, is_distributed
+from suimseg.errors import ConfigError
+from suimseg.metrics import ConfusionMatrix
+
+
+@pytest.mark.parametrize(("n", "world"), [(0, 2), (5, 2), (7, 3), (2, 4)])
+def test_shard_sampler_covers_every_index_once(n: int, world: int) -> None:
+    shards = [list(ShardSampler(range(n), rank=r, world_size=world)) for r in range(world)]
+    assert sorted(i for shard in shards for i in shard) == list(range(n))
+    assert [len(ShardSampler(range(n), rank=r, world_size=world)) for r in range(world)] == [
+        len(s) for s in shards
+    ]
+
+
+@pytest.mark.parametrize(("rank", "world"), [(2, 2), (-1, 2), (0, 0)])
+def test_shard_sampler_bad_rank_raises(rank: int, world: int) -> None:
+    with pytest.raises(ConfigError, match="expected 0 <= rank < world_size"):
+        ShardSampler(range(4), rank=rank, world_size=world)
+
+
+def test_single_process_is_not_distributed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_distributed("cpu") is False
+    assert not is_distributed()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="WORLD_SIZE: expected an integer"):
+        init_distributed("cpu")
+
+
+def test_shard_loader_keeps_a_sharded_loader() -> None:
+    data = TensorDataset(torch.arange(6))
+    loader = DataLoader(data, batch_size=2, sampler=ShardSampler(data, rank=0, world_size=2))
+    assert shard_loader(loader, train=False) is loader
+
+
+_SCRIPT = """
+import json, os, sys
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from suimseg.engine import Trainer
+from suimseg.models import UNetResAttnV3
+
+out = sys.argv[1]
+rank = int(os.environ["RANK"])
+
+class Data(Dataset):
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.rand(n, 3, 32, 32, generator=g)
+        self.y = self.x.argmax(1)
+        self.seen = []
+    def __len__(self):
+        return len(self.x)
+    def __getitem__(self, i):
+        self.seen.append(int(i))
+        return self.x[i], self.y[i]
+
+torch.manual_seed(0)
+model = UNetResAttnV3(encoder="resnet18", decoder_channels=(16, 16, 8, 8),
+                      bridge_channels=16, num_classes=3)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+trainer = Trainer(model, nn.CrossEntropyLoss(), opt, device="cpu", checkpoint_dir=out,
+                  verbose=False)
+assert trainer.distributed
+train, val = Data(8, 0), Data(5, 1)
+history = trainer.fit(DataLoader(train, batch_size=2, shuffle=True),
+                      DataLoader(val, batch_size=2), epochs=1)
+with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
+    json.dump({"train_seen": train.seen, "val_seen": val.seen,
+               "miou": history[0].val_miou, "world": int(os.environ["WORLD_SIZE"])}, fh)
+"""
+
+
+def test_torchrun_two_processes_match_single_process_evaluation(tmp_path: Path) -> None:
+    script = tmp_path / "train_ddp.py"
+    script.write_text(textwrap.dedent(_SCRIPT))
+    out = tmp_path / "run"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    # Training was sharded: every training sample seen once, by one process.
+    assert sorted(ranks[0]["train_seen"] + ranks[1]["train_seen"]) == list(range(8))
+    # Evaluation was sharded without padding: 5 samples split 3 + 2.
+    assert sorted(ranks[0]["val_seen"] + ranks[1]["val_seen"]) == list(range(5))
+    assert ranks[0]["miou"] == ranks[1]["miou"]  # all-reduced: both ranks agree
+    assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "history.jsonl"}
+    # Only rank 0 wrote the history: one line.
+    assert len((out / "history.jsonl").read_text().splitlines()) == 1
+
+    # Single-process evaluation of the saved weights gives the same mIoU.
+    model = load_model(out / "last.pt")
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(5, 3, 32, 32, generator=g)
+    cm = ConfusionMatrix(3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # same arithmetic as the torchrun workers
+    try:
+        with torch.no_grad():
+            for i in range(0, 5, 2):
+                cm.update(model(x[i : i + 2]), x[i : i + 2].argmax(1))
+    finally:
+        torch.set_num_threads(threads)
+    assert cm.compute().miou == pytest.approx(ranks[0]["miou"], abs=1e-12)

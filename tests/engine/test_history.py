@@ -1,0 +1,103 @@
+"""Tests of suimseg.engine.history: EpochRecord, HistoryWriter and read_history."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from suimseg.engine import EpochRecord, HistoryWriter, read_history
+
+
+def _record(epoch: int, miou: float | None = 0.5) -> EpochRecord:
+    return EpochRecord(
+        epoch=epoch,
+        train_loss=1.0 / epoch,
+        val_loss=0.9,
+        val_miou=miou,
+        val_pixel_accuracy=0.8,
+        val_mean_f1=0.6,
+        val_iou={"water, deep": 0.7, "fish": math.nan},
+        lrs=(1e-4, 1e-5),
+        epoch_time_s=2.5,
+        images_per_s=40.0,
+        skipped_steps=0,
+        is_best=epoch == 1,
+    )
+
+
+def test_jsonl_and_csv_round_trip(tmp_path: Path) -> None:
+    writer = HistoryWriter(tmp_path / "run")
+    writer.append(_record(1))
+    writer.append(_record(2, miou=math.inf))
+    rows = read_history(writer.jsonl_path)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["val_iou"] == {"water, deep": 0.7, "fish": None}  # NaN -> null
+    assert rows[0]["lrs"] == [1e-4, 1e-5]
+    assert rows[1]["val_miou"] is None
+    assert rows[0]["is_best"] is True
+    assert read_history(tmp_path / "run") == rows  # a folder reads history.jsonl
+    csv_rows = read_history(writer.csv_path)
+    assert csv_rows[0]["val_iou/water, deep"] == 0.7
+    assert csv_rows[0]["val_iou/fish"] is None
+    assert csv_rows[0]["lr/1"] == 1e-5
+    assert csv_rows[1]["is_best"] is False
+    assert csv_rows[1]["epoch"] == 2
+    assert writer.csv_path.read_text().count("\n") == 3  # header + 2 rows
+
+
+def test_every_line_is_complete(tmp_path: Path) -> None:
+    writer = HistoryWriter(tmp_path)
+    for epoch in (1, 2, 3):
+        writer.append(_record(epoch))
+        assert writer.jsonl_path.read_text().endswith("\n")
+        assert writer.csv_path.read_text().endswith("\n")
+
+
+@pytest.mark.parametrize("name", ["history.jsonl", "history.csv"])
+def test_torn_last_line_is_tolerated(
+    name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = HistoryWriter(tmp_path)
+    writer.append(_record(1))
+    writer.append(_record(2))
+    path = tmp_path / name
+    text = path.read_text()
+    path.write_text(text + text.splitlines()[-1][:17])  # a crash mid-append
+    rows = read_history(path)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert "incomplete last line" in caplog.text
+
+
+def test_corrupt_middle_line_raises(tmp_path: Path) -> None:
+    writer = HistoryWriter(tmp_path)
+    writer.append(_record(1))
+    writer.jsonl_path.write_text("{not json\n" + writer.jsonl_path.read_text())
+    with pytest.raises(ValueError, match=r"history\.jsonl:1: expected one JSON object"):
+        read_history(writer.jsonl_path)
+
+
+def test_csv_row_with_wrong_width_raises(tmp_path: Path) -> None:
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,train_loss\n1,0.5,extra\n")
+    with pytest.raises(ValueError, match=r"history\.csv:2: expected 2 comma-separated values"):
+        read_history(path)
+
+
+def test_missing_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_history(tmp_path / "history.jsonl")
+
+
+def test_changed_columns_keep_the_csv_header(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = HistoryWriter(tmp_path)
+    writer.append(_record(1))
+    writer.append(EpochRecord(epoch=2, train_loss=0.3))
+    assert "columns differ" in caplog.text
+    rows = read_history(writer.csv_path)
+    assert rows[1]["train_loss"] == 0.3
+    assert rows[1]["val_iou/fish"] is None
+    assert read_history(writer.jsonl_path)[1]["val_iou"] == {}
