@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -157,3 +162,32 @@ def test_bad_inputs_raise() -> None:
         DiceFocalLoss()(logits, torch.full_like(target, 9))
     with pytest.raises(ValueError, match=r"target: expected shape"):
         DiceFocalLoss().components(logits, target[:, :3])
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    [
+        "suimseg.losses._functional",
+        "suimseg.losses.focal",
+        "suimseg.losses.dice",
+        "suimseg.losses.dice_focal",
+        "suimseg.losses.weights",
+    ],
+)
+def test_docstring_examples_run(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    extraglobs = {"torch": torch, "F": torch.nn.functional}
+    result = doctest.testmod(module, extraglobs=extraglobs, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_docs_example_runs() -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "losses.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    assert len(blocks) == 1
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], str(doc), "exec"), namespace)
+    parts = namespace["parts"]
+    assert isinstance(parts, LossComponents)
+    assert torch.isfinite(parts.total)
