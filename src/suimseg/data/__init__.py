@@ -1,0 +1,52 @@
+"""The SUIM data layer: dataset, joint transforms, synthetic data and visualisation.
+
+Example:
+    >>> import tempfile
+    >>> from suimseg.data import SUIMDataset, make_synthetic_suim
+    >>> root = make_synthetic_suim(tempfile.mkdtemp(), n_train_val=10, n_test=2, size=(64, 48))
+    >>> len(SUIMDataset(root, "test", image_size=32))
+    2
+"""
+
+from suimseg.data.dataset import (
+    IMAGE_EXTENSIONS,
+    MASK_EXTENSIONS,
+    OrphanPolicy,
+    SizeMismatchPolicy,
+    Split,
+    SUIMDataset,
+    stem_prefix,
+    stratified_split,
+)
+from suimseg.data.synthetic import make_synthetic_suim, render_scene
+from suimseg.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    JointTransform,
+    denormalize,
+    eval_transforms,
+    train_transforms,
+)
+from suimseg.data.visualize import colorize, legend, overlay
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "MASK_EXTENSIONS",
+    "JointTransform",
+    "OrphanPolicy",
+    "SUIMDataset",
+    "SizeMismatchPolicy",
+    "Split",
+    "colorize",
+    "denormalize",
+    "eval_transforms",
+    "legend",
+    "make_synthetic_suim",
+    "overlay",
+    "render_scene",
+    "stem_prefix",
+    "stratified_split",
+    "train_transforms",
+]

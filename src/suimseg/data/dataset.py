@@ -1,0 +1,531 @@
+"""The SUIM dataset: robust pairing, a reproducible stratified split and fast decoding.
+
+The official layout (see ``docs/dataset.md``)::
+
+    ROOT/
+      train_val/images/*.jpg   train_val/masks/*.bmp
+      TEST/images/*.jpg        TEST/masks/*.bmp   (per-class sub-folders there are ignored)
+
+Images and masks are paired by file stem (never by sorted order). The real data has
+defects (noisy mask colours, masks whose size differs from the image, unpaired files); each
+one is handled by an explicit policy, and unreadable files raise :class:`DatasetError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from suimseg.classes import NUM_CLASSES, SUIM_CLASSES, SUIMClass, rgb_to_index_u8
+from suimseg.data.transforms import (
+    SizeArg,
+    eval_transforms,
+    normalize_size,
+    train_transforms,
+)
+from suimseg.errors import ConfigError, DatasetError, DatasetNotFoundError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MASK_EXTENSIONS",
+    "SPLIT_FOLDERS",
+    "OrphanPolicy",
+    "SUIMDataset",
+    "SizeMismatchPolicy",
+    "Split",
+    "stem_prefix",
+    "stratified_split",
+]
+
+Split = Literal["train", "val", "train_val", "test"]
+SizeMismatchPolicy = Literal["resize", "skip", "error"]
+OrphanPolicy = Literal["error", "skip"]
+
+#: Image file extensions accepted (compared case-insensitively).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+#: Mask file extensions accepted (compared case-insensitively).
+MASK_EXTENSIONS: tuple[str, ...] = (".bmp", ".png")
+#: Folder under the root that holds each split.
+SPLIT_FOLDERS: dict[str, str] = {
+    "train": "train_val",
+    "val": "train_val",
+    "train_val": "train_val",
+    "test": "TEST",
+}
+
+_LAYOUT = (
+    "Expected the official SUIM layout:\n"
+    "  ROOT/\n"
+    "    train_val/images/*.jpg   train_val/masks/*.bmp\n"
+    "    TEST/images/*.jpg        TEST/masks/*.bmp\n"
+    "Download SUIM from https://irvlab.cs.umn.edu/resources/suim-dataset, or write a "
+    "synthetic copy with suimseg.data.make_synthetic_suim(ROOT) / `suimseg synth ROOT`."
+)
+_MAX_LISTED = 20
+_PREFIX_RE = re.compile(r"^([^_]+_[^_]+)_")
+_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def stem_prefix(stem: str) -> str:
+    """Return the SUIM source prefix of a file stem (``"d_r"``, ``"f_r"``, ``"n_l"``, ...).
+
+    The prefix is the first two underscore-separated tokens, lower-cased; stems without
+    that shape form the group ``""``.
+
+    Args:
+        stem: A file stem such as ``"f_r_1965_"``.
+
+    Returns:
+        The prefix used to stratify the validation split.
+
+    Example:
+        >>> stem_prefix("f_r_1965_"), stem_prefix("image7")
+        ('f_r', '')
+    """
+    m = _PREFIX_RE.match(stem)
+    return m.group(1).lower() if m else ""
+
+
+def stratified_split(
+    stems: Iterable[str], *, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Split stems into train and validation, stratified by :func:`stem_prefix`.
+
+    Within each prefix group, ``round(len(group) * val_fraction)`` stems (half rounded up)
+    go to validation, chosen by a generator seeded with ``seed`` and the prefix, so the
+    split is deterministic, does not depend on the order of ``stems``, and each prefix
+    keeps its share.
+
+    Args:
+        stems: All stems to split (duplicates are not allowed).
+        val_fraction: Fraction of each prefix group sent to validation, in ``[0, 1)``.
+        seed: Seed of the split.
+
+    Returns:
+        ``(train_stems, val_stems)``, each sorted; disjoint and together covering ``stems``.
+
+    Raises:
+        ConfigError: If ``val_fraction`` is outside ``[0, 1)`` or stems repeat.
+
+    Example:
+        >>> tr, va = stratified_split([f"d_r_{i}_" for i in range(10)], val_fraction=0.2)
+        >>> len(tr), len(va)
+        (8, 2)
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction: expected a fraction in [0, 1), got {val_fraction!r}")
+    all_stems = sorted(stems)
+    if len(set(all_stems)) != len(all_stems):
+        raise ConfigError("stratified_split: stems must be unique")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for s in all_stems:
+        groups[stem_prefix(s)].append(s)
+    val: list[str] = []
+    for prefix, group in sorted(groups.items()):
+        n_val = math.floor(len(group) * val_fraction + 0.5)
+        rng = np.random.default_rng([seed, zlib.crc32(prefix.encode())])
+        order = rng.permutation(len(group))
+        val.extend(group[j] for j in order[:n_val])
+    val_set = set(val)
+    return [s for s in all_stems if s not in val_set], sorted(val)
+
+
+def _list_files(folder: Path, extensions: tuple[str, ...], kind: str) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith(".") or p.suffix.lower() not in extensions:
+            continue
+        if p.stem in files:
+            raise DatasetError(
+                f"two {kind} files share the stem {p.stem!r}: {files[p.stem]} and {p}; "
+                "keep only one of them"
+            )
+        files[p.stem] = p
+    return files
+
+
+def _listing(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    more = len(names) - _MAX_LISTED
+    return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+def _read_error(path: Path | str, kind: str, err: BaseException) -> DatasetError:
+    return DatasetError(
+        f"cannot read {kind} file {path}: {err}. The file is unreadable or corrupt; "
+        "replace it (re-download the dataset) or remove the pair."
+    )
+
+
+class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """The SUIM dataset in its official folder layout.
+
+    Args:
+        root: The dataset root holding ``train_val/`` and/or ``TEST/``.
+        split: ``"train"`` or ``"val"`` (a seeded split of ``train_val``, stratified by
+            file-name prefix), ``"train_val"`` (all of it) or ``"test"``.
+        transform: A joint transform ``transform(image, mask) -> (image, mask)`` receiving a
+            uint8 array ``(H, W, 3)`` and a uint8 label array ``(H, W)`` (see
+            :mod:`suimseg.data.transforms`). Defaults to :func:`train_transforms` for
+            ``"train"``/``"train_val"`` and :func:`eval_transforms` otherwise, at
+            ``image_size``.
+        image_size: Size the pair is decoded and resized to *before* ``transform``: an int
+            (square), ``(height, width)``, or ``None`` for the image's native resolution.
+            JPEGs much larger than this are decoded at reduced scale (Pillow ``draft``).
+        val_fraction: Fraction of each prefix group held out for ``"val"``.
+        seed: Seed of the train/val split.
+        stems: An explicit list of stems for this split (from the split's folder),
+            replacing the seeded split; the dataset keeps this order.
+        on_size_mismatch: What to do with a mask whose size differs from its image:
+            ``"resize"`` it nearest-neighbour to the image (default; one warning with the
+            count), ``"skip"`` the pair (with a warning) or raise (``"error"``).
+        on_orphan: Images without masks and masks without images raise one
+            :class:`DatasetError` naming them (``"error"``), or are skipped with a warning
+            (``"skip"``).
+        cache: Keep decoded, resized uint8 pairs in memory (each DataLoader worker holds
+            its own cache; use ``persistent_workers=True`` so it survives epochs).
+        fast_decode: Allow reduced-scale JPEG decoding (``False`` decodes at full size).
+
+    Raises:
+        DatasetNotFoundError: If the root or the split's folders are missing.
+        DatasetError: For orphans (under ``"error"``), size mismatches (under
+            ``"error"``), unknown explicit stems, or unreadable files.
+        ConfigError: For invalid arguments.
+
+    Shape:
+        ``dataset[i]`` is ``(image, mask)``: float32 ``(3, H, W)`` normalised with ImageNet
+        statistics and int64 ``(H, W)`` (with the default transforms).
+
+    Example:
+        >>> from suimseg.data import make_synthetic_suim
+        >>> import tempfile
+        >>> root = make_synthetic_suim(tempfile.mkdtemp(), n_train_val=10, n_test=2,
+        ...                            size=(64, 48))
+        >>> ds = SUIMDataset(root, "val", image_size=32)
+        >>> image, mask = ds[0]
+        >>> len(ds), tuple(image.shape), mask.dtype
+        (2, (3, 32, 32), torch.int64)
+    """
+
+    #: The class table (index, code, name, rgb) of the labels this dataset returns.
+    classes: tuple[SUIMClass, ...] = SUIM_CLASSES
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: Split = "train",
+        *,
+        transform: Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        image_size: SizeArg = 384,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        stems: Sequence[str] | None = None,
+        on_size_mismatch: SizeMismatchPolicy = "resize",
+        on_orphan: OrphanPolicy = "error",
+        cache: bool = False,
+        fast_decode: bool = True,
+    ) -> None:
+        if split not in SPLIT_FOLDERS:
+            raise ConfigError(f"split: expected one of {list(get_args(Split))}, got {split!r}")
+        if on_size_mismatch not in get_args(SizeMismatchPolicy):
+            raise ConfigError(
+                f"on_size_mismatch: expected one of {list(get_args(SizeMismatchPolicy))}, "
+                f"got {on_size_mismatch!r}"
+            )
+        if on_orphan not in get_args(OrphanPolicy):
+            raise ConfigError(
+                f"on_orphan: expected one of {list(get_args(OrphanPolicy))}, got {on_orphan!r}"
+            )
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"val_fraction: expected a fraction in [0, 1), got {val_fraction!r}")
+        self.root = Path(root).expanduser()
+        self.split: Split = split
+        self.image_size: tuple[int, int] | None = normalize_size(image_size, name="image_size")
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.on_size_mismatch: SizeMismatchPolicy = on_size_mismatch
+        self.fast_decode = fast_decode
+        self.transform = transform if transform is not None else self._default_transform()
+
+        pairs = self._scan_pairs(on_orphan)
+        chosen = self._select_stems(pairs, stems)
+        self._image_paths: list[str] = [str(pairs[s][0]) for s in chosen]
+        self._mask_paths: list[str] = [str(pairs[s][1]) for s in chosen]
+        self._stems: list[str] = list(chosen)
+        self._image_sizes: list[tuple[int, int]] = []
+        self._check_sizes()
+        self._cache: dict[int, tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] | None = (
+            {} if cache else None
+        )
+        self._count_cache: dict[tuple[str, int, int], npt.NDArray[np.int64]] = {}
+
+    # ------------------------------------------------------------------ construction
+    def _default_transform(self) -> Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]]:
+        if self.split in ("train", "train_val"):
+            return train_transforms(self.image_size)
+        return eval_transforms(self.image_size)
+
+    def _scan_pairs(self, on_orphan: OrphanPolicy) -> dict[str, tuple[Path, Path]]:
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(
+                f"SUIM root folder not found: {self.root} (root={str(self.root)!r}).\n{_LAYOUT}"
+            )
+        folder = self.root / SPLIT_FOLDERS[self.split]
+        images_dir, masks_dir = folder / "images", folder / "masks"
+        for d in (images_dir, masks_dir):
+            if not d.is_dir():
+                raise DatasetNotFoundError(
+                    f"split {self.split!r} needs the folder {d}, which does not exist.\n{_LAYOUT}"
+                )
+        images = _list_files(images_dir, IMAGE_EXTENSIONS, "image")
+        masks = _list_files(masks_dir, MASK_EXTENSIONS, "mask")
+        no_mask = sorted(set(images) - set(masks))
+        no_image = sorted(set(masks) - set(images))
+        if no_mask or no_image:
+            parts = []
+            if no_mask:
+                parts.append(
+                    f"{len(no_mask)} image(s) in {images_dir} without a mask: "
+                    f"{_listing([images[s].name for s in no_mask])}"
+                )
+            if no_image:
+                parts.append(
+                    f"{len(no_image)} mask(s) in {masks_dir} without an image: "
+                    f"{_listing([masks[s].name for s in no_image])}"
+                )
+            detail = "; ".join(parts)
+            if on_orphan == "error":
+                raise DatasetError(
+                    f"unpaired files in split {self.split!r}: {detail}. Images and masks are "
+                    "paired by file stem; add the missing files, or pass on_orphan='skip' to "
+                    "skip them with a warning."
+                )
+            warnings.warn(f"skipping unpaired files: {detail}", UserWarning, stacklevel=3)
+        return {s: (images[s], masks[s]) for s in sorted(set(images) & set(masks))}
+
+    def _select_stems(
+        self, pairs: dict[str, tuple[Path, Path]], stems: Sequence[str] | None
+    ) -> list[str]:
+        if stems is not None:
+            if isinstance(stems, str):
+                raise ConfigError(f"stems: expected a sequence of stems, got the string {stems!r}")
+            chosen = list(stems)
+            unknown = [s for s in chosen if s not in pairs]
+            if unknown:
+                raise DatasetError(
+                    f"stems: {len(unknown)} stem(s) have no image/mask pair in "
+                    f"{self.root / SPLIT_FOLDERS[self.split]}: {_listing(unknown)}"
+                )
+            if len(set(chosen)) != len(chosen):
+                raise ConfigError("stems: the explicit list of stems contains duplicates")
+            return chosen
+        if self.split in ("train", "val"):
+            train, val = stratified_split(pairs, val_fraction=self.val_fraction, seed=self.seed)
+            return train if self.split == "train" else val
+        return sorted(pairs)
+
+    def _check_sizes(self) -> None:
+        """Read every header once: catches unreadable files early and applies the policy."""
+        keep: list[int] = []
+        mismatched: list[str] = []
+        for i, (ip, mp) in enumerate(zip(self._image_paths, self._mask_paths, strict=True)):
+            isize = self._header_size(ip, "image")
+            msize = self._header_size(mp, "mask")
+            self._image_sizes.append(isize)
+            if isize != msize:
+                mismatched.append(
+                    f"{self._stems[i]} (image {isize[0]}x{isize[1]}, mask {msize[0]}x{msize[1]})"
+                )
+                if self.on_size_mismatch == "skip":
+                    continue
+            keep.append(i)
+        #: Descriptions of the pairs whose mask size differs from the image.
+        self.size_mismatches: tuple[str, ...] = tuple(mismatched)
+        if not mismatched:
+            return
+        if self.on_size_mismatch == "error":
+            raise DatasetError(
+                f"{len(mismatched)} mask(s) differ in size from their image: "
+                f"{_listing(mismatched)}. Pass on_size_mismatch='resize' (nearest-neighbour "
+                "to the image) or 'skip'."
+            )
+        action = (
+            "resized nearest-neighbour to the image"
+            if self.on_size_mismatch == "resize"
+            else "skipped"
+        )
+        warnings.warn(
+            f"{len(mismatched)} mask(s) in split {self.split!r} differ in size from their "
+            f"image and were {action}: {_listing(mismatched)}",
+            UserWarning,
+            stacklevel=3,
+        )
+        self._image_paths = [self._image_paths[i] for i in keep]
+        self._mask_paths = [self._mask_paths[i] for i in keep]
+        self._stems = [self._stems[i] for i in keep]
+        self._image_sizes = [self._image_sizes[i] for i in keep]
+
+    @staticmethod
+    def _header_size(path: str, kind: str) -> tuple[int, int]:
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+                return int(w), int(h)
+        except _READ_ERRORS as e:
+            raise _read_error(path, kind, e) from e
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """The sample stems in index order."""
+        return tuple(self._stems)
+
+    @property
+    def image_paths(self) -> tuple[Path, ...]:
+        """Image file paths in index order."""
+        return tuple(Path(p) for p in self._image_paths)
+
+    @property
+    def mask_paths(self) -> tuple[Path, ...]:
+        """Mask file paths in index order."""
+        return tuple(Path(p) for p in self._mask_paths)
+
+    def __len__(self) -> int:
+        return len(self._stems)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+            f"n={len(self)}, image_size={self.image_size})"
+        )
+
+    def _index(self, index: int) -> int:
+        n = len(self)
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise ConfigError(f"index: expected an int, got {type(index).__name__}")
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} samples")
+        return int(index) % n
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the transformed pair ``(image, mask)`` at ``index``."""
+        image, mask = self.load(index)
+        return self.transform(image, mask)
+
+    def load(self, index: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        """Decode one pair at ``image_size``, before ``transform`` (cached if enabled).
+
+        Args:
+            index: Sample index.
+
+        Returns:
+            A uint8 image ``(H, W, 3)`` and a uint8 label map ``(H, W)`` with ids in
+            ``[0, 8)``.
+        """
+        i = self._index(index)
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        if self.image_size is None:
+            image = self._read_image(i, None)
+        else:
+            h, w = self.image_size
+            image = self._read_image(i, (w, h))
+        mask = self._read_mask(i, image.size)
+        pair = (np.asarray(image, dtype=np.uint8), mask)
+        if self._cache is not None:
+            # Read-only, so a transform cannot corrupt the cache in place.
+            for arr in pair:
+                arr.flags.writeable = False
+            self._cache[i] = pair
+        return pair
+
+    def get_raw(self, index: int) -> tuple[Image.Image, npt.NDArray[np.int64]]:
+        """Return the untransformed pair at the image's native resolution.
+
+        Args:
+            index: Sample index.
+
+        Returns:
+            The RGB PIL image and an int64 label map ``(H, W)`` of the same size (a
+            mismatched mask is resized nearest-neighbour to the image).
+
+        Example:
+            >>> # image, labels = dataset.get_raw(0)
+        """
+        i = self._index(index)
+        image = self._read_image(i, None)
+        return image, self._read_mask(i, image.size).astype(np.int64)
+
+    def class_pixel_counts(self) -> npt.NDArray[np.int64]:
+        """Count label pixels per class over this split, reading only the masks.
+
+        Masks are decoded at their native size (images are never opened); results are
+        cached per mask file (keyed by path, modification time and size).
+
+        Returns:
+            An int64 array of shape ``(8,)``: pixel counts in class-index order.
+
+        Example:
+            >>> # weights = class_weights(dataset.class_pixel_counts())
+        """
+        total = np.zeros(NUM_CLASSES, dtype=np.int64)
+        for path in self._mask_paths:
+            st = Path(path).stat()
+            key = (path, st.st_mtime_ns, st.st_size)
+            counts = self._count_cache.get(key)
+            if counts is None:
+                try:
+                    with Image.open(path) as m:
+                        labels = rgb_to_index_u8(m)
+                except ConfigError as e:
+                    raise DatasetError(f"mask file {path}: {e}") from e
+                except _READ_ERRORS as e:
+                    raise _read_error(path, "mask", e) from e
+                counts = np.bincount(labels.ravel(), minlength=NUM_CLASSES).astype(np.int64)
+                self._count_cache[key] = counts
+            total += counts
+        return total
+
+    # ------------------------------------------------------------------ decoding
+    def _read_image(self, i: int, target: tuple[int, int] | None) -> Image.Image:
+        """Decode image ``i`` as RGB, at ``target`` (w, h) or native size."""
+        path = self._image_paths[i]
+        try:
+            with Image.open(path) as im:
+                if target is not None and self.fast_decode and im.format == "JPEG":
+                    # Decode at 1/2, 1/4 or 1/8 scale while staying >= target (DCT scaling).
+                    im.draft("RGB", target)
+                rgb: Image.Image = im.convert("RGB")
+        except _READ_ERRORS as e:
+            raise _read_error(path, "image", e) from e
+        if target is not None and rgb.size != target:
+            rgb = rgb.resize(target, Image.Resampling.BILINEAR)
+        return rgb
+
+    def _read_mask(self, i: int, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+        """Decode mask ``i`` to uint8 labels at ``size`` (w, h), resizing nearest."""
+        path = self._mask_paths[i]
+        try:
+            with Image.open(path) as raw:
+                raw.load()
+                # Nearest sampling commutes with the per-pixel colour rule, so resizing the
+                # RGB mask first and decoding the small result is exact (and cheaper).
+                m = raw if raw.size == size else raw.resize(size, Image.Resampling.NEAREST)
+                return rgb_to_index_u8(m)
+        except ConfigError as e:
+            raise DatasetError(f"mask file {path}: {e}") from e
+        except _READ_ERRORS as e:
+            raise _read_error(path, "mask", e) from e

@@ -1,0 +1,163 @@
+"""Quick looks at samples and predictions as PIL images (no plotting library needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from suimseg.classes import IGNORE_COLOR, NUM_CLASSES, SUIM_CLASSES, index_to_rgb
+from suimseg.errors import ConfigError
+
+__all__ = ["colorize", "legend", "overlay"]
+
+
+def _labels(mask: Any) -> npt.NDArray[np.int64]:
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    arr = np.asarray(mask)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise ConfigError(
+            f"mask: expected an integer label map of shape (H, W), got shape {arr.shape} "
+            f"and dtype {arr.dtype}; decode RGB masks with rgb_to_index first"
+        )
+    return arr.astype(np.int64)
+
+
+def _image_rgb(image: Any) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ConfigError(f"image: expected a tensor of shape (3, H, W), got {tuple(t.shape)}")
+        if t.is_floating_point():
+            # [0, 1] floats; a normalised tensor should go through denormalize() first.
+            t = (t.clamp(0, 1) * 255).round()
+        image = t.to(torch.uint8).permute(1, 2, 0).numpy()
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise ConfigError(
+            "image: expected a PIL image, a uint8 array (H, W, 3) or a tensor (3, H, W), "
+            f"got shape {arr.shape} and dtype {arr.dtype}"
+        )
+    return Image.fromarray(arr)
+
+
+def colorize(mask: Any, *, ignore_color: tuple[int, int, int] = IGNORE_COLOR) -> Image.Image:
+    """Draw a label map in the SUIM palette.
+
+    Args:
+        mask: Integer label map ``(H, W)`` (numpy or torch).
+        ignore_color: Colour of ignore (255) and out-of-range values.
+
+    Returns:
+        An RGB PIL image of size ``(W, H)``.
+
+    Example:
+        >>> import numpy as np
+        >>> colorize(np.array([[0, 6]])).getpixel((1, 0))
+        (255, 255, 0)
+    """
+    return Image.fromarray(index_to_rgb(_labels(mask), ignore_color=ignore_color))
+
+
+def legend(
+    classes: Iterable[int] | None = None,
+    *,
+    width: int = 320,
+    row_height: int = 14,
+    columns: int = 2,
+) -> Image.Image:
+    """A strip listing class colours and names.
+
+    Args:
+        classes: Class ids to list (default: all eight).
+        width: Width of the strip in pixels.
+        row_height: Height of one row.
+        columns: Entries per row.
+
+    Returns:
+        An RGB PIL image of width ``width``.
+
+    Example:
+        >>> legend([0, 1], width=200).size
+        (200, 14)
+    """
+    ids = sorted(set(range(NUM_CLASSES) if classes is None else classes))
+    if any(not 0 <= c < NUM_CLASSES for c in ids):
+        raise ConfigError(f"classes: expected ids in [0, {NUM_CLASSES}), got {ids}")
+    if width < 16 or row_height < 8 or columns < 1:
+        raise ConfigError(
+            f"legend: expected width >= 16, row_height >= 8, columns >= 1, got "
+            f"{width}, {row_height}, {columns}"
+        )
+    rows = max(1, -(-len(ids) // columns))
+    strip = Image.new("RGB", (width, rows * row_height), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    font = ImageFont.load_default()
+    col_w = width // columns
+    box = row_height - 4
+    for k, c in enumerate(ids):
+        x, y = (k % columns) * col_w + 2, (k // columns) * row_height + 2
+        draw.rectangle([x, y, x + box, y + box], fill=SUIM_CLASSES[c].rgb, outline=(0, 0, 0))
+        label = f"{SUIM_CLASSES[c].code} {SUIM_CLASSES[c].name}"
+        draw.text((x + box + 4, y - 1), label, fill=(0, 0, 0), font=font)
+    return strip
+
+
+def overlay(
+    image: Any,
+    mask: Any,
+    alpha: float = 0.5,
+    *,
+    show_legend: bool = False,
+) -> Image.Image:
+    """Blend a label map over an image.
+
+    A mask of another size is resized nearest-neighbour to the image. Ignore pixels
+    (255 or any value outside ``[0, 8)``) are left unblended.
+
+    Args:
+        image: PIL image, uint8 array ``(H, W, 3)`` or tensor ``(3, H, W)`` (uint8 or
+            ``[0, 1]`` float; use :func:`~suimseg.data.transforms.denormalize` on a
+            normalised tensor).
+        mask: Integer label map ``(H, W)``.
+        alpha: Opacity of the colours, in ``[0, 1]``.
+        show_legend: Append a strip naming the classes present in the mask.
+
+    Returns:
+        An RGB PIL image (taller by the legend when ``show_legend``).
+
+    Example:
+        >>> import numpy as np
+        >>> out = overlay(np.zeros((4, 4, 3), np.uint8), np.full((4, 4), 7), alpha=1.0)
+        >>> out.getpixel((0, 0))
+        (255, 255, 255)
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha: expected a value in [0, 1], got {alpha!r}")
+    base = _image_rgb(image)
+    labels = _labels(mask)
+    if labels.shape != (base.height, base.width):
+        resized = Image.fromarray(labels.astype(np.int32)).resize(
+            base.size, Image.Resampling.NEAREST
+        )
+        labels = np.asarray(resized).astype(np.int64)
+    colours = index_to_rgb(labels).astype(np.float32)
+    img = np.asarray(base, dtype=np.float32)
+    valid = ((labels >= 0) & (labels < NUM_CLASSES))[..., None]
+    blended = np.where(valid, (1 - alpha) * img + alpha * colours, img)
+    out = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    if not show_legend:
+        return out
+    present = np.unique(labels[valid[..., 0]]).tolist()
+    strip = legend(present, width=max(out.width, 16))
+    combined = Image.new("RGB", (out.width, out.height + strip.height), (255, 255, 255))
+    combined.paste(out, (0, 0))
+    combined.paste(strip.crop((0, 0, out.width, strip.height)), (0, out.height))
+    return combined

@@ -1,0 +1,71 @@
+"""Tests for colorize / overlay / legend (suimseg.data.visualize)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from suimseg.classes import IGNORE_COLOR, IGNORE_INDEX, SUIM_CLASSES
+from suimseg.data import colorize, legend, overlay
+from suimseg.errors import ConfigError
+
+
+def test_colorize_uses_the_palette_and_ignore_colour() -> None:
+    labels = np.array([[c.index for c in SUIM_CLASSES] + [IGNORE_INDEX]])
+    out = colorize(torch.from_numpy(labels))
+    assert isinstance(out, Image.Image)
+    assert out.size == (9, 1)
+    assert [out.getpixel((i, 0)) for i in range(8)] == [c.rgb for c in SUIM_CLASSES]
+    assert out.getpixel((8, 0)) == IGNORE_COLOR
+
+
+def test_overlay_blends_and_leaves_ignore_pixels() -> None:
+    image = np.full((4, 6, 3), 100, np.uint8)
+    labels = np.full((4, 6), 7)
+    labels[0, 0] = IGNORE_INDEX
+    half = overlay(image, labels, alpha=0.5)
+    assert half.getpixel((1, 1)) == (178, 178, 178)
+    assert half.getpixel((0, 0)) == (100, 100, 100)
+    assert overlay(image, labels, alpha=0.0).getpixel((1, 1)) == (100, 100, 100)
+    assert overlay(image, labels, alpha=1.0).getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_overlay_accepts_tensors_and_resizes_the_mask() -> None:
+    image = torch.zeros(3, 8, 8)
+    labels = torch.ones(4, 4, dtype=torch.int64)
+    out = overlay(image, labels, alpha=1.0)
+    assert out.size == (8, 8)
+    assert out.getpixel((7, 7)) == SUIM_CLASSES[1].rgb
+
+
+def test_overlay_legend_strip_adds_rows() -> None:
+    image = Image.new("RGB", (120, 40))
+    labels = np.zeros((40, 120), np.int64)
+    labels[:, 60:] = 6
+    out = overlay(image, labels, show_legend=True)
+    assert out.width == 120
+    assert out.height > 40
+    assert legend([0, 1, 2], columns=1).height == 3 * legend([0]).height
+
+
+@pytest.mark.parametrize(
+    ("image", "mask", "kwargs", "match"),
+    [
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4)), {}, "integer label map"),
+        (np.zeros((4, 4), np.uint8), np.zeros((4, 4), int), {}, "image"),
+        (torch.zeros(1, 4, 4), np.zeros((4, 4), int), {}, r"\(3, H, W\)"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), int), {"alpha": 2.0}, "alpha"),
+    ],
+)
+def test_bad_inputs(image: object, mask: object, kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        overlay(image, mask, **kwargs)
+
+
+def test_legend_validates() -> None:
+    with pytest.raises(ConfigError, match="classes"):
+        legend([9])
+    with pytest.raises(ConfigError, match="width"):
+        legend(width=4)
