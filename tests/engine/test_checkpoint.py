@@ -23,9 +23,12 @@ from suimseg.engine import (
     load_checkpoint,
     load_model,
     make_checkpoint,
+    reduce_on_plateau,
     restore_rng_state,
 )
 from suimseg.errors import CheckpointError
+from suimseg.losses import DiceFocalLoss
+from suimseg.optim import param_groups
 
 CE = nn.CrossEntropyLoss(ignore_index=255)
 
@@ -83,8 +86,16 @@ def test_load_model_rebuilds_a_trained_unet(
     tmp_path: Path, tiny_unet: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
 ) -> None:
     model = tiny_unet()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    trainer = Trainer(model, CE, opt, device="cpu", checkpoint_dir=tmp_path, verbose=False)
+    opt = torch.optim.AdamW(param_groups(model, 0.1, lr=1e-3, weight_decay=1e-4))
+    trainer = Trainer(
+        model,
+        DiceFocalLoss(),
+        opt,
+        scheduler=reduce_on_plateau(opt),
+        device="cpu",
+        checkpoint_dir=tmp_path,
+        verbose=False,
+    )
     loader = DataLoader(dataset(4), batch_size=2)
     trainer.fit(loader, loader, epochs=1)
     rebuilt = load_model(tmp_path / "best.pt")
@@ -99,6 +110,7 @@ def test_load_model_rebuilds_a_trained_unet(
     assert ckpt["model"]["config"]["num_classes"] == 3
     assert ckpt["suimseg_version"]
     assert ckpt["optimizer_state"]["state"]
+    assert ckpt["scheduler_state"]["mode"] == "max"
 
 
 def test_load_model_refuses_custom_model(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from suimseg.engine import (
 )
 from suimseg.errors import ConfigError
 from suimseg.metrics import ConfusionMatrix
+from suimseg.optim import param_groups
 
 CE = nn.CrossEntropyLoss(ignore_index=255)
 
@@ -136,6 +137,15 @@ def test_reduce_on_plateau_defaults() -> None:
     assert sched.factor == 0.5
     assert sched.patience == 5
     assert sched.min_lrs == [1e-6]
+
+
+def test_reduce_on_plateau_keeps_the_encoder_ratio(tiny_unet: Callable[..., nn.Module]) -> None:
+    groups = param_groups(tiny_unet(), 0.1, lr=1e-4, weight_decay=1e-4)
+    opt = torch.optim.AdamW(groups)
+    mults = [g["lr_mult"] for g in opt.param_groups]
+    assert sorted(set(mults)) == [0.1, 1.0]
+    sched = reduce_on_plateau(opt, min_lr=1e-6)
+    assert sched.min_lrs == pytest.approx([1e-6 * m for m in mults])
 
 
 def test_step_scheduler_is_stepped_every_step(
@@ -456,3 +466,13 @@ def test_fit_without_validation(
     assert history[0].val_iou == {}
     assert (tmp_path / "last.pt").is_file()
     assert not (tmp_path / "best.pt").exists()
+
+
+@pytest.mark.slow
+def test_compile_trains_and_evaluates(
+    tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    trainer = _trainer(tiny_model(), compile=True)
+    history = trainer.fit(*_loaders(dataset), epochs=1)
+    assert math.isfinite(history[0].train_loss)
+    assert history[0].val_miou is not None

@@ -46,6 +46,7 @@ from suimseg.engine.history import EpochRecord, HistoryWriter
 from suimseg.errors import CheckpointError, ConfigError
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
 from suimseg.models import model_spec
+from suimseg.optim import group_min_lrs
 
 __all__ = ["AmpMode", "Callback", "NonFinitePolicy", "TrainStats", "Trainer", "reduce_on_plateau"]
 
@@ -107,13 +108,15 @@ def reduce_on_plateau(
     """The design's schedule: halve the LR when validation mIoU stalls for 5 epochs.
 
     The trainer steps a :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau` with the
-    validation mIoU (``mode="max"``) after every epoch.
+    validation mIoU (``mode="max"``) after every epoch. The ``min_lr`` floor is scaled by
+    each group's ``"lr_mult"`` (set by :func:`suimseg.optim.param_groups`), so the
+    encoder/decoder learning-rate ratio survives the floor.
 
     Args:
         optimizer: The optimizer whose learning rates are reduced.
         factor: Multiplier applied to the LR on a plateau.
         patience: Epochs without improvement before reducing.
-        min_lr: Lower bound of every group's LR.
+        min_lr: Lower bound of the base LR (groups without ``"lr_mult"`` get exactly this).
 
     Returns:
         The scheduler, to pass as ``Trainer(..., scheduler=...)``.
@@ -123,7 +126,13 @@ def reduce_on_plateau(
         >>> reduce_on_plateau(opt).mode
         'max'
     """
-    return ReduceLROnPlateau(optimizer, mode="max", factor=factor, patience=patience, min_lr=min_lr)
+    return ReduceLROnPlateau(
+        optimizer,
+        mode="max",
+        factor=factor,
+        patience=patience,
+        min_lr=group_min_lrs(optimizer.param_groups, min_lr),
+    )
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
