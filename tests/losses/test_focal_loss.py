@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,9 @@ def test_hand_computed_float_alpha_scales_every_pixel() -> None:
     torch.testing.assert_close(
         focal_loss(logits, target, gamma=1.5, alpha=torch.tensor(0.25)), 0.25 * base
     )
+    module = FocalLoss(gamma=1.5, alpha=np.float32(0.25))  # type: ignore[arg-type]
+    torch.testing.assert_close(module(logits, target), 0.25 * base)
+    assert "alpha=0.25," in repr(module)
 
 
 def test_hand_computed_with_ignored_pixel() -> None:
@@ -345,3 +349,14 @@ def test_any_integer_target_dtype_is_accepted(dtype: torch.dtype) -> None:
     target[0, 0, 1] = 255
     want = focal_loss(logits, target)
     torch.testing.assert_close(focal_loss(logits, target.to(dtype)), want)
+
+
+def test_small_integer_dtypes_do_not_wrap_around() -> None:
+    # Comparing uint8/int8 tensors with out-of-range ints wraps (int8 -1 == 255); we must not.
+    logits = torch.zeros(1, 3, 2)
+    with pytest.raises(ValueError, match="got value -1"):
+        focal_loss(logits, torch.tensor([[0, -1]], dtype=torch.int8), ignore_index=255)
+    with pytest.raises(ValueError, match="got value 255"):
+        focal_loss(logits, torch.tensor([[0, 255]], dtype=torch.uint8), ignore_index=-1)
+    ok = focal_loss(logits, torch.tensor([[0, 255]], dtype=torch.uint8), gamma=0.0)
+    assert ok.item() == pytest.approx(math.log(3.0))

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from suimseg.classes import IGNORE_INDEX
 from suimseg.errors import ConfigError
 
 __all__ = [
@@ -106,6 +107,15 @@ def as_class_vector(value: ClassVector | None, name: str) -> Tensor | None:
     return vec
 
 
+def format_vector(vec: Tensor | None) -> float | list[float] | None:
+    """A short, rounded form of a scalar or per-class buffer for ``extra_repr``."""
+    if vec is None:
+        return None
+    if vec.ndim == 0:
+        return round(float(vec), 4)
+    return [round(v, 4) for v in vec.tolist()]
+
+
 def _class_vector_for(
     vec: Tensor | None, name: str, num_classes: int, like: Tensor
 ) -> Tensor | None:
@@ -124,11 +134,12 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
-def check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> None:
-    """Check logits ``(N, C, *)`` against integer target ``(N, *)``.
+def check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+    """Check logits ``(N, C, *)`` against integer target ``(N, *)``; return the target as int64.
 
     The value check costs one device-to-host sync (a single ``.any()``); the offending value
-    is only fetched when the check fails.
+    is only fetched when the check fails. Comparisons run on the int64 target: comparing a
+    ``uint8``/``int8`` tensor with an out-of-range Python int (255, -100, ...) wraps around.
 
     Raises:
         ConfigError: On a non-tensor input, float/bool target, shape mismatch, fewer than two
@@ -172,6 +183,7 @@ def check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> None:
         raise ConfigError(
             f"target: expected the same device as logits ({logits.device}), got {target.device}"
         )
+    target = target.long()
     bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
     if bool(bad.any()):
         value = int(target[bad][0].item())
@@ -180,6 +192,7 @@ def check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> None:
             f"{ignore_index}, got value {value}; remap it or set ignore_index={value} "
             "to ignore it"
         )
+    return target
 
 
 # --------------------------------------------------------------------------------------
@@ -194,12 +207,12 @@ class _Prepared(NamedTuple):
 
 
 def _prepare(logits: Tensor, target: Tensor, ignore_index: int) -> _Prepared:
-    valid = target != ignore_index
+    valid = target != ignore_index  # target is int64 (see check_inputs)
     # Zero the logits of ignored pixels so that even inf/NaN there (e.g. padding) cannot
     # reach the value or the gradient; `where` passes exactly 0 gradient to them.
     logits = torch.where(valid.unsqueeze(1), logits.to(_compute_dtype(logits)), 0.0)
     log_probs = F.log_softmax(logits, dim=1)
-    safe_target = torch.where(valid, target, 0).long()
+    safe_target = torch.where(valid, target, 0)
     return _Prepared(log_probs, safe_target, valid)
 
 
@@ -278,8 +291,8 @@ def check_alpha(alpha: float | ClassVector | None) -> float | Tensor | None:
         return None
     if isinstance(alpha, (int, float)):
         return check_non_negative(alpha, "alpha")  # rejects bool
-    if isinstance(alpha, Tensor) and alpha.ndim == 0:
-        return check_non_negative(float(alpha.item()), "alpha")
+    if getattr(alpha, "ndim", None) == 0:  # 0-d tensor or NumPy scalar
+        return check_non_negative(float(alpha), "alpha")  # type: ignore[arg-type]
     return as_class_vector(alpha, "alpha")
 
 
@@ -304,7 +317,7 @@ def focal_from_checked(
     reduction: Reduction,
 ) -> Tensor:
     """:func:`focal_loss` with its arguments already checked (used by the modules)."""
-    check_inputs(logits, target, ignore_index)
+    target = check_inputs(logits, target, ignore_index)
     prep = _prepare(logits, target, ignore_index)
     alpha = _alpha_for(alpha, logits.shape[1], prep.log_probs)
     return _focal_terms(prep, gamma, alpha, reduction)
@@ -320,7 +333,7 @@ def dice_from_checked(
     batch_dice: bool,
 ) -> Tensor:
     """:func:`dice_loss` with its arguments already checked (used by the modules)."""
-    check_inputs(logits, target, ignore_index)
+    target = check_inputs(logits, target, ignore_index)
     prep = _prepare(logits, target, ignore_index)
     w = _class_vector_for(weight, "weight", logits.shape[1], prep.log_probs)
     return _dice_terms(prep, smooth, w, batch_dice)
@@ -340,7 +353,7 @@ def dice_focal_from_checked(
     batch_dice: bool,
 ) -> LossComponents:
     """:func:`dice_focal_loss` with its arguments already checked (used by the modules)."""
-    check_inputs(logits, target, ignore_index)
+    target = check_inputs(logits, target, ignore_index)
     prep = _prepare(logits, target, ignore_index)
     num_classes = logits.shape[1]
     alpha = _alpha_for(alpha, num_classes, prep.log_probs)
@@ -361,7 +374,7 @@ def focal_loss(
     *,
     gamma: float = 2.0,
     alpha: float | ClassVector | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     reduction: Reduction = "mean",
 ) -> Tensor:
     r"""Multi-class softmax focal loss (Lin et al., 2017).
@@ -431,7 +444,7 @@ def dice_loss(
     *,
     smooth: float = 1e-5,
     weight: ClassVector | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     batch_dice: bool = True,
 ) -> Tensor:
     r"""Soft multi-class Dice loss on softmax probabilities against one-hot targets.
@@ -446,7 +459,8 @@ def dice_loss(
     near-empty prediction would otherwise score ~1). Probability mass it takes is still
     penalised: it is taken from the true class, lowering that class's ``I_c``. The loss is
     ``sum_c w_c * loss_c / sum_c w_c`` over present classes (``w = weight`` or 1), then the
-    mean over images that have a present class. A batch with every pixel ignored gives 0.
+    mean over images that have a present class of positive weight. A batch with every pixel
+    ignored gives 0.
 
     Ignored pixels are excluded from ``I``, ``P`` and ``G``. The result lies in ``[0, 1]``
     and is computed in float32 (float64 for float64 logits) even under autocast.
@@ -499,7 +513,7 @@ def dice_focal_loss(
     lambda_focal: float = 0.5,
     gamma: float = 2.0,
     alpha: float | ClassVector | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     smooth: float = 1e-5,
     dice_weight: ClassVector | None = None,
     batch_dice: bool = True,

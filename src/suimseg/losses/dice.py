@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from suimseg.classes import IGNORE_INDEX
 from suimseg.losses._functional import (
     ClassVector,
     as_class_vector,
     check_ignore_index,
     check_non_negative,
     dice_from_checked,
+    format_vector,
 )
 
 __all__ = ["DiceLoss"]
@@ -62,7 +64,7 @@ class DiceLoss(nn.Module):
         *,
         smooth: float = 1e-5,
         weight: ClassVector | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         batch_dice: bool = True,
     ) -> None:
         super().__init__()
@@ -83,7 +85,7 @@ class DiceLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        weight = None if self.weight is None else [round(w, 4) for w in self.weight.tolist()]
+        weight = format_vector(self.weight)
         return (
             f"smooth={self.smooth}, weight={weight}, ignore_index={self.ignore_index}, "
             f"batch_dice={self.batch_dice}"

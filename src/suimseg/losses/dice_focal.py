@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from suimseg.classes import IGNORE_INDEX
 from suimseg.losses._functional import (
     ClassVector,
     LossComponents,
@@ -13,6 +14,7 @@ from suimseg.losses._functional import (
     check_ignore_index,
     check_non_negative,
     dice_focal_from_checked,
+    format_vector,
 )
 
 __all__ = ["DiceFocalLoss", "LossComponents"]
@@ -70,7 +72,7 @@ class DiceFocalLoss(nn.Module):
         lambda_focal: float = 0.5,
         gamma: float = 2.0,
         alpha: float | ClassVector | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         smooth: float = 1e-5,
         dice_weight: ClassVector | None = None,
         batch_dice: bool = True,
@@ -119,9 +121,10 @@ class DiceFocalLoss(nn.Module):
         return self.components(logits, target).total
 
     def extra_repr(self) -> str:
-        alpha = None if self.alpha is None else [round(a, 4) for a in self.alpha.flatten().tolist()]
+        alpha = format_vector(self.alpha)
         return (
             f"lambda_dice={self.lambda_dice}, lambda_focal={self.lambda_focal}, "
             f"gamma={self.gamma}, alpha={alpha}, ignore_index={self.ignore_index}, "
-            f"smooth={self.smooth}, batch_dice={self.batch_dice}"
+            f"smooth={self.smooth}, dice_weight={format_vector(self.dice_weight)}, "
+            f"batch_dice={self.batch_dice}"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from suimseg.classes import IGNORE_INDEX
 from suimseg.losses._functional import (
     ClassVector,
     Reduction,
@@ -13,6 +14,7 @@ from suimseg.losses._functional import (
     check_non_negative,
     check_reduction,
     focal_from_checked,
+    format_vector,
 )
 
 __all__ = ["FocalLoss"]
@@ -64,7 +66,7 @@ class FocalLoss(nn.Module):
         *,
         gamma: float = 2.0,
         alpha: float | ClassVector | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
@@ -89,7 +91,7 @@ class FocalLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        alpha = None if self.alpha is None else [round(a, 4) for a in self.alpha.flatten().tolist()]
+        alpha = format_vector(self.alpha)
         return (
             f"gamma={self.gamma}, alpha={alpha}, ignore_index={self.ignore_index}, "
             f"reduction={self.reduction!r}"
