@@ -82,9 +82,13 @@ assert trainer.distributed
 train, val = Data(8, 0), Data(5, 1)
 history = trainer.fit(DataLoader(train, batch_size=2, shuffle=True),
                       DataLoader(val, batch_size=2), epochs=1)
+val_seen, val.seen = val.seen, []
+metrics = trainer.evaluate(DataLoader(val, batch_size=2))
 with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
-    json.dump({"train_seen": train.seen, "val_seen": val.seen,
-               "miou": history[0].val_miou, "world": int(os.environ["WORLD_SIZE"])}, fh)
+    json.dump({"train_seen": train.seen, "val_seen": val_seen, "eval_seen": val.seen,
+               "miou": history[0].val_miou, "eval_miou": metrics.miou,
+               "world": int(os.environ["WORLD_SIZE"])}, fh)
+torch.distributed.destroy_process_group()
 """
 
 
@@ -111,7 +115,9 @@ def test_torchrun_two_processes_match_single_process_evaluation(tmp_path: Path) 
     assert sorted(ranks[0]["train_seen"] + ranks[1]["train_seen"]) == list(range(8))
     # Evaluation was sharded without padding: 5 samples split 3 + 2.
     assert sorted(ranks[0]["val_seen"] + ranks[1]["val_seen"]) == list(range(5))
+    assert sorted(ranks[0]["eval_seen"] + ranks[1]["eval_seen"]) == list(range(5))
     assert ranks[0]["miou"] == ranks[1]["miou"]  # all-reduced: both ranks agree
+    assert ranks[0]["eval_miou"] == ranks[0]["miou"]
     assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "history.jsonl"}
     # Only rank 0 wrote the history: one line.
     assert len((out / "history.jsonl").read_text().splitlines()) == 1

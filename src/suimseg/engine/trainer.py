@@ -538,10 +538,10 @@ class Trainer:
     def evaluate(self, loader: Iterable[Any]) -> SegmentationMetrics:
         """Compute dataset-level metrics (mIoU, per-class IoU, F1, accuracy) on ``loader``.
 
-        Under DDP each process evaluates its shard (pass the loader through
-        :func:`~suimseg.engine.distributed.shard_loader`, which :meth:`fit` does for you)
-        and the confusion matrices are summed, so the result equals a single-process
-        evaluation. The model's train/eval mode is restored afterwards.
+        Under DDP a DataLoader is re-built with a :class:`~suimseg.engine.ShardSampler`
+        (each sample on one process, no padding) and the confusion matrices are summed, so
+        the result equals a single-process evaluation. The model's train/eval mode is
+        restored afterwards.
 
         Args:
             loader: Yields ``(images, targets)`` batches like :meth:`train_one_epoch`.
@@ -556,6 +556,8 @@ class Trainer:
             >>> metrics = trainer.evaluate(val_loader)  # doctest: +SKIP
             >>> print(metrics.format_table())  # doctest: +SKIP
         """
+        if self.distributed and isinstance(loader, DataLoader):
+            loader = dist_utils.shard_loader(loader, train=False)
         return self._evaluate(loader)[0]
 
     @torch.no_grad()
