@@ -450,8 +450,9 @@ class Trainer:
         return FloatingPointError(
             f"non-finite training loss (NaN or inf) at epoch {epoch}, step {step}; common "
             "causes are a too-high learning rate, fp16 overflow (try amp='bf16') or labels "
-            "outside [0, num_classes) other than ignore_index. The last good epoch is in "
-            "last.pt; pass nonfinite='skip' to skip such steps instead."
+            "outside [0, num_classes) other than ignore_index."
+            + (" The last good epoch is in last.pt." if self.checkpoint_dir else "")
+            + " Pass nonfinite='skip' to skip such steps instead."
         )
 
     def _loss_ok(self, loss: Tensor, epoch: int, step: int, first_bad: Tensor) -> bool:
