@@ -252,6 +252,7 @@ def test_class_pixel_counts_reads_only_masks(
         raise AssertionError("class_pixel_counts must not decode images")
 
     monkeypatch.setattr(SUIMDataset, "_read_image", no_images)
+    monkeypatch.setattr(SUIMDataset, "_decode_image", no_images)
     counts = ds.class_pixel_counts()
     assert counts.dtype == np.int64
     assert counts.shape == (NUM_CLASSES,)

@@ -26,7 +26,6 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
-from torchvision.transforms.v2 import functional as F
 
 from suimseg.classes import IGNORE_INDEX
 from suimseg.errors import ConfigError
@@ -101,9 +100,7 @@ def _writable(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 def _to_image_tensor(image: Any) -> tv_tensors.Image:
     if isinstance(image, Image.Image):
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return tv_tensors.Image(F.pil_to_tensor(image))
+        image = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ConfigError(
@@ -114,7 +111,9 @@ def _to_image_tensor(image: Any) -> tv_tensors.Image:
                 f"transform: expected a uint8 image array, got dtype {image.dtype}; "
                 "convert with (x * 255).round().astype(np.uint8) for [0, 1] floats"
             )
-        return tv_tensors.Image(torch.from_numpy(_writable(image)).permute(2, 0, 1))
+        # A contiguous (3, H, W) copy made by numpy: torch kernels on the permuted
+        # (channels-last) view are many times slower (measured in benchmarks/data.py).
+        return tv_tensors.Image(torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C")))
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
             raise ConfigError(

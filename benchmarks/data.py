@@ -1,0 +1,249 @@
+"""Benchmark the SUIM data pipeline (images/s) against a naive "full-size decode" pipeline.
+
+Pipelines, all producing the same tensors (float32 ``(3, S, S)`` image, int64 ``(S, S)``
+mask, ImageNet-normalised, with ``eval_transforms(S)``):
+
+- ``naive``: open the JPEG and the BMP at full size, decode the whole mask, then let
+  torchvision resize the full-size tensors (what a plain loader does).
+- ``suimseg (no draft)``: :class:`SUIMDataset` with ``fast_decode=False``: full-size JPEG
+  decode, but PIL resizes before tensor conversion and the mask is resized before decoding.
+- ``suimseg``: the default: JPEGs decoded at reduced scale (Pillow ``draft``) first.
+- ``suimseg + cache``: ``cache=True``; the first epoch fills the cache (reported as
+  ``cache, epoch 1``) and later epochs read decoded, resized uint8 arrays from memory.
+
+Each setting runs one warm-up epoch and then ``--repeats`` timed epochs through a
+``DataLoader`` (batch 8); the median images/s is reported. Images are synthetic
+(``make_synthetic_suim``) unless ``--real ROOT`` adds a folder in the SUIM layout.
+
+Usage::
+
+    python benchmarks/data.py            # small and quick (640x480 source, 0 workers)
+    python benchmarks/data.py --full     # 640x480 and 1920x1080 sources, 0/2/N workers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from suimseg.classes import rgb_to_index
+from suimseg.data import SUIMDataset, eval_transforms, make_synthetic_suim
+from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+class NaiveSUIM(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """The baseline: decode image and mask at full size, then the torchvision v2 idiom.
+
+    ``v2.ToImage`` -> ``v2.Resize`` (antialiased; masks nearest) -> ``v2.ToDtype`` ->
+    ``v2.Normalize``, as the torchvision documentation suggests for segmentation.
+    """
+
+    def __init__(self, root: Path, split_folder: str, size: int) -> None:
+        images = sorted((root / split_folder / "images").iterdir())
+        self.pairs = [
+            (str(p), str(root / split_folder / "masks" / f"{p.stem}.bmp")) for p in images
+        ]
+        self.transform = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize([size, size], antialias=True),
+                v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+                v2.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_path, mask_path = self.pairs[i]
+        with Image.open(image_path) as im:
+            image = im.convert("RGB")
+        with Image.open(mask_path) as m:
+            labels = rgb_to_index(m)
+        if labels.shape != (image.height, image.width):
+            labels = np.asarray(
+                Image.fromarray(labels.astype(np.uint8)).resize(
+                    image.size, Image.Resampling.NEAREST
+                )
+            ).astype(np.int64)
+        out_image, out_mask = self.transform(image, tv_tensors.Mask(torch.from_numpy(labels)))
+        return out_image.as_subclass(torch.Tensor), out_mask.as_subclass(torch.Tensor)
+
+
+def _epoch(loader: DataLoader[Any]) -> float:
+    t0 = time.perf_counter()
+    n = 0
+    for images, _ in loader:
+        n += images.shape[0]
+    return n / (time.perf_counter() - t0)
+
+
+def _measure(make: Callable[[], Dataset[Any]], workers: int, repeats: int) -> dict[str, Any]:
+    ds = make()
+    loader = DataLoader(
+        ds, batch_size=8, shuffle=False, num_workers=workers, persistent_workers=workers > 0
+    )
+    first = _epoch(loader)  # warm-up (for the cached pipeline: the epoch that fills it)
+    runs = [_epoch(loader) for _ in range(repeats)]
+    out = {"median": statistics.median(runs), "runs": runs, "first_epoch": first}
+    del loader
+    return out
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torchvision": torchvision.__version__,
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="real sizes and worker counts")
+    parser.add_argument("--size", type=int, default=384, help="target size S (S x S)")
+    parser.add_argument("--n-images", type=int, default=None, help="images per source size")
+    parser.add_argument("--repeats", type=int, default=None, help="timed epochs per setting")
+    parser.add_argument("--real", type=Path, default=None, help="extra SUIM-layout root (TEST)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/data.json"), help="JSON output"
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads in the main process (DataLoader workers always use 1); "
+        "0 keeps torch's default",
+    )
+    args = parser.parse_args(argv)
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+
+    if args.full:
+        sources = [(640, 480), (1920, 1080)]
+        n_images = args.n_images or 32
+        repeats = args.repeats or 3
+        workers = sorted({0, 2, os.cpu_count() or 1})
+    else:
+        sources = [(640, 480)]
+        n_images = args.n_images or 16
+        repeats = args.repeats or 2
+        workers = [0]
+    size = args.size
+    transform = eval_transforms(size)
+    results: list[dict[str, Any]] = []
+
+    with tempfile.TemporaryDirectory() as tmp:
+        roots: list[tuple[str, Path]] = []
+        for w, h in sources:
+            root = make_synthetic_suim(
+                Path(tmp) / f"{w}x{h}", n_train_val=0, n_test=n_images, size=(w, h), seed=0
+            )
+            roots.append((f"synthetic {w}x{h}", root))
+        if args.real is not None:
+            roots.append((f"real ({args.real.name})", args.real))
+
+        print(f"{'source':<24} {'pipeline':<22} {'workers':>7} {'img/s':>9} {'speed-up':>9}")
+        for label, root in roots:
+            for nw in workers:
+                pipelines: list[tuple[str, Callable[[], Dataset[Any]], bool]] = [
+                    ("naive", lambda r=root: NaiveSUIM(r, "TEST", size), False),
+                    (
+                        "suimseg (no draft)",
+                        lambda r=root: SUIMDataset(
+                            r, "test", image_size=size, transform=transform, fast_decode=False
+                        ),
+                        False,
+                    ),
+                    (
+                        "suimseg",
+                        lambda r=root: SUIMDataset(r, "test", image_size=size, transform=transform),
+                        False,
+                    ),
+                    (
+                        "suimseg + cache",
+                        lambda r=root: SUIMDataset(
+                            r, "test", image_size=size, transform=transform, cache=True
+                        ),
+                        True,
+                    ),
+                ]
+                base = None
+                for name, make, cached in pipelines:
+                    m = _measure(make, nw, repeats)
+                    base = base or m["median"]
+                    rows = [(name, m["median"])]
+                    if cached:
+                        rows = [
+                            ("suimseg + cache, ep. 1", m["first_epoch"]),
+                            ("suimseg + cache, ep. 2+", m["median"]),
+                        ]
+                    for row_name, ips in rows:
+                        print(
+                            f"{label:<24} {row_name:<22} {nw:>7} {ips:>9.1f} {ips / base:>8.2f}x",
+                            flush=True,
+                        )
+                        results.append(
+                            {
+                                "source": label,
+                                "pipeline": row_name,
+                                "workers": nw,
+                                "images_per_s": ips,
+                                "speedup_vs_naive": ips / base,
+                                "runs": m["runs"],
+                            }
+                        )
+
+    report = {
+        "benchmark": "suimseg data pipeline",
+        "machine": _machine(),
+        "settings": {
+            "target_size": size,
+            "sources": [f"{w}x{h}" for w, h in sources],
+            "n_images": n_images,
+            "repeats": repeats,
+            "warmup_epochs": 1,
+            "batch_size": 8,
+            "torch_threads_main_process": torch.get_num_threads(),
+            "workers": workers,
+            "transform": "eval_transforms(size)",
+            "statistic": "median images/s over timed epochs after one warm-up epoch",
+        },
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_name(f".{args.out.name}.tmp")
+    tmp_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_out, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
