@@ -1,15 +1,23 @@
 """The ``suimseg`` command-line interface.
 
-The CLI only parses arguments into typed values and calls the library; library code never
-sees an ``argparse.Namespace``.
+The CLI only parses arguments into typed values (a frozen :class:`~suimseg.config.TrainConfig`
+for training) and calls the library; library code never sees an ``argparse.Namespace``.
+Every option with a dash also accepts the underscore spelling (``--batch-size`` and
+``--batch_size``), so the design's original command line works unchanged.
+
+Exit status: 0 on success, 2 for bad or missing arguments (one usage line, no traceback),
+1 for runtime failures (the library's message, no traceback unless ``--debug``), 130 on
+Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torchvision
@@ -18,7 +26,56 @@ from suimseg._version import __version__
 from suimseg.classes import format_class_table
 from suimseg.errors import SUIMSegError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, *more: str, **kwargs: Any) -> None:
+    """Add an option under its dashed name and, when different, its underscore alias."""
+    names = [flag, *more]
+    alias = flag.replace("-", "_")
+    alias = "--" + alias[2:] if flag.startswith("--") else alias
+    if flag.startswith("--") and alias != flag:
+        names.append(alias)
+    parser.add_argument(*names, **kwargs)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT such as 160x120, got {text!r}"
+        ) from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return w, h
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 4 comma-separated integers such as 512,256,128,64, got {text!r}"
+        ) from None
+    if len(values) != 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected 4 comma-separated positive integers such as 512,256,128,64, got {text!r}"
+        )
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- commands
 
 
 def _cmd_info(_: argparse.Namespace) -> int:
@@ -38,6 +95,131 @@ def _cmd_info(_: argparse.Namespace) -> int:
     return 0
 
 
+#: Options of ``suimseg train`` mapped to TrainConfig fields (None = not given).
+_TRAIN_FIELDS = (
+    "data_root", "out_dir", "model", "encoder", "encoder_weights", "decoder_channels",
+    "bridge_channels", "image_size", "batch_size",
+    "epochs", "lr", "enc_lr_mult", "weight_decay", "grad_clip", "loss", "focal_gamma",
+    "lambda_dice", "lambda_focal", "class_weight_method", "plateau_factor", "plateau_patience",
+    "min_lr", "early_stopping_patience", "augment", "val_fraction", "seed", "workers", "device",
+    "amp", "channels_last", "compile", "cache",
+)  # fmt: skip
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    """Build the :class:`~suimseg.config.TrainConfig` that ``suimseg train`` runs."""
+    from suimseg.config import TrainConfig
+
+    base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    given = {name: getattr(args, name) for name in _TRAIN_FIELDS}
+    changes = {k: v for k, v in given.items() if v is not None}
+    return base.replace(**changes)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from suimseg.recipe import train
+
+    config = train_config_from_args(args)
+    result = train(config, resume_from=args.resume, progress=not args.no_progress)
+    best = "n/a" if result.best_miou is None else f"{100 * result.best_miou:.2f}%"
+    print(f"best validation mIoU {best}; checkpoints and history in {result.out_dir}")
+    return 130 if result.interrupted else 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from suimseg.data import make_synthetic_suim
+
+    root = make_synthetic_suim(
+        args.root,
+        n_train_val=args.n_train_val,
+        n_test=args.n_test,
+        size=args.size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    w, h = args.size
+    print(f"wrote a synthetic SUIM dataset to {root} "
+          f"({args.n_train_val} train_val + {args.n_test} TEST pairs, {w}x{h})")  # fmt: skip
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from suimseg.demo import run_demo
+
+    print(f"suimseg demo: synthetic SUIM data, CPU-sized UNetResAttnV3, {args.epochs} epochs "
+          f"-> {args.out}")  # fmt: skip
+    result = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=False)
+    print()
+    print("Test metrics (synthetic TEST split):")
+    print(result.metrics.format_table())
+    print()
+    print(f"mIoU of the trained model:            {100 * result.metrics.miou:6.2f}%")
+    print(f"mIoU of predicting '{result.majority_class}' everywhere: "
+          f"{100 * result.majority_metrics.miou:6.2f}%")  # fmt: skip
+    out = result.out_dir
+    print(f"wrote {out / 'metrics.json'}, {out / 'run' / 'history.csv'}, "
+          f"{out / 'run' / 'best.pt'} and overlays in {out / 'overlays'} "
+          f"({result.seconds:.0f} s)")  # fmt: skip
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _train_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "train",
+        help="train UNetResAttnV3 (or the DeepLabV3 baseline) on SUIM with the V3 recipe",
+        description="Train with the V3 recipe. Defaults are the design's: 384x384, batch 6, "
+        "50 epochs, AdamW lr 1e-4 (encoder x0.1), DiceFocalLoss (gamma 2), ReduceLROnPlateau "
+        "on validation mIoU. Unspecified options come from --config or those defaults.",
+    )
+    _add(p, "--data", dest="data_root", metavar="ROOT", required=True,
+         help="SUIM root folder (holding train_val/ and TEST/)")  # fmt: skip
+    _add(p, "--out", dest="out_dir", metavar="DIR", help="output folder (default runs/v3)")
+    _add(p, "--config", metavar="JSON", help="start from a saved config.json")
+    _add(p, "--model", choices=["v3", "deeplabv3"])
+    _add(p, "--encoder", choices=["resnet18", "resnet34", "resnet50", "resnet101"])
+    _add(p, "--encoder-weights", metavar="imagenet|none|PATH",
+         help="ImageNet weights (default; downloaded once), none, or a local file")  # fmt: skip
+    _add(p, "--decoder-channels", type=_channels, metavar="C4,C3,C2,C1",
+         help="V3 decoder widths, deepest first (default 512,256,128,64)")  # fmt: skip
+    _add(p, "--bridge-channels", type=_positive_int, help="V3 bridge width (default 1024)")
+    _add(p, "--image-size", type=_positive_int)
+    _add(p, "--batch-size", type=_positive_int)
+    _add(p, "--epochs", type=_positive_int)
+    _add(p, "--lr", type=float, help="decoder learning rate (default 1e-4)")
+    _add(p, "--enc-lr-mult", type=float, help="encoder LR multiplier (default 0.1)")
+    _add(p, "--weight-decay", type=float)
+    _add(p, "--grad-clip", type=float, help="gradient-norm clip (0 disables; default 1.0)")
+    _add(p, "--use-focal", dest="loss", action="store_const", const="dice_focal",
+         help="DiceFocalLoss (the default)")  # fmt: skip
+    _add(p, "--no-focal", dest="loss", action="store_const", const="ce",
+         help="class-weighted cross-entropy instead of DiceFocalLoss")  # fmt: skip
+    _add(p, "--focal-gamma", type=float)
+    _add(p, "--lambda-dice", type=float)
+    _add(p, "--lambda-focal", type=float)
+    _add(p, "--class-weights", dest="class_weight_method",
+         choices=["inverse_sqrt", "inverse", "median_frequency", "enet", "none"])  # fmt: skip
+    _add(p, "--plateau-factor", type=float)
+    _add(p, "--plateau-patience", type=int)
+    _add(p, "--min-lr", type=float)
+    _add(p, "--early-stopping", dest="early_stopping_patience", type=_positive_int,
+         metavar="PATIENCE")  # fmt: skip
+    _add(p, "--no-augment", dest="augment", action="store_const", const=False)
+    _add(p, "--val-fraction", type=float)
+    _add(p, "--seed", type=int)
+    _add(p, "--workers", type=int)
+    _add(p, "--device", choices=["auto", "cpu", "cuda"])
+    _add(p, "--amp", choices=["auto", "bf16", "fp16", "none"])
+    _add(p, "--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    _add(p, "--compile", action="store_const", const=True)
+    _add(p, "--cache", action="store_const", const=True, help="cache decoded images in memory")
+    _add(p, "--resume", metavar="PATH", help="continue from a last.pt checkpoint")
+    _add(p, "--no-progress", action="store_true", help="no per-step progress output")
+    p.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``suimseg`` argument parser (one sub-command per task)."""
     parser = argparse.ArgumentParser(
@@ -49,8 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show full tracebacks for runtime errors"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
     p_info = sub.add_parser("info", help="print versions, CUDA availability and the class table")
     p_info.set_defaults(func=_cmd_info)
+
+    _train_parser(sub)
+
+    p_synth = sub.add_parser("synth", help="write a synthetic dataset in the SUIM layout")
+    p_synth.add_argument("root", metavar="ROOT")
+    _add(p_synth, "--n-train-val", type=_positive_int, default=40)
+    _add(p_synth, "--n-test", type=_positive_int, default=10)
+    _add(p_synth, "--size", type=_parse_size, default=(160, 120), metavar="WxH")
+    _add(p_synth, "--seed", type=int, default=0)
+    _add(p_synth, "--overwrite", action="store_true")
+    p_synth.set_defaults(func=_cmd_synth)
+
+    p_demo = sub.add_parser(
+        "demo", help="synthetic data -> train a CPU-sized model -> evaluate -> pictures"
+    )
+    _add(p_demo, "--out", metavar="DIR", default="suimseg-demo")
+    _add(p_demo, "--epochs", type=_positive_int, default=6)
+    _add(p_demo, "--seed", type=int, default=0)
+    p_demo.set_defaults(func=_cmd_demo)
     return parser
 
 
@@ -63,12 +265,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("suimseg: error: a command is required (try 'suimseg info')", file=sys.stderr)
         return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return func(args)
     except KeyboardInterrupt:
         print("suimseg: interrupted", file=sys.stderr)
         return 130
-    except SUIMSegError as exc:
+    except (SUIMSegError, OSError) as exc:
         if args.debug:
             raise
         print(f"suimseg: error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "MissingDependencyError",
+    "NonFiniteLossError",
     "SUIMSegError",
     "WeightsUnavailableError",
 ]
@@ -36,6 +37,10 @@ class DatasetNotFoundError(SUIMSegError, FileNotFoundError):
 
 class CheckpointError(SUIMSegError, ValueError):
     """A checkpoint or weight file cannot be used (corrupt, wrong format, mismatched keys)."""
+
+
+class NonFiniteLossError(SUIMSegError, FloatingPointError):
+    """Training produced a NaN or infinite loss (the message names the epoch and step)."""
 
 
 class WeightsUnavailableError(SUIMSegError, RuntimeError):

@@ -21,7 +21,7 @@ from suimseg.engine import (
     read_history,
     reduce_on_plateau,
 )
-from suimseg.errors import ConfigError
+from suimseg.errors import ConfigError, NonFiniteLossError
 from suimseg.metrics import ConfusionMatrix
 from suimseg.optim import param_groups
 
@@ -194,7 +194,7 @@ def test_nan_loss_raises_naming_epoch_and_step(
 ) -> None:
     # 2 train steps + 1 eval batch per epoch: call 5 is epoch 2, step 2.
     trainer = _trainer(tiny_model(), loss_fn=_NaNAt({5}))
-    with pytest.raises(FloatingPointError, match=r"epoch 2, step 2"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 2"):
         trainer.fit(*_loaders(dataset), epochs=3)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
@@ -204,7 +204,7 @@ def test_deferred_nan_check_names_first_bad_step(
 ) -> None:
     trainer = _trainer(tiny_model(), loss_fn=_NaNAt({2, 3}), nonfinite_check_interval=4)
     train = DataLoader(dataset(8), batch_size=2)  # 4 steps: checked at step 4
-    with pytest.raises(FloatingPointError, match=r"epoch 1, step 2"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2"):
         trainer.train_one_epoch(train, epoch=1)
 
 

@@ -43,7 +43,7 @@ from suimseg.engine.checkpoint import (
     restore_rng_state,
 )
 from suimseg.engine.history import EpochRecord, HistoryWriter
-from suimseg.errors import CheckpointError, ConfigError
+from suimseg.errors import CheckpointError, ConfigError, NonFiniteLossError
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
 from suimseg.models import model_spec
 from suimseg.optim import group_min_lrs
@@ -199,7 +199,8 @@ class Trainer:
         class_names: One name per class, for metrics and history columns (defaults to the
             SUIM names for 8 classes).
         ignore_index: Label excluded from the metrics (the loss handles its own).
-        nonfinite: On a NaN/inf loss, ``"raise"`` a :class:`FloatingPointError` naming the
+        nonfinite: On a NaN/inf loss, ``"raise"`` a :class:`~suimseg.errors.NonFiniteLossError` (a
+            ``FloatingPointError``) naming the
             epoch and step, or ``"skip"`` the step (counted in the history).
         nonfinite_check_interval: Check for non-finite losses every this many steps. The
             default checks every step on CPU and in ``"skip"`` mode, and every 50 steps on
@@ -446,8 +447,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ non-finite losses
 
-    def _nonfinite_error(self, epoch: int, step: int) -> FloatingPointError:
-        return FloatingPointError(
+    def _nonfinite_error(self, epoch: int, step: int) -> NonFiniteLossError:
+        return NonFiniteLossError(
             f"non-finite training loss (NaN or inf) at epoch {epoch}, step {step}; common "
             "causes are a too-high learning rate, fp16 overflow (try amp='bf16') or labels "
             "outside [0, num_classes) other than ignore_index."
@@ -491,7 +492,7 @@ class Trainer:
             The epoch's :class:`TrainStats`.
 
         Raises:
-            FloatingPointError: On a non-finite loss with ``nonfinite="raise"``.
+            NonFiniteLossError: On a non-finite loss with ``nonfinite="raise"``.
         """
         set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
         if callable(set_epoch):
@@ -640,7 +641,7 @@ class Trainer:
 
         Raises:
             ConfigError: For invalid arguments.
-            FloatingPointError: On a non-finite loss with ``nonfinite="raise"``.
+            NonFiniteLossError: On a non-finite loss with ``nonfinite="raise"``.
             CheckpointError: If ``resume_from`` cannot be used.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -750,9 +751,10 @@ class Trainer:
             writer.append(record)
         if self.is_main_process:
             line = self._summary(record, epochs)
-            logger.info(line)
             if self.verbose:
                 print(line, flush=True)
+            else:
+                logger.info(line)
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
         patience = self.early_stopping_patience

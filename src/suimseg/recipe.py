@@ -1,0 +1,256 @@
+"""The V3 recipe: build model, loss, optimizer, scheduler, loaders and trainer from a config.
+
+This is what ``suimseg train`` runs; it is also a plain library function, so a script can
+do ``train(TrainConfig(data_root="SUIM"))``. Every piece is a public suimseg component, so
+a user can copy :func:`build_training` and swap any part.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.utils.data import DataLoader
+
+from suimseg.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from suimseg.config import TrainConfig
+from suimseg.data import SUIMDataset, eval_transforms, train_transforms
+from suimseg.engine import EpochRecord, Trainer
+from suimseg.errors import ConfigError
+from suimseg.losses import DiceFocalLoss, class_weights
+from suimseg.models import UNetResAttnV3, deeplabv3_resnet50
+from suimseg.optim import group_min_lrs, param_groups
+
+__all__ = [
+    "TrainResult",
+    "TrainingSetup",
+    "build_loaders",
+    "build_loss",
+    "build_model_from_config",
+    "build_training",
+    "resolve_device",
+    "train",
+]
+
+logger = logging.getLogger("suimseg")
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn ``"auto"``/``"cpu"``/``"cuda"`` into a device; ``"cuda"`` without CUDA fails clearly."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device: {device!r} was requested but CUDA is not available on this machine "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}). "
+            "Use --device cpu (or auto), or install a CUDA build of PyTorch on a GPU machine."
+        )
+    return torch.device(device)
+
+
+def _amp_mode(config: TrainConfig, device: torch.device) -> Any:
+    if config.amp == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return None if config.amp == "none" else config.amp
+
+
+def build_model_from_config(config: TrainConfig) -> nn.Module:
+    """Build the model the config names, with its encoder weights.
+
+    Raises:
+        WeightsUnavailableError: ``encoder_weights="imagenet"`` while offline (the message
+            says how to pass a local file).
+    """
+    weights = None if config.encoder_weights.lower() == "none" else config.encoder_weights
+    if config.model == "deeplabv3":
+        return deeplabv3_resnet50(num_classes=NUM_CLASSES, encoder_weights=weights)
+    return UNetResAttnV3(
+        num_classes=NUM_CLASSES,
+        encoder=config.encoder,
+        encoder_weights=weights,
+        decoder_channels=config.decoder_channels,
+        bridge_channels=config.bridge_channels,
+    )
+
+
+def build_loaders(
+    config: TrainConfig, *, device: torch.device | None = None
+) -> tuple[DataLoader[tuple[Tensor, Tensor]], DataLoader[tuple[Tensor, Tensor]]]:
+    """Training and validation loaders over the stratified ``train_val`` split.
+
+    The training loader shuffles (its order follows the torch RNG, which checkpoints
+    restore, so a resumed run sees the same order) and drops the last incomplete batch so
+    BatchNorm never trains on a single image.
+    """
+    common: dict[str, Any] = {
+        "val_fraction": config.val_fraction,
+        "seed": config.seed,
+        "cache": config.cache,
+    }
+    train_tf = train_transforms(config.image_size, augment=config.augment)
+    train_ds = SUIMDataset(config.data_root, "train", transform=train_tf, **common)
+    val_ds = SUIMDataset(
+        config.data_root, "val", transform=eval_transforms(config.image_size), **common
+    )
+    if len(train_ds) < 2:
+        raise ConfigError(
+            f"data_root: the training split of {config.data_root!r} has {len(train_ds)} "
+            "image(s); at least 2 are needed (BatchNorm cannot train on one image)"
+        )
+    cuda = device is not None and device.type == "cuda"
+    loader_kw: dict[str, Any] = {
+        "num_workers": config.workers,
+        "pin_memory": cuda,
+        "persistent_workers": config.workers > 0,
+    }
+    if config.workers > 0:
+        loader_kw["prefetch_factor"] = 4
+    batch = min(config.batch_size, len(train_ds))
+    train_loader = DataLoader(train_ds, batch_size=batch, shuffle=True, drop_last=True, **loader_kw)
+    val_loader = DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, **loader_kw)
+    return train_loader, val_loader
+
+
+def build_loss(config: TrainConfig, train_dataset: SUIMDataset) -> tuple[nn.Module, Tensor | None]:
+    """The design's loss with per-class alpha from the training split's pixel frequencies."""
+    alpha: Tensor | None = None
+    if config.class_weight_method != "none":
+        counts = train_dataset.class_pixel_counts()
+        alpha = class_weights(counts, method=config.class_weight_method)
+    if config.loss == "ce":
+        return nn.CrossEntropyLoss(weight=alpha, ignore_index=IGNORE_INDEX), alpha
+    loss = DiceFocalLoss(
+        lambda_dice=config.lambda_dice,
+        lambda_focal=config.lambda_focal,
+        gamma=config.focal_gamma,
+        alpha=alpha,
+        ignore_index=IGNORE_INDEX,
+    )
+    return loss, alpha
+
+
+@dataclass
+class TrainingSetup:
+    """Everything :func:`build_training` assembles, ready for ``trainer.fit``."""
+
+    config: TrainConfig
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: ReduceLROnPlateau
+    train_loader: DataLoader[tuple[Tensor, Tensor]]
+    val_loader: DataLoader[tuple[Tensor, Tensor]]
+    trainer: Trainer
+    class_weights: Tensor | None
+
+
+def build_training(
+    config: TrainConfig, *, progress: bool = True, verbose: bool = True
+) -> TrainingSetup:
+    """Build model, loss, AdamW with differential LRs, ReduceLROnPlateau, loaders, trainer.
+
+    Args:
+        config: The run's configuration.
+        progress: Show per-epoch progress (tqdm when installed).
+        verbose: Print a summary line per epoch.
+
+    Returns:
+        A :class:`TrainingSetup`; call ``setup.trainer.fit(setup.train_loader,
+        setup.val_loader, config.epochs)``.
+    """
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = build_model_from_config(config)
+    train_loader, val_loader = build_loaders(config, device=device)
+    train_ds = train_loader.dataset
+    if not isinstance(train_ds, SUIMDataset):  # pragma: no cover - built just above
+        raise TypeError("build_loaders returned an unexpected dataset")
+    loss_fn, alpha = build_loss(config, train_ds)
+    groups = param_groups(model, config.enc_lr_mult, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = AdamW(groups, lr=config.lr, fused=device.type == "cuda")
+    scheduler = ReduceLROnPlateau(
+        optimizer,
+        mode="max",
+        factor=config.plateau_factor,
+        patience=config.plateau_patience,
+        min_lr=group_min_lrs(groups, config.min_lr),
+    )
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    trainer = Trainer(
+        model,
+        loss_fn,
+        optimizer,
+        scheduler=scheduler,
+        device=device,
+        amp=_amp_mode(config, device),
+        grad_clip=config.grad_clip if config.grad_clip > 0 else None,
+        channels_last=channels_last,
+        compile=config.compile,
+        checkpoint_dir=config.out_dir,
+        early_stopping_patience=config.early_stopping_patience,
+        num_classes=NUM_CLASSES,
+        class_names=CLASS_NAMES,
+        seed=config.seed,
+        progress=progress,
+        verbose=verbose,
+    )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return TrainingSetup(
+        config=config,
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        trainer=trainer,
+        class_weights=alpha,
+    )
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns."""
+
+    out_dir: Path
+    history: list[EpochRecord]
+    best_miou: float | None
+    interrupted: bool
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume_from: str | Path | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+) -> TrainResult:
+    """Run the recipe: save ``config.json``, then fit with best/last checkpoints.
+
+    Args:
+        config: The run's configuration (saved as ``out_dir/config.json``).
+        resume_from: A ``last.pt`` to continue from.
+        progress: Show per-epoch progress.
+        verbose: Print a summary line per epoch.
+    """
+    setup = build_training(config, progress=progress, verbose=verbose)
+    out = Path(config.out_dir)
+    if setup.trainer.is_main_process:
+        config.to_json(out / "config.json")
+    history = setup.trainer.fit(
+        setup.train_loader, setup.val_loader, config.epochs, resume_from=resume_from
+    )
+    best = setup.trainer.best_metric
+    return TrainResult(
+        out_dir=out,
+        history=history,
+        best_miou=None if best is None else float(best),
+        interrupted=bool(setup.trainer.interrupted),
+    )

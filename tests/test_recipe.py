@@ -1,0 +1,171 @@
+"""Tests of the V3 recipe, the `suimseg train/synth/demo` commands and the demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from suimseg.cli import build_parser, main, train_config_from_args
+from suimseg.config import TrainConfig
+from suimseg.data import make_synthetic_suim
+from suimseg.demo import run_demo
+from suimseg.engine import load_checkpoint, load_model, read_history
+from suimseg.errors import ConfigError, DatasetNotFoundError
+from suimseg.losses import DiceFocalLoss
+from suimseg.models import UNetResAttnV3
+from suimseg.recipe import build_training, resolve_device
+
+TINY = [
+    "--encoder", "resnet18", "--encoder-weights", "none", "--decoder-channels", "16,16,8,8",
+    "--bridge-channels", "16", "--image-size", "32", "--workers", "0", "--device", "cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("suim")
+    return make_synthetic_suim(root, n_train_val=12, n_test=4, size=(48, 40), seed=0)
+
+
+def _tiny_config(data_root: Path, out: Path, **changes: object) -> TrainConfig:
+    base = TrainConfig(
+        data_root=str(data_root),
+        out_dir=str(out),
+        encoder="resnet18",
+        encoder_weights="none",
+        decoder_channels=(16, 16, 8, 8),
+        bridge_channels=16,
+        image_size=32,
+        batch_size=4,
+        epochs=1,
+        workers=0,
+        device="cpu",
+    )
+    return base.replace(**changes)
+
+
+def test_design_command_line_parses_both_spellings() -> None:
+    design = "train --data SUIM --epochs 50 --batch_size 6 --lr 1e-4 --focal_gamma 2.0 --use_focal"
+    dashed = "train --data SUIM --epochs 50 --batch-size 6 --lr 1e-4 --focal-gamma 2.0 --use-focal"
+    parser = build_parser()
+    a = train_config_from_args(parser.parse_args(design.split()))
+    b = train_config_from_args(parser.parse_args(dashed.split()))
+    assert a == b
+    assert a == TrainConfig(data_root="SUIM")  # the design's command is the default recipe
+    c = train_config_from_args(parser.parse_args(["train", "--data", "X", "--no-focal"]))
+    assert c.loss == "ce"
+
+
+def test_cli_options_override_a_saved_config(tmp_path: Path) -> None:
+    saved = TrainConfig(data_root="A", epochs=7, lr=3e-4).to_json(tmp_path / "config.json")
+    args = build_parser().parse_args(
+        ["train", "--data", "B", "--config", str(saved), "--epochs", "2"]
+    )
+    config = train_config_from_args(args)
+    assert (config.data_root, config.epochs, config.lr) == ("B", 2, 3e-4)
+
+
+def test_bad_cli_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["train", "--data", "X", "--batch-size", "0"],
+        ["train", "--data", "X", "--decoder-channels", "1,2,3"],
+        ["train", "--data", "X", "--model", "unet"],
+        ["train"],
+        ["synth", "out", "--size", "big"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    assert "expected 4 comma-separated" in capsys.readouterr().err
+
+
+def test_build_training_assembles_the_recipe(data_root: Path, tmp_path: Path) -> None:
+    setup = build_training(_tiny_config(data_root, tmp_path / "run"), progress=False)
+    assert isinstance(setup.model, UNetResAttnV3)
+    assert isinstance(setup.loss_fn, DiceFocalLoss)
+    assert setup.class_weights is not None
+    assert setup.class_weights.shape == (8,)
+    lrs = {g["name"]: g["lr"] for g in setup.optimizer.param_groups}
+    assert lrs["encoder"] == pytest.approx(0.1 * lrs["decoder"])
+    assert setup.scheduler.mode == "max"
+    assert setup.scheduler.factor == 0.5
+    assert setup.scheduler.patience == 5
+    assert setup.train_loader.drop_last
+    images, masks = next(iter(setup.train_loader))
+    assert images.shape == (4, 3, 32, 32)
+    assert masks.dtype == torch.int64
+
+
+def test_cuda_request_without_cuda_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_wrong_data_path_shows_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(DatasetNotFoundError):
+        build_training(_tiny_config(tmp_path / "nope", tmp_path / "run"))
+    code = main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "train_val" in err
+    assert "images" in err
+    assert "Traceback" not in err
+
+
+def test_cli_train_writes_checkpoints_history_config_then_resumes(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data_root), "--out", str(out), *TINY]
+    assert main([*argv, "--epochs", "1", "--batch_size", "4", "--lr", "1e-3"]) == 0
+    for name in ("best.pt", "last.pt", "history.csv", "history.jsonl", "config.json"):
+        assert (out / name).is_file(), name
+    saved = TrainConfig.from_json(out / "config.json")
+    assert (saved.epochs, saved.batch_size, saved.lr, saved.image_size) == (1, 4, 1e-3, 32)
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    model = load_model(out / "best.pt")
+    assert isinstance(model, UNetResAttnV3)
+    assert model.config["decoder_channels"] == [16, 16, 8, 8]
+
+    code = main([*argv, "--epochs", "2", "--batch-size", "4", "--resume", str(out / "last.pt")])
+    assert code == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    rows = read_history(out / "history.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert "best validation mIoU" in capsys.readouterr().out
+
+
+def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["synth", str(tmp_path / "s"), "--n-train-val", "8", "--n_test", "2", "--size", "40x30"]
+    )
+    assert code == 0
+    assert len(list((tmp_path / "s" / "train_val" / "images").iterdir())) == 8
+    assert len(list((tmp_path / "s" / "TEST" / "masks").glob("*.bmp"))) == 2
+    assert "8 train_val + 2 TEST pairs, 40x30" in capsys.readouterr().out
+
+
+def test_demo_small_settings(tmp_path: Path) -> None:
+    result = run_demo(tmp_path / "demo", epochs=2, n_train_val=16, n_test=4, size=(64, 48))
+    out = result.out_dir
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report) >= {"model", "majority_baseline", "seconds"}
+    assert report["model"]["miou"] == pytest.approx(result.metrics.miou)
+    assert report["majority_baseline"]["class"] == result.majority_class
+    # Predicting one class everywhere gets IoU 0 on every other present class.
+    assert result.majority_metrics.miou < 0.2
+    assert len(list((out / "overlays").glob("*.png"))) == 4
+    assert (out / "run" / "best.pt").is_file()
+    assert len(read_history(out / "run" / "history.csv")) == 2
+
+
+@pytest.mark.slow
+def test_demo_default_beats_majority_class(tmp_path: Path) -> None:
+    """The README's main job: clearly above the majority-class baseline."""
+    result = run_demo(tmp_path / "demo")
+    assert result.metrics.miou > result.majority_metrics.miou + 0.3
