@@ -1,0 +1,167 @@
+"""Loading and converting the images the predictor accepts.
+
+**EXIF policy.** Images read from files by the predictor (:func:`load_image` with the
+default ``exif_transpose=True``) are rotated upright according to their EXIF
+``Orientation`` tag, so a phone photo's mask matches what an image viewer shows. The
+SUIM dataset loader does *not* apply EXIF orientation (the SUIM masks are aligned with
+the stored pixel grid), so the evaluation helpers read images with
+``exif_transpose=False``. Images without an orientation tag are unaffected either way.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from suimseg.errors import ConfigError, DatasetError
+
+__all__ = ["ImageInput", "as_image_list", "load_image", "to_float_image"]
+
+#: One image in any form the predictor accepts: a file path, a PIL image, an array
+#: ``(H, W, 3)`` / ``(H, W)`` (uint8, or float in ``[0, 1]``), or a tensor ``(3, H, W)`` /
+#: ``(N, 3, H, W)`` (uint8, or float in ``[0, 1]``; *not* ImageNet-normalised).
+ImageInput: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray[Any, Any] | Tensor
+
+_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def load_image(path: str | os.PathLike[str], *, exif_transpose: bool = True) -> Image.Image:
+    """Read an image file as an RGB PIL image.
+
+    Args:
+        path: Any file Pillow can read.
+        exif_transpose: Rotate/flip the image upright according to its EXIF orientation
+            (see the module docstring for the policy).
+
+    Returns:
+        The decoded RGB image.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        DatasetError: If the file cannot be decoded as an image.
+
+    Example:
+        >>> img = load_image("photo.jpg")  # doctest: +SKIP
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            errno.ENOENT, f"image file {file} does not exist; check the path", str(file)
+        )
+    try:
+        with Image.open(file) as im:
+            im.load()
+            upright = ImageOps.exif_transpose(im) if exif_transpose else im
+            rgb: Image.Image = upright.convert("RGB")
+    except _READ_ERRORS as exc:
+        raise DatasetError(
+            f"image file {file}: cannot be read as an image ({exc}); pass a JPEG/PNG/BMP file"
+        ) from exc
+    return rgb
+
+
+def _check_unit_range(t: Tensor, what: str) -> None:
+    if t.numel() == 0:
+        raise ConfigError(f"{what}: expected a non-empty image, got shape {tuple(t.shape)}")
+    lo, hi = torch.aminmax(t.detach())
+    if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+        raise ConfigError(f"{what}: expected finite values, got NaN or inf")
+    if float(lo) < 0.0 or float(hi) > 1.0:
+        raise ConfigError(
+            f"{what}: expected float values in [0, 1] (or uint8 in [0, 255]), got the range "
+            f"[{float(lo):.3g}, {float(hi):.3g}]; an ImageNet-normalised tensor must be "
+            "denormalised first (suimseg.data.denormalize)"
+        )
+
+
+def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor:
+    """Convert one in-memory image to a float32 tensor ``(3, H, W)`` in ``[0, 1]``.
+
+    Args:
+        image: A PIL image (any mode; converted to RGB), an array ``(H, W, 3)`` or a
+            grayscale ``(H, W)`` (uint8, or float in ``[0, 1]``), or a tensor ``(3, H, W)``
+            (uint8, or float in ``[0, 1]``).
+
+    Returns:
+        A float32 tensor ``(3, H, W)`` on the input's device (CPU for PIL and numpy).
+
+    Raises:
+        ConfigError: For other shapes, dtypes or out-of-range floats.
+
+    Example:
+        >>> to_float_image(np.zeros((5, 7, 3), np.uint8)).shape
+        torch.Size([3, 5, 7])
+    """
+    if isinstance(image, Image.Image):
+        arr = np.asarray(image.convert("RGB"))
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=-1)
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ConfigError(
+                f"image: expected a numpy array of shape (H, W, 3) or (H, W), got {arr.shape}"
+            )
+        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    elif isinstance(image, Tensor):
+        t = image
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ConfigError(
+                f"image: expected a tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(t.shape)}"
+            )
+    else:
+        raise ConfigError(
+            "image: expected a file path, PIL image, numpy array or torch tensor, got "
+            f"{type(image).__name__}"
+        )
+    if t.dtype == torch.uint8:
+        return t.float().div_(255.0)
+    if t.is_floating_point():
+        _check_unit_range(t, "image")
+        return t.float()
+    raise ConfigError(
+        f"image: expected uint8 values or floats in [0, 1], got dtype {t.dtype}; convert "
+        "with .astype(np.uint8) (0-255) or divide by 255"
+    )
+
+
+def as_image_list(inputs: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """Flatten ``inputs`` to a list of single images (a 4-D tensor gives its N images).
+
+    Args:
+        inputs: One image (path, PIL, array, tensor) or a sequence of them.
+
+    Returns:
+        The images in order.
+
+    Raises:
+        ConfigError: If the sequence is empty.
+    """
+    items: list[ImageInput]
+    if isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray, Tensor)):
+        items = [inputs]
+    elif isinstance(inputs, Sequence):
+        items = list(inputs)
+    else:
+        raise ConfigError(
+            "inputs: expected an image (path, PIL image, numpy array, tensor) or a sequence "
+            f"of them, got {type(inputs).__name__}"
+        )
+    out: list[ImageInput] = []
+    for item in items:
+        if isinstance(item, Tensor) and item.ndim == 4:
+            out.extend(item.unbind(0))
+        else:
+            out.append(item)
+    if not out:
+        raise ConfigError("inputs: expected at least one image, got an empty sequence")
+    return out

@@ -1,0 +1,242 @@
+"""Export a segmentation model to TorchScript or ONNX, with a parity check.
+
+The exported graph is the bare model: input an ImageNet-normalised float32 batch
+``(N, 3, H, W)``, output logits ``(N, C, H, W)``; batch size, height and width are
+dynamic. Preprocessing (resize, normalisation) and post-processing (softmax/argmax,
+TTA) stay in the caller, as in :class:`~suimseg.inference.Predictor`.
+
+ONNX export needs the ``onnx`` extra (``pip install 'suimseg[onnx]'``: onnx, onnxscript
+for the exporter and onnxruntime for the parity check).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from suimseg.errors import ConfigError, MissingDependencyError
+
+__all__ = ["export_onnx", "export_torchscript", "verify_onnx"]
+
+#: The odd-sized batch each export is checked on (different from the example shape).
+_CHECK_SHAPE = (2, 3, 45, 77)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def _check_example(example_shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    shape = tuple(example_shape)
+    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ConfigError(
+            f"example_shape: expected (N, C, H, W) positive ints, got {example_shape!r}"
+        )
+    return shape
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _tmp_for(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _max_diff(a: Tensor, b: Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def export_torchscript(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    example_shape: tuple[int, int, int, int] = (1, 3, 64, 64),
+    atol: float = 1e-4,
+    verify: bool = True,
+) -> Path:
+    """Trace ``model`` to TorchScript and save it (atomically).
+
+    The model is traced in eval mode (its mode is restored afterwards) on a random
+    example, then, with ``verify``, run on a batch of another size and compared with the
+    eager model, so an export that baked in the example's shape is caught.
+
+    Args:
+        model: The model (e.g. from :func:`~suimseg.engine.checkpoint.load_model`).
+        path: Output ``.pt`` file; load it with ``torch.jit.load(path)``.
+        example_shape: ``(N, 3, H, W)`` of the tracing input.
+        atol: Maximum absolute logit difference accepted by the check.
+        verify: Run the parity check.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: For a bad ``example_shape``, or if the traced model disagrees with
+            the eager one (then nothing is written).
+
+    Example:
+        >>> export_torchscript(load_model("best.pt"), "model.ts.pt")  # doctest: +SKIP
+        >>> torch.jit.load("model.ts.pt")(torch.rand(1, 3, 384, 512)).shape  # doctest: +SKIP
+    """
+    shape = _check_example(example_shape)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    device = _device(model)
+    with _eval_mode(model), torch.no_grad():
+        example = torch.randn(shape, device=device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # trace's deprecation and tracer warnings
+            traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+                model, example, check_trace=False
+            )
+        if verify:
+            x = torch.randn((_CHECK_SHAPE[0], shape[1], *_CHECK_SHAPE[2:]), device=device)
+            diff = _max_diff(traced(x), model(x))
+            if diff > atol:
+                raise ConfigError(
+                    f"export_torchscript: the traced model differs from the eager model by "
+                    f"{diff:.3g} (> atol={atol}) on an input of shape {tuple(x.shape)}; the "
+                    "model has shape-dependent Python control flow that tracing cannot keep"
+                )
+    tmp = _tmp_for(out)
+    try:
+        torch.jit.save(traced, str(tmp))
+        _fsync_replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
+def _require(module: str, feature: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(module, "onnx", feature)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    example_shape: tuple[int, int, int, int] = (1, 3, 64, 64),
+    opset: int | None = None,
+    atol: float = 1e-4,
+    verify: bool = True,
+) -> Path:
+    """Export ``model`` to ONNX with dynamic batch, height and width (atomically).
+
+    Uses PyTorch's ``torch.export``-based ONNX exporter (needs onnx and onnxscript). The
+    graph's input is named ``image`` and its output ``logits``. With ``verify``, the saved
+    file is run with onnxruntime on a batch of another size and compared with PyTorch
+    (:func:`verify_onnx`).
+
+    Args:
+        model: The model.
+        path: Output ``.onnx`` file.
+        example_shape: ``(N, 3, H, W)`` of the example input used for export.
+        opset: ONNX opset version (``None``: the exporter's default).
+        atol: Maximum absolute logit difference accepted by the check.
+        verify: Run the onnxruntime parity check (needs onnxruntime).
+
+    Returns:
+        The path written.
+
+    Raises:
+        MissingDependencyError: If onnx, onnxscript (or, with ``verify``, onnxruntime)
+            is not installed.
+        ConfigError: If the parity check fails (the file is then removed).
+
+    Example:
+        >>> export_onnx(load_model("best.pt"), "model.onnx")  # doctest: +SKIP
+    """
+    _require("onnx", "ONNX export")
+    _require("onnxscript", "ONNX export")
+    if verify:
+        _require("onnxruntime", "checking an ONNX export")
+    shape = _check_example(example_shape)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    device = _device(model)
+    batch = torch.export.Dim("batch", min=1)
+    height = torch.export.Dim("height", min=8)
+    width = torch.export.Dim("width", min=8)
+    tmp = _tmp_for(out)
+    try:
+        with _eval_mode(model), torch.no_grad():
+            example = torch.randn(shape, device=device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(
+                    model,
+                    (example,),
+                    input_names=["image"],
+                    output_names=["logits"],
+                    opset_version=opset,
+                    dynamic_shapes=({0: batch, 2: height, 3: width},),
+                    dynamo=True,
+                    verbose=False,
+                )
+            if program is None:  # pragma: no cover - dynamo=True always returns a program
+                raise ConfigError("export_onnx: the exporter returned no program")
+            program.save(str(tmp))
+        _fsync_replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if verify:
+        x = torch.randn((_CHECK_SHAPE[0], shape[1], *_CHECK_SHAPE[2:]))
+        diff = verify_onnx(model, out, x)
+        if diff > atol:
+            out.unlink()
+            raise ConfigError(
+                f"export_onnx: onnxruntime's output differs from PyTorch's by {diff:.3g} "
+                f"(> atol={atol}) on an input of shape {tuple(x.shape)}; the file was removed"
+            )
+    return out
+
+
+def verify_onnx(model: nn.Module, path: str | os.PathLike[str], x: Tensor) -> float:
+    """Largest absolute difference between onnxruntime's and PyTorch's outputs on ``x``.
+
+    Args:
+        model: The PyTorch model (run in eval mode; its mode is restored).
+        path: The exported ``.onnx`` file.
+        x: A float32 input ``(N, 3, H, W)``.
+
+    Returns:
+        ``max |onnx(x) - model(x)|``.
+
+    Raises:
+        MissingDependencyError: If onnxruntime is not installed.
+    """
+    _require("onnxruntime", "checking an ONNX export")
+    # Imported by name: onnxruntime ships without type information.
+    onnxruntime: Any = importlib.import_module("onnxruntime")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    got = torch.from_numpy(session.run(None, {name: x.detach().cpu().numpy()})[0])
+    with _eval_mode(model), torch.no_grad():
+        want = model(x.to(_device(model))).cpu()
+    return _max_diff(got, want)

@@ -1,0 +1,213 @@
+"""Predict files and folders and write SUIM-palette masks (and overlays) to a folder.
+
+Layout of ``out_dir``::
+
+    out_dir/
+      masks/<relative path>.<bmp|png>      24-bit RGB masks in the SUIM palette
+      overlays/<relative path>.png         image + mask blend with a class legend (optional)
+
+For a folder input, ``<relative path>`` is the image's path inside that folder (so
+sub-folders are mirrored); for a file input it is the file's name. Inputs are never
+overwritten, nothing is written outside ``out_dir``, and existing outputs are kept unless
+``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+from PIL import Image
+
+from suimseg.classes import index_to_rgb
+from suimseg.data._io import atomic_save_image
+from suimseg.data.dataset import IMAGE_EXTENSIONS
+from suimseg.data.visualize import overlay as overlay_image
+from suimseg.errors import ConfigError
+from suimseg.inference._images import load_image
+from suimseg.inference.predictor import Predictor
+
+__all__ = ["MaskFormat", "PredictFilesResult", "collect_inputs", "predict_files"]
+
+MaskFormat = Literal["bmp", "png"]
+
+_PIL_FORMATS: dict[str, str] = {"bmp": "BMP", "png": "PNG"}
+
+
+@dataclass(frozen=True)
+class PredictFilesResult:
+    """What :func:`predict_files` did.
+
+    Attributes:
+        written: Output files written (masks and overlays), in input order.
+        skipped: Inputs whose outputs all existed already (kept, ``overwrite=False``).
+    """
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def collect_inputs(
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    exclude: str | os.PathLike[str] | None = None,
+) -> list[tuple[Path, Path]]:
+    """Expand files and folders into ``(image path, relative output path)`` pairs.
+
+    Folders are searched recursively for ``.jpg``/``.jpeg``/``.png`` files (hidden files
+    and anything under ``exclude`` are skipped); the relative path keeps the sub-folders.
+    A file given directly keeps only its name.
+
+    Args:
+        inputs: Image files and/or folders.
+        exclude: A folder whose contents are never taken as inputs (the output folder).
+
+    Returns:
+        Sorted pairs per folder, in the order of ``inputs``.
+
+    Raises:
+        FileNotFoundError: If an input does not exist.
+        ConfigError: If no image is found, or two inputs would write the same output.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    skip = Path(exclude).resolve() if exclude is not None else None
+    pairs: list[tuple[Path, Path]] = []
+    for raw in inputs:
+        src = Path(raw)
+        if src.is_dir():
+            root = src.resolve()
+            for f in sorted(src.rglob("*")):
+                rel = f.relative_to(src)
+                if (
+                    not f.is_file()
+                    or f.suffix.lower() not in IMAGE_EXTENSIONS
+                    or any(part.startswith(".") for part in rel.parts)
+                    or (skip is not None and _is_within(f.resolve(), skip))
+                    or not _is_within(f.resolve(), root)
+                ):
+                    continue
+                pairs.append((f, rel))
+        elif src.is_file():
+            pairs.append((src, Path(src.name)))
+        else:
+            raise FileNotFoundError(f"input {src} does not exist; pass image files or folders")
+    if not pairs:
+        raise ConfigError(
+            f"inputs: no images found in {[str(p) for p in inputs]} (folders are searched "
+            f"recursively for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    seen: dict[Path, Path] = {}
+    for src, rel in pairs:
+        key = rel.with_suffix("")
+        if key in seen:
+            raise ConfigError(
+                f"inputs: {seen[key]} and {src} would write the same output {key}.*; predict "
+                "them into different --out folders or rename one"
+            )
+        seen[key] = src
+    return pairs
+
+
+def predict_files(
+    predictor: Predictor,
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    fmt: MaskFormat = "bmp",
+    overlay: bool = False,
+    alpha: float = 0.5,
+    overwrite: bool = False,
+) -> PredictFilesResult:
+    """Predict image files/folders and write colour-coded masks (and overlays).
+
+    Masks are 24-bit RGB images in the SUIM palette (:func:`~suimseg.classes.index_to_rgb`),
+    at each image's size, so they decode back with :func:`~suimseg.classes.rgb_to_index`
+    and feed SUIM tools. Overlays blend the mask over the image with a legend of the
+    classes present. Files are written atomically. Images are read with EXIF orientation
+    applied.
+
+    Args:
+        predictor: The predictor to use.
+        inputs: Image files and/or folders (searched recursively).
+        out_dir: Output folder (created if needed); see the module docstring for layout.
+        fmt: Mask file format, ``"bmp"`` (like SUIM) or ``"png"``.
+        overlay: Also write ``overlays/<relative path>.png``.
+        alpha: Overlay opacity in ``[0, 1]``.
+        overwrite: Replace existing outputs; otherwise an input whose outputs all exist is
+            skipped with a warning (missing outputs of an input are still written).
+
+    Returns:
+        A :class:`PredictFilesResult` listing written files and skipped inputs.
+
+    Raises:
+        ConfigError: For a bad ``fmt``/``alpha``, no images, colliding outputs, or an
+            output that would replace an input file.
+        FileNotFoundError: If an input does not exist.
+
+    Example:
+        >>> res = predict_files(predictor, ["dive/"], "preds", overlay=True)  # doctest: +SKIP
+        >>> res.written[0]  # doctest: +SKIP
+        PosixPath('preds/masks/img_001.bmp')
+    """
+    if fmt not in _PIL_FORMATS:
+        raise ConfigError(f"fmt: expected one of {list(get_args(MaskFormat))}, got {fmt!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha: expected a value in [0, 1], got {alpha!r}")
+    out_root = Path(out_dir)
+    pairs = collect_inputs(inputs, exclude=out_root)
+    out_resolved = out_root.resolve()
+    input_files = {src.resolve() for src, _ in pairs}
+    plans: list[tuple[Path, Path, Path | None]] = []
+    for src, rel in pairs:
+        mask_path = out_root / "masks" / rel.with_suffix(f".{fmt}")
+        over_path = out_root / "overlays" / rel.with_suffix(".png") if overlay else None
+        for dst in (mask_path, over_path):
+            if dst is None:
+                continue
+            resolved = dst.resolve()
+            if not _is_within(resolved, out_resolved):
+                raise ConfigError(f"output {dst} would be written outside out_dir {out_root}")
+            if resolved in input_files:
+                raise ConfigError(
+                    f"output {dst} would overwrite the input image {src}; choose another out_dir"
+                )
+        plans.append((src, mask_path, over_path))
+
+    result = PredictFilesResult()
+    for src, mask_path, over_path in plans:
+        wanted = [p for p in (mask_path, over_path) if p is not None]
+        todo = wanted if overwrite else [p for p in wanted if not p.exists()]
+        if not todo:
+            warnings.warn(
+                f"{src}: outputs exist already ({', '.join(str(p) for p in wanted)}); kept "
+                "them (pass overwrite=True / --overwrite to replace)",
+                UserWarning,
+                stacklevel=2,
+            )
+            result.skipped.append(src)
+            continue
+        image = load_image(src)
+        labels = predictor.predict(image)[0].labels
+        for dst in todo:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst == mask_path:
+                mask = Image.fromarray(index_to_rgb(labels))
+                atomic_save_image(mask, dst, format=_PIL_FORMATS[fmt])
+            else:
+                blended = overlay_image(image, labels, alpha, show_legend=True)
+                atomic_save_image(blended, dst, format="PNG")
+            result.written.append(dst)
+    return result

@@ -1,0 +1,439 @@
+"""The :class:`Predictor`: label maps (and probabilities) for images of any size.
+
+Preprocessing matches training: uint8 -> float in ``[0, 1]``, bilinear resize with
+antialiasing to ``image_size``, ImageNet normalisation. Test-time augmentation, ensembles
+and tiled inference all average *class probabilities* (softmax of the logits, in float32);
+the averaged probabilities are resized bilinearly back to each input's size before the
+``argmax``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_size
+from suimseg.errors import ConfigError
+from suimseg.inference._images import ImageInput, as_image_list, load_image, to_float_image
+from suimseg.inference.tiling import TileWeighting, sliding_window_probs
+
+__all__ = ["TTA", "AmpMode", "Prediction", "Predictor", "Tiling"]
+
+AmpMode = Literal["bf16", "fp16"]
+
+_AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation: which views are averaged (in probability space).
+
+    The views are every scale combined with the identity and each enabled flip
+    (horizontal, vertical; the combined hv flip is not added), so ``TTA.standard()``
+    runs 3 scales x 3 flips = 9 forward passes per model.
+
+    Attributes:
+        hflip: Add a horizontally flipped view.
+        vflip: Add a vertically flipped view (SUIM training uses vertical flips too).
+        scales: Input scales relative to the model's input size (1.0 = plain).
+
+    Example:
+        >>> TTA.standard().num_views
+        9
+        >>> TTA(hflip=True).num_views
+        2
+    """
+
+    hflip: bool = False
+    vflip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        scales = tuple(self.scales)
+        if not scales or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0
+            for s in scales
+        ):
+            raise ConfigError(
+                f"scales: expected a non-empty sequence of positive numbers, got {self.scales!r}"
+            )
+        object.__setattr__(self, "scales", tuple(float(s) for s in scales))
+
+    @classmethod
+    def standard(cls) -> TTA:
+        """Horizontal and vertical flips at scales 0.75, 1.0 and 1.25 (what ``--tta`` uses)."""
+        return cls(hflip=True, vflip=True, scales=(0.75, 1.0, 1.25))
+
+    @property
+    def flips(self) -> tuple[tuple[int, ...], ...]:
+        """The flip dims of each view (``()`` is the identity)."""
+        dims: list[tuple[int, ...]] = [()]
+        if self.hflip:
+            dims.append((-1,))
+        if self.vflip:
+            dims.append((-2,))
+        return tuple(dims)
+
+    @property
+    def num_views(self) -> int:
+        """Forward passes per model and image."""
+        return len(self.flips) * len(self.scales)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Sliding-window inference at native resolution (window = the model's input size).
+
+    Attributes:
+        overlap: Minimum overlap of neighbouring windows as a fraction, in ``[0, 1)``.
+        weighting: ``"gaussian"`` (centre pixels count more) or ``"uniform"``.
+    """
+
+    overlap: float = 0.25
+    weighting: TileWeighting = "gaussian"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap: expected a fraction in [0, 1), got {self.overlap!r}")
+        if self.weighting not in get_args(TileWeighting):
+            raise ConfigError(
+                f"weighting: expected one of {list(get_args(TileWeighting))}, "
+                f"got {self.weighting!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The prediction for one image, at that image's size (or the requested size).
+
+    Attributes:
+        labels: int64 label map ``(H, W)`` on the CPU.
+        probs: float32 class probabilities ``(C, H, W)`` on the CPU, or ``None`` unless
+            requested.
+    """
+
+    labels: Tensor
+    probs: Tensor | None = field(default=None)
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
+
+
+def _as_float_image(image: ImageInput) -> Tensor:
+    if isinstance(image, (str, os.PathLike)):
+        return to_float_image(load_image(image))
+    return to_float_image(image)
+
+
+@contextlib.contextmanager
+def _eval_mode(models: Sequence[nn.Module]) -> Iterator[None]:
+    """Put every module (and submodule) in eval mode, restoring each one's flag after."""
+    saved = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+class Predictor:
+    """Segment images with one model or an ensemble, with optional TTA and tiling.
+
+    Args:
+        models: One model or several (an ensemble). Each maps a normalised batch
+            ``(N, 3, h, w)`` to logits ``(N, C, h', w')`` (resized to ``(h, w)`` if they
+            differ) or a dict with an ``"out"`` entry; all must give the same ``C``. The
+            models are moved to ``device``; during each call they are in eval mode and
+            their previous train/eval flags are restored afterwards.
+        device: Device to run on; defaults to the device of the first model's parameters.
+        image_size: Model input size: an int (square), ``(height, width)``, or ``None`` to
+            run at each image's native resolution. With ``tiling`` it is the window size.
+        tta: A :class:`TTA`, ``True`` for :meth:`TTA.standard`, or ``None``/``False``.
+        amp: Autocast dtype on the device (``"bf16"``, ``"fp16"``) or ``None`` (float32).
+            Probabilities are always computed and averaged in float32.
+        weights: Ensemble weights, one per model (positive; normalised to sum to 1).
+            Equal weights by default.
+        tiling: A :class:`Tiling`, ``True`` for the defaults, or ``None``/``False``.
+            Needs an ``image_size``.
+        batch_size: Images (or windows) per forward pass.
+        mean: Normalisation means (ImageNet, as in training).
+        std: Normalisation standard deviations.
+
+    Raises:
+        ConfigError: For invalid arguments.
+
+    Shape:
+        Inputs of any size; :meth:`predict` returns labels ``(H, W)`` and probabilities
+        ``(C, H, W)`` at each input's ``(H, W)``.
+
+    Example:
+        >>> from suimseg.models import UNetResAttnV3
+        >>> net = UNetResAttnV3(encoder="resnet18", decoder_channels=(16, 16, 8, 8),
+        ...                     bridge_channels=16)
+        >>> predictor = Predictor(net, image_size=64, tta=TTA(hflip=True))
+        >>> pred = predictor.predict(np.zeros((45, 71, 3), np.uint8))[0]
+        >>> tuple(pred.labels.shape)
+        (45, 71)
+    """
+
+    def __init__(
+        self,
+        models: nn.Module | Sequence[nn.Module],
+        *,
+        device: torch.device | str | None = None,
+        image_size: int | tuple[int, int] | None = 384,
+        tta: TTA | bool | None = None,
+        amp: AmpMode | None = None,
+        weights: Sequence[float] | None = None,
+        tiling: Tiling | bool | None = None,
+        batch_size: int = 8,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        model_list = [models] if isinstance(models, nn.Module) else list(models)
+        if not model_list or not all(isinstance(m, nn.Module) for m in model_list):
+            raise ConfigError(
+                "models: expected an nn.Module or a non-empty sequence of nn.Modules, got "
+                f"{type(models).__name__}"
+            )
+        if device is None:
+            first = next(model_list[0].parameters(), None)
+            device = first.device if first is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.models: tuple[nn.Module, ...] = tuple(m.to(self.device) for m in model_list)
+        self.image_size = normalize_size(image_size, name="image_size")
+        if tta is True:
+            tta = TTA.standard()
+        elif tta is None or tta is False:
+            tta = TTA()
+        if not isinstance(tta, TTA):
+            raise ConfigError(f"tta: expected a TTA, True, False or None, got {tta!r}")
+        self.tta: TTA = tta
+        if amp is not None and amp not in _AMP_DTYPES:
+            raise ConfigError(
+                f"amp: expected one of {list(get_args(AmpMode))} or None, got {amp!r}"
+            )
+        self.amp: AmpMode | None = amp
+        self.weights = self._check_weights(weights, len(self.models))
+        if tiling is True:
+            tiling = Tiling()
+        elif tiling is False:
+            tiling = None
+        if tiling is not None and not isinstance(tiling, Tiling):
+            raise ConfigError(f"tiling: expected a Tiling, True, False or None, got {tiling!r}")
+        if tiling is not None and self.image_size is None:
+            raise ConfigError(
+                "tiling: needs a window size; pass image_size (e.g. the training size, 384) "
+                "together with tiling, or image_size=None without tiling"
+            )
+        self.tiling: Tiling | None = tiling
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size: expected a positive int, got {batch_size!r}")
+        self.batch_size = batch_size
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise ConfigError(
+                f"mean/std: expected 3 values each (std > 0), got mean={mean!r}, std={std!r}"
+            )
+        self._mean = torch.tensor([float(m) for m in mean], device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor([float(s) for s in std], device=self.device).view(1, 3, 1, 1)
+
+    @staticmethod
+    def _check_weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
+        if weights is None:
+            return tuple(1.0 / n for _ in range(n))
+        w = tuple(weights)
+        if len(w) != n or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+            for x in w
+        ):
+            raise ConfigError(
+                f"weights: expected {n} positive finite numbers (one per model), got {weights!r}"
+            )
+        total = float(sum(w))
+        return tuple(float(x) / total for x in w)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(models={len(self.models)}, device={str(self.device)!r}, "
+            f"image_size={self.image_size}, tta={self.tta}, amp={self.amp!r}, "
+            f"tiling={self.tiling}, weights={self.weights})"
+        )
+
+    # ------------------------------------------------------------------ core maths
+    def _logits(self, model: nn.Module, x: Tensor) -> Tensor:
+        ctx: contextlib.AbstractContextManager[object] = (
+            torch.autocast(device_type=self.device.type, dtype=_AMP_DTYPES[self.amp])
+            if self.amp is not None
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            out = model(x)
+        if isinstance(out, dict):
+            out = out.get("out")
+        if not isinstance(out, Tensor) or out.ndim != 4 or out.shape[0] != x.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ConfigError(
+                f"models: expected logits of shape (N, C, H, W) with N={x.shape[0]}, got {shape}"
+            )
+        return _resize(out.float(), (int(x.shape[-2]), int(x.shape[-1])))
+
+    def probs_normalized(self, x: Tensor) -> Tensor:
+        """Ensemble- and TTA-averaged probabilities of a normalised batch, at its own size.
+
+        This is the building block of :meth:`predict`: no resizing to ``image_size`` and
+        no tiling happen here. Must be called inside :meth:`eval_context` (or with the
+        models already in eval mode).
+
+        Args:
+            x: An ImageNet-normalised batch ``(N, 3, h, w)`` on any device.
+
+        Returns:
+            Float32 probabilities ``(N, C, h, w)`` on ``self.device``; they sum to 1 over C.
+        """
+        x = x.to(self.device, torch.float32)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        views = self.tta.num_views
+        total: Tensor | None = None
+        num_classes: int | None = None
+        for model, weight in zip(self.models, self.weights, strict=True):
+            for scale in self.tta.scales:
+                size = (max(1, round(h * scale)), max(1, round(w * scale)))
+                xs = _resize(x, size)
+                for dims in self.tta.flips:
+                    xi = xs.flip(dims) if dims else xs
+                    p = self._logits(model, xi).softmax(dim=1)
+                    if num_classes is None:
+                        num_classes = int(p.shape[1])
+                    elif p.shape[1] != num_classes:
+                        raise ConfigError(
+                            f"models: every ensemble member must predict the same number of "
+                            f"classes, got {num_classes} and {int(p.shape[1])}"
+                        )
+                    if dims:
+                        p = p.flip(dims)
+                    p = _resize(p, (h, w)) * (weight / views)
+                    total = p if total is None else total + p
+        if total is None:  # pragma: no cover - there is always one model and one view
+            raise RuntimeError("no forward pass ran")
+        return total
+
+    @contextlib.contextmanager
+    def eval_context(self) -> Iterator[None]:
+        """Eval mode + ``torch.inference_mode()`` for the duration; modes are restored."""
+        with _eval_mode(self.models), torch.inference_mode():
+            yield
+
+    def _normalize(self, img: Tensor) -> Tensor:
+        return (img.to(self.device, torch.float32).unsqueeze(0) - self._mean) / self._std
+
+    def _probs_native(self, x: Tensor) -> Tensor:
+        """Probabilities of one normalised image ``(1, 3, H, W)`` at native size (tiling)."""
+        if self.tiling is None or self.image_size is None:
+            return self.probs_normalized(x)
+        return sliding_window_probs(
+            self.probs_normalized,
+            x,
+            self.image_size,
+            overlap=self.tiling.overlap,
+            weighting=self.tiling.weighting,
+            batch_size=self.batch_size,
+        )
+
+    # ------------------------------------------------------------------ public API
+    def predict(
+        self,
+        inputs: ImageInput | Sequence[ImageInput],
+        *,
+        return_probs: bool = False,
+        output_sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> list[Prediction]:
+        """Predict label maps (and optionally probabilities) for one or more images.
+
+        Args:
+            inputs: One image or a sequence: file paths (read with EXIF orientation
+                applied), PIL images, arrays ``(H, W, 3)`` (uint8 or float in ``[0, 1]``)
+                or tensors ``(3, H, W)`` / ``(N, 3, H, W)`` (uint8 or float in ``[0, 1]``,
+                not normalised). Sizes may differ.
+            return_probs: Also return the ``(C, H, W)`` probabilities.
+            output_sizes: ``(height, width)`` per image for the outputs (e.g. a mask's
+                size when it differs from the image); default: each input's own size.
+
+        Returns:
+            One :class:`Prediction` per image (a 4-D tensor counts as N images), in order.
+
+        Raises:
+            ConfigError: For unsupported inputs or a wrong number of ``output_sizes``.
+            FileNotFoundError: For a path that does not exist.
+
+        Example:
+            >>> preds = predictor.predict(["a.jpg", "b.png"])  # doctest: +SKIP
+            >>> preds[0].labels.shape  # the size of a.jpg  # doctest: +SKIP
+        """
+        images = as_image_list(inputs)
+        if output_sizes is not None:
+            sizes = [normalize_size(s, name="output_sizes") for s in output_sizes]
+            if len(sizes) != len(images):
+                raise ConfigError(
+                    f"output_sizes: expected one (height, width) per image ({len(images)}), "
+                    f"got {len(sizes)}"
+                )
+        results: list[Prediction] = []
+        with self.eval_context():
+            for start in range(0, len(images), self.batch_size):
+                chunk = images[start : start + self.batch_size]
+                tensors = [_as_float_image(im) for im in chunk]
+                targets = (
+                    [s for s in sizes[start : start + len(chunk)] if s is not None]
+                    if output_sizes is not None
+                    else [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+                )
+                for probs, size in zip(self._probs_chunk(tensors), targets, strict=True):
+                    p = _resize(probs.unsqueeze(0), size)[0]
+                    results.append(
+                        Prediction(
+                            labels=p.argmax(dim=0).cpu(),
+                            probs=p.cpu() if return_probs else None,
+                        )
+                    )
+        return results
+
+    def _probs_chunk(self, tensors: list[Tensor]) -> list[Tensor]:
+        """Probabilities of each image at model resolution (or native/tiled)."""
+        if self.image_size is None or self.tiling is not None:
+            return [self._probs_native(self._normalize(t))[0] for t in tensors]
+        batch = torch.cat([_resize(self._normalize(t), self.image_size) for t in tensors])
+        return list(self.probs_normalized(batch).unbind(0))
+
+    def predict_proba(self, inputs: ImageInput | Sequence[ImageInput]) -> list[Tensor]:
+        """Class probabilities ``(C, H, W)`` (float32, CPU) for each image at its own size.
+
+        Args:
+            inputs: As for :meth:`predict`.
+
+        Returns:
+            One tensor per image.
+
+        Example:
+            >>> p = predictor.predict_proba(np.zeros((20, 30, 3), np.uint8))[0]  # doctest: +SKIP
+            >>> p.sum(0)  # all ones  # doctest: +SKIP
+        """
+        out = []
+        for pred in self.predict(inputs, return_probs=True):
+            if pred.probs is None:  # pragma: no cover - return_probs=True always sets it
+                raise RuntimeError("probabilities were not computed")
+            out.append(pred.probs)
+        return out
