@@ -5,9 +5,10 @@ mask, ImageNet-normalised, with ``eval_transforms(S)``):
 
 - ``naive``: open the JPEG and the BMP at full size, decode the whole mask, then let
   torchvision resize the full-size tensors (what a plain loader does).
-- ``suimseg (no draft)``: :class:`SUIMDataset` with ``fast_decode=False``: full-size JPEG
-  decode, but PIL resizes before tensor conversion and the mask is resized before decoding.
-- ``suimseg``: the default: JPEGs decoded at reduced scale (Pillow ``draft``) first.
+- ``suimseg, no fast decode``: :class:`SUIMDataset` with ``fast_decode=False``: full-size
+  JPEG and mask decode, then the uint8 resize and a contiguous tensor layout.
+- ``suimseg``: the default: JPEGs decoded at reduced scale (Pillow ``draft``) and BMP
+  masks read directly, sampling only the pixels the nearest resize needs.
 - ``suimseg + cache``: ``cache=True``; the first epoch fills the cache (reported as
   ``cache, epoch 1``) and later epochs read decoded, resized uint8 arrays from memory.
 
@@ -169,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.real is not None:
             roots.append((f"real ({args.real.name})", args.real))
 
-        print(f"{'source':<24} {'pipeline':<22} {'workers':>7} {'img/s':>9} {'speed-up':>9}")
+        print(f"{'source':<24} {'pipeline':<25} {'workers':>7} {'img/s':>9} {'speed-up':>9}")
         for label, root in roots:
             for nw in workers:
                 pipelines: list[tuple[str, Callable[[], Dataset[Any]], bool]] = [
                     ("naive", lambda r=root: NaiveSUIM(r, "TEST", size), False),
                     (
-                        "suimseg (no draft)",
+                        "suimseg, no fast decode",
                         lambda r=root: SUIMDataset(
                             r, "test", image_size=size, transform=transform, fast_decode=False
                         ),
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                         ]
                     for row_name, ips in rows:
                         print(
-                            f"{label:<24} {row_name:<22} {nw:>7} {ips:>9.1f} {ips / base:>8.2f}x",
+                            f"{label:<24} {row_name:<25} {nw:>7} {ips:>9.1f} {ips / base:>8.2f}x",
                             flush=True,
                         )
                         results.append(

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from suimseg.classes import NUM_CLASSES, SUIM_CLASSES, SUIMClass, rgb_to_index_u8
+from suimseg.data._bmp import read_bmp_labels, resize_labels_nearest
 from suimseg.data.transforms import (
     SizeArg,
     eval_transforms,
@@ -485,19 +486,25 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             key = (path, st.st_mtime_ns, st.st_size)
             counts = self._count_cache.get(key)
             if counts is None:
-                try:
-                    with Image.open(path) as m:
-                        labels = rgb_to_index_u8(m)
-                except ConfigError as e:
-                    raise DatasetError(f"mask file {path}: {e}") from e
-                except _READ_ERRORS as e:
-                    raise _read_error(path, "mask", e) from e
+                labels = self._read_mask_native(path)
                 counts = np.bincount(labels.ravel(), minlength=NUM_CLASSES).astype(np.int64)
                 self._count_cache[key] = counts
             total += counts
         return total
 
     # ------------------------------------------------------------------ decoding
+    def _read_mask_native(self, path: str) -> npt.NDArray[np.uint8]:
+        labels = read_bmp_labels(path) if path.lower().endswith(".bmp") else None
+        if labels is not None:
+            return labels
+        try:
+            with Image.open(path) as m:
+                return rgb_to_index_u8(m)
+        except ConfigError as e:
+            raise DatasetError(f"mask file {path}: {e}") from e
+        except _READ_ERRORS as e:
+            raise _read_error(path, "mask", e) from e
+
     def _decode_image(self, i: int, target: tuple[int, int] | None) -> Image.Image:
         """Decode image ``i`` as RGB: native size, or (JPEG) reduced scale but >= target."""
         path = self._image_paths[i]
@@ -524,15 +531,22 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return np.ascontiguousarray(out.numpy())
 
     def _read_mask(self, i: int, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-        """Decode mask ``i`` to uint8 labels at ``size`` (w, h), resizing nearest."""
+        """Decode mask ``i`` to uint8 labels at ``size`` (w, h), resizing nearest.
+
+        Plain 24-bit BMPs are read directly, sampling only the needed pixels (nearest
+        sampling commutes with the per-pixel colour rule, so this is exact); other files
+        are decoded by Pillow and then sampled with the same rule.
+        """
         path = self._mask_paths[i]
+        if self.fast_decode and path.lower().endswith(".bmp"):
+            labels = read_bmp_labels(path, size)
+            if labels is not None:
+                return labels
         try:
             with Image.open(path) as raw:
-                raw.load()
-                # Nearest sampling commutes with the per-pixel colour rule, so resizing the
-                # RGB mask first and decoding the small result is exact (and cheaper).
-                m = raw if raw.size == size else raw.resize(size, Image.Resampling.NEAREST)
-                return rgb_to_index_u8(m)
+                labels = rgb_to_index_u8(raw)
+            # Same sampling rule as the BMP fast path, so both paths agree exactly.
+            return resize_labels_nearest(labels, size)
         except ConfigError as e:
             raise DatasetError(f"mask file {path}: {e}") from e
         except _READ_ERRORS as e:
