@@ -123,7 +123,9 @@ def export_torchscript(
                 )
     tmp = _tmp_for(out)
     try:
-        torch.jit.save(traced, str(tmp))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit.save's deprecation notice
+            torch.jit.save(traced, str(tmp))
         _fsync_replace(tmp, out)
     finally:
         if tmp.exists():

@@ -39,7 +39,7 @@ def tile_starts(length: int, window: int, overlap: float) -> list[int]:
 
     Example:
         >>> tile_starts(100, 40, 0.25)
-        [0, 20, 40, 60]
+        [0, 30, 60]
         >>> tile_starts(30, 40, 0.25)
         [0]
     """

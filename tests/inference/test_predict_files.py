@@ -1,0 +1,136 @@
+"""predict_files: masks in the SUIM palette, overlays, safe output paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from suimseg.classes import rgb_to_index
+from suimseg.errors import ConfigError
+from suimseg.inference import Predictor, collect_inputs, predict_files
+
+from .conftest import PointwiseNet
+
+
+def _write(path: Path, size: tuple[int, int], seed: int) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+    return arr
+
+
+@pytest.fixture
+def predictor() -> Predictor:
+    return Predictor(PointwiseNet(), image_size=32)
+
+
+@pytest.mark.parametrize("fmt", ["bmp", "png"])
+def test_masks_decode_back_to_predicted_labels(
+    predictor: Predictor, tmp_path: Path, fmt: str
+) -> None:
+    src = tmp_path / "in" / "dive 01 é.png"
+    arr = _write(src, (37, 29), 0)
+    res = predict_files(predictor, [src], tmp_path / "out", fmt=fmt)  # type: ignore[arg-type]
+    mask_path = tmp_path / "out" / "masks" / f"dive 01 é.{fmt}"
+    assert res.written == [mask_path]
+    assert res.skipped == []
+    with Image.open(mask_path) as m:
+        assert m.mode == "RGB"
+        assert m.size == (37, 29)
+        decoded = rgb_to_index(m)
+    expected = predictor.predict(arr)[0].labels.numpy()
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def test_folder_inputs_mirror_relative_paths_and_overlays(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    root = tmp_path / "dive"
+    _write(root / "a.jpg", (20, 16), 1)
+    _write(root / "sub" / "b.png", (18, 22), 2)
+    _write(root / ".hidden" / "c.png", (8, 8), 3)
+    (root / "notes.txt").write_text("not an image")
+    out = tmp_path / "preds"
+    res = predict_files(predictor, [root], out, overlay=True)
+    names = sorted(p.relative_to(out).as_posix() for p in res.written)
+    assert names == ["masks/a.bmp", "masks/sub/b.bmp", "overlays/a.png", "overlays/sub/b.png"]
+    with Image.open(out / "overlays" / "sub" / "b.png") as ov:
+        assert ov.width == 18
+        assert ov.height > 22  # the legend strip is appended below the image
+
+
+def test_existing_outputs_kept_unless_overwrite(predictor: Predictor, tmp_path: Path) -> None:
+    src = tmp_path / "x.png"
+    _write(src, (16, 16), 4)
+    out = tmp_path / "out"
+    predict_files(predictor, [src], out)
+    mask = out / "masks" / "x.bmp"
+    Image.new("RGB", (16, 16), (255, 255, 255)).save(mask)  # a user's edit
+    with pytest.warns(UserWarning, match="outputs exist already"):
+        res = predict_files(predictor, [src], out)
+    assert res.skipped == [src]
+    assert res.written == []
+    assert rgb_to_index(Image.open(mask)).min() == 7
+    # A missing overlay is still written; the existing mask is kept.
+    res = predict_files(predictor, [src], out, overlay=True)
+    assert res.written == [out / "overlays" / "x.png"]
+    assert rgb_to_index(Image.open(mask)).min() == 7
+    res = predict_files(predictor, [src], out, overwrite=True)
+    assert res.written == [mask]
+    expected = predictor.predict(src)[0].labels.numpy()
+    np.testing.assert_array_equal(rgb_to_index(Image.open(mask)), expected)
+
+
+def test_never_overwrites_inputs_or_rereads_outputs(predictor: Predictor, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    image = root / "masks" / "y.png"
+    _write(image, (12, 12), 5)
+    # Out folder = the image's grandparent: masks/y.png would overwrite the input image.
+    with pytest.raises(ConfigError, match="would overwrite the input image"):
+        predict_files(predictor, [image], root, fmt="png")
+    assert image.is_file()
+    # A folder input whose out folder is itself finds nothing new to read.
+    with pytest.raises(ConfigError, match="no images found"):
+        predict_files(predictor, [root / "masks"], root / "masks")
+    # An out folder inside the input folder is not scanned on a second run.
+    out = root / "preds"
+    predict_files(predictor, [root], out, fmt="png")
+    res = predict_files(predictor, [root], out, fmt="png", overwrite=True)
+    assert [p.relative_to(out).as_posix() for p in res.written] == ["masks/masks/y.png"]
+
+
+def test_output_collisions_and_bad_arguments(predictor: Predictor, tmp_path: Path) -> None:
+    _write(tmp_path / "a" / "x.png", (8, 8), 6)
+    _write(tmp_path / "b" / "x.jpg", (8, 8), 7)
+    with pytest.raises(ConfigError, match="would write the same output"):
+        predict_files(predictor, [tmp_path / "a" / "x.png", tmp_path / "b" / "x.jpg"], tmp_path)
+    with pytest.raises(ConfigError, match="fmt: expected"):
+        predict_files(predictor, [tmp_path / "a"], tmp_path / "o", fmt="jpg")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="alpha"):
+        predict_files(predictor, [tmp_path / "a"], tmp_path / "o", alpha=2.0)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        predict_files(predictor, [tmp_path / "nope"], tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no images found"):
+        collect_inputs([tmp_path / "empty"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_labels_roundtrip_all_classes(tmp_path: Path) -> None:
+    """Every class id survives the palette round trip of a written mask."""
+
+    class Stripes(PointwiseNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            w = x.shape[-1]
+            cls = (torch.arange(w) * 8 // w).view(1, 1, 1, w).expand(x.shape[0], 1, x.shape[2], w)
+            return torch.nn.functional.one_hot(cls[:, 0], 8).permute(0, 3, 1, 2).float() * 10
+
+    src = tmp_path / "s.png"
+    _write(src, (16, 4), 8)
+    predict_files(Predictor(Stripes(), image_size=None), [src], tmp_path / "o")
+    decoded = rgb_to_index(Image.open(tmp_path / "o" / "masks" / "s.bmp"))
+    assert sorted(np.unique(decoded).tolist()) == list(range(8))
