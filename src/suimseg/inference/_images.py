@@ -111,7 +111,9 @@ def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor
             raise ConfigError(
                 f"image: expected a numpy array of shape (H, W, 3) or (H, W), got {arr.shape}"
             )
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        if not (arr.flags.writeable and arr.flags.c_contiguous):
+            arr = np.array(arr, order="C", copy=True)
+        t = torch.from_numpy(arr).permute(2, 0, 1)
     elif isinstance(image, Tensor):
         t = image
         if t.ndim != 3 or t.shape[0] != 3:
