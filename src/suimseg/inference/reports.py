@@ -231,7 +231,8 @@ def format_comparison(
         >>> import torch
         >>> a = SegmentationMetrics.from_confusion(torch.tensor([[3, 1], [1, 3]]))
         >>> b = SegmentationMetrics.from_confusion(torch.tensor([[4, 0], [1, 3]]))
-        >>> print(format_comparison([("plain", a), ("TTA", b)]).split("\n", 2)[2])
+        >>> table = format_comparison([("plain", a), ("TTA", b)])
+        >>> print(*table.splitlines()[2:], sep=chr(10))
         | Metric | plain | TTA |
         |---|---|---|
         | mIoU | 60.00 | 77.50 (+17.50) |
