@@ -98,15 +98,35 @@ def _epoch(loader: DataLoader[Any]) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _measure(make: Callable[[], Dataset[Any]], workers: int, repeats: int) -> dict[str, Any]:
-    ds = make()
-    loader = DataLoader(
-        ds, batch_size=8, shuffle=False, num_workers=workers, persistent_workers=workers > 0
-    )
-    first = _epoch(loader)  # warm-up (for the cached pipeline: the epoch that fills it)
-    runs = [_epoch(loader) for _ in range(repeats)]
-    out = {"median": statistics.median(runs), "runs": runs, "first_epoch": first}
-    del loader
+def _measure_interleaved(
+    makers: list[tuple[str, Callable[[], Dataset[Any]]]], workers: int, repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Time every pipeline once per round, in turn, so slow drifts in machine load hit
+    them alike; the per-round ratio to the first pipeline is robust to that drift."""
+    loaders = {
+        name: DataLoader(
+            make(), batch_size=8, shuffle=False, num_workers=workers, persistent_workers=workers > 0
+        )
+        for name, make in makers
+    }
+    # Warm-up epoch (for the cached pipeline: the epoch that fills the cache).
+    first = {name: _epoch(loader) for name, loader in loaders.items()}
+    runs: dict[str, list[float]] = {name: [] for name in loaders}
+    for _ in range(repeats):
+        for name, loader in loaders.items():
+            runs[name].append(_epoch(loader))
+    base_name = makers[0][0]
+    out = {}
+    for name in loaders:
+        ratios = [r / b for r, b in zip(runs[name], runs[base_name], strict=True)]
+        out[name] = {
+            "median": statistics.median(runs[name]),
+            "runs": runs[name],
+            "first_epoch": first[name],
+            "first_epoch_ratio": first[name] / statistics.median(runs[base_name]),
+            "median_ratio": statistics.median(ratios),
+        }
+    del loaders
     return out
 
 
@@ -157,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats = args.repeats or 2
         workers = [0]
     size = args.size
+    load_start = os.getloadavg()
     transform = eval_transforms(size)
     results: list[dict[str, Any]] = []
 
@@ -195,19 +216,18 @@ def main(argv: list[str] | None = None) -> int:
                         True,
                     ),
                 ]
-                base = None
-                for name, make, cached in pipelines:
-                    m = _measure(make, nw, repeats)
-                    base = base or m["median"]
-                    rows = [(name, m["median"])]
+                measured = _measure_interleaved([(n, mk) for n, mk, _ in pipelines], nw, repeats)
+                for name, _, cached in pipelines:
+                    m = measured[name]
+                    rows = [(name, m["median"], m["median_ratio"])]
                     if cached:
                         rows = [
-                            ("suimseg + cache, ep. 1", m["first_epoch"]),
-                            ("suimseg + cache, ep. 2+", m["median"]),
+                            ("suimseg + cache, ep. 1", m["first_epoch"], m["first_epoch_ratio"]),
+                            ("suimseg + cache, ep. 2+", m["median"], m["median_ratio"]),
                         ]
-                    for row_name, ips in rows:
+                    for row_name, ips, ratio in rows:
                         print(
-                            f"{label:<24} {row_name:<25} {nw:>7} {ips:>9.1f} {ips / base:>8.2f}x",
+                            f"{label:<24} {row_name:<25} {nw:>7} {ips:>9.1f} {ratio:>8.2f}x",
                             flush=True,
                         )
                         results.append(
@@ -216,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "pipeline": row_name,
                                 "workers": nw,
                                 "images_per_s": ips,
-                                "speedup_vs_naive": ips / base,
+                                "speedup_vs_naive": ratio,
                                 "runs": m["runs"],
                             }
                         )
@@ -234,7 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             "torch_threads_main_process": torch.get_num_threads(),
             "workers": workers,
             "transform": "eval_transforms(size)",
-            "statistic": "median images/s over timed epochs after one warm-up epoch",
+            "statistic": "median images/s over timed epochs after one warm-up epoch; "
+            "speed-up = median over rounds of (images/s / naive images/s in the same round); "
+            "pipelines are interleaved round by round",
+            "load_average_start": load_start,
+            "load_average_end": os.getloadavg(),
         },
         "results": results,
     }

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 from torch.utils.data import DataLoader
@@ -326,3 +328,21 @@ def test_real_samples_load_with_the_documented_counts(real_samples: Path) -> Non
     raw_image, raw_labels = ds.get_raw(ds.stems.index("d_r_47_"))
     assert raw_image.size == (480, 448)
     assert raw_labels.shape == (448, 480)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 30), min_size=1, max_size=5),
+    fraction=st.floats(0.0, 0.9),
+    seed=st.integers(0, 1000),
+)
+def test_split_properties_hold_for_any_stems(counts: list[int], fraction: float, seed: int) -> None:
+    prefixes = ["d_r", "f_r", "n_l", "w_r", "x_y"]
+    stems = [f"{prefixes[k]}_{i}_" for k, n in enumerate(counts) for i in range(n)]
+    train, val = stratified_split(stems, val_fraction=fraction, seed=seed)
+    assert not set(train) & set(val)
+    assert sorted(train + val) == sorted(stems)
+    assert (train, val) == stratified_split(stems[::-1], val_fraction=fraction, seed=seed)
+    per_prefix = Counter(stem_prefix(s) for s in val)
+    for k, n in enumerate(counts):
+        assert per_prefix.get(prefixes[k], 0) == int(np.floor(n * fraction + 0.5))
