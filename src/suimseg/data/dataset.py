@@ -199,7 +199,9 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             (``"skip"``).
         cache: Keep decoded, resized uint8 pairs in memory (each DataLoader worker holds
             its own cache; use ``persistent_workers=True`` so it survives epochs).
-        fast_decode: Allow reduced-scale JPEG decoding (``False`` decodes at full size).
+        fast_decode: Allow reduced-scale JPEG decoding and direct reads of 24-bit BMP
+            masks (``False`` decodes both at full size with Pillow; results are the same
+            for masks and nearly the same for images).
 
     Raises:
         DatasetNotFoundError: If the root or the split's folders are missing.
