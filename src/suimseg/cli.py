@@ -135,6 +135,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         n_test=args.n_test,
         size=args.size,
         seed=args.seed,
+        noisy_masks=args.noisy_masks,
+        size_mismatch=args.size_mismatch,
+        orphan_images=args.orphan_images,
         overwrite=args.overwrite,
     )
     w, h = args.size
@@ -243,7 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p_synth, "--n-test", type=_positive_int, default=10)
     _add(p_synth, "--size", type=_parse_size, default=(160, 120), metavar="WxH")
     _add(p_synth, "--seed", type=int, default=0)
-    _add(p_synth, "--overwrite", action="store_true")
+    _add(p_synth, "--noisy-masks", type=int, default=0, metavar="N",
+         help="write N train_val masks with noisy (non 0/255) colours")  # fmt: skip
+    _add(p_synth, "--size-mismatch", type=int, default=0, metavar="N",
+         help="write N train_val masks whose size differs from their image")  # fmt: skip
+    _add(p_synth, "--orphan-images", type=int, default=0, metavar="N",
+         help="write N train_val images without a mask")  # fmt: skip
+    _add(p_synth, "--overwrite", action="store_true", help="replace an earlier synthetic dataset")
     p_synth.set_defaults(func=_cmd_synth)
 
     p_demo = sub.add_parser(
