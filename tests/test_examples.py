@@ -1,0 +1,144 @@
+"""Every script in examples/ runs, with its small default settings, as a user would run it.
+
+Each example is executed in a fresh ``python`` subprocess (so a renamed argument or a
+broken import fails here, not for a user), with one BLAS/OpenMP thread so the tiny models
+do not oversubscribe a shared CPU, and ``TMPDIR`` pointed at the test's folder so their
+scratch data is cleaned up. ``--help`` is checked in-process (cheap). The two-process
+torchrun run of the DDP example is marked slow; its single-process run is not.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+# name -> (extra argv, substrings the output must contain, files that must exist after)
+RUNS: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "quickstart.py": (
+        ["--out", "{tmp}/overlay.png"],
+        ["logits (1, 8, 120, 160)", "overlay written to"],
+        ["overlay.png"],
+    ),
+    "custom_training_loop.py": (
+        ["--out", "{tmp}/run", "--epochs", "1"],
+        ["epoch 1/1", "val mIoU", "best val mIoU"],
+        ["run/best.pt"],
+    ),
+    "trainer.py": (
+        ["--out", "{tmp}/run", "--epochs", "1"],
+        ["epoch 1/1", "history: 1 epochs", "test set, best checkpoint", "mIoU"],
+        ["run/best.pt", "run/last.pt", "run/history.jsonl", "run/history.csv"],
+    ),
+    "ddp_torchrun.py": (
+        ["--out", "{tmp}/run", "--epochs", "1"],
+        ["world size 1", "1 epochs"],
+        ["run/best.pt"],
+    ),
+    "tta_ensemble.py": (
+        ["--out", "{tmp}/results"],
+        ["| mIoU |", "ensemble + TTA", "SUIM-paper protocol"],
+        ["results/plain.json", "results/ensemble.json"],
+    ),
+    "finetune_other_dataset.py": (
+        ["--out", "{tmp}/run", "--epochs", "1"],
+        ["transferred", "['head.bias', 'head.weight']", "coral", "epoch 1/1"],
+        ["run/best.pt"],
+    ),
+}
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TMPDIR=str(tmp_path))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _run(cmd: list[str], tmp_path: Path, timeout: float = 180) -> str:
+    proc = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{output}"
+    return output
+
+
+def test_every_example_is_tested() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(RUNS)
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_example_help(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", [name, "--help"])
+    with pytest.raises(SystemExit, match="0"):
+        runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.startswith("usage:")
+    assert "Full scale:" in out  # the --help says how to run at full scale
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_example_states_full_scale_command(name: str) -> None:
+    source = (EXAMPLES / name).read_text(encoding="utf-8")
+    docstring = source.split('"""')[1]
+    assert "Full scale" in docstring
+    assert "SUIM" in docstring
+    assert f"examples/{name}" in docstring  # the exact command to run it
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_example_runs(name: str, tmp_path: Path) -> None:
+    argv, expected, files = RUNS[name]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    output = _run([sys.executable, str(EXAMPLES / name), *args], tmp_path)
+    for text in expected:
+        assert text in output, f"{text!r} missing from the output of {name}:\n{output}"
+    for rel in files:
+        assert (tmp_path / rel).is_file(), f"{name} did not write {rel}"
+
+
+def test_example_bad_argument_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["trainer.py", "--epochs", "two"])
+    with pytest.raises(SystemExit, match="2"):
+        runpy.run_path(str(EXAMPLES / "trainer.py"), run_name="__main__")
+    assert "invalid int value: 'two'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_example_under_torchrun(tmp_path: Path) -> None:
+    output = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(EXAMPLES / "ddp_torchrun.py"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        tmp_path,
+        timeout=300,
+    )
+    assert "world size 2" in output
+    assert "epoch 2/2" in output
+    assert (tmp_path / "run" / "best.pt").is_file()
+    assert (tmp_path / "run" / "history.jsonl").is_file()
