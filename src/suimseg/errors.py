@@ -3,6 +3,25 @@
 Every error derives from :class:`SUIMSegError` *and* from the builtin exception that
 fits, so plain ``except ValueError`` / ``except FileNotFoundError`` clauses keep working.
 Messages state the parameter or file, what was expected, what was received and the fix.
+
+===========================  =======================  ===========================================
+error                        also a                   raised for
+===========================  =======================  ===========================================
+``SUIMSegError``             ``Exception``            (base class; catch-all for suimseg errors)
+``ConfigError``              ``ValueError``           invalid arguments or configuration
+``DatasetError``             ``ValueError``           unreadable, corrupt or malformed data files
+``DatasetNotFoundError``     ``FileNotFoundError``    a missing dataset root or split folder
+``CheckpointError``          ``ValueError``           unusable checkpoint or weight files
+``RunLockError``             ``FileExistsError``      an output folder in use or holding a run
+``NonFiniteLossError``       ``FloatingPointError``   a NaN/inf training loss
+``WeightsUnavailableError``  ``RuntimeError``         pre-trained weights that cannot be fetched
+``MissingDependencyError``   ``ModuleNotFoundError``  an optional package that is not installed
+===========================  =======================  ===========================================
+
+Example:
+    >>> from suimseg.errors import DatasetError, SUIMSegError
+    >>> issubclass(DatasetError, ValueError) and issubclass(DatasetError, SUIMSegError)
+    True
 """
 
 from __future__ import annotations
@@ -14,6 +33,7 @@ __all__ = [
     "DatasetNotFoundError",
     "MissingDependencyError",
     "NonFiniteLossError",
+    "RunLockError",
     "SUIMSegError",
     "WeightsUnavailableError",
 ]
@@ -37,6 +57,15 @@ class DatasetNotFoundError(SUIMSegError, FileNotFoundError):
 
 class CheckpointError(SUIMSegError, ValueError):
     """A checkpoint or weight file cannot be used (corrupt, wrong format, mismatched keys)."""
+
+
+class RunLockError(SUIMSegError, FileExistsError):
+    """An output folder is in use by another run, or already holds a finished run.
+
+    Raised by :class:`~suimseg.engine.RunLock` (and so by ``Trainer.fit``) when another live
+    process holds the folder's lock file, or when the folder holds a previous run's
+    ``last.pt`` and neither resuming nor overwriting was asked for.
+    """
 
 
 class NonFiniteLossError(SUIMSegError, FloatingPointError):

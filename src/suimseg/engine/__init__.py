@@ -12,14 +12,23 @@ from suimseg.engine.checkpoint import (
 )
 from suimseg.engine.distributed import ShardSampler, shard_loader
 from suimseg.engine.history import EpochRecord, HistoryWriter, read_history
-from suimseg.engine.trainer import Callback, Trainer, TrainStats, reduce_on_plateau
+from suimseg.engine.lock import LOCK_NAME, RunLock
+from suimseg.engine.trainer import (
+    Callback,
+    Trainer,
+    TrainStats,
+    reduce_on_plateau,
+    skipped_sample_count,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "FORMAT_VERSION",
+    "LOCK_NAME",
     "Callback",
     "EpochRecord",
     "HistoryWriter",
+    "RunLock",
     "ShardSampler",
     "TrainStats",
     "Trainer",
@@ -32,4 +41,5 @@ __all__ = [
     "reduce_on_plateau",
     "restore_rng_state",
     "shard_loader",
+    "skipped_sample_count",
 ]

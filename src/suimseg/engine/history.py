@@ -1,20 +1,24 @@
 """Per-epoch training records and the ``history.csv`` / ``history.jsonl`` files.
 
-Each epoch's :class:`EpochRecord` is appended as one whole line to both files and flushed
-(and fsync-ed), so a crash loses at most the line being written. :func:`read_history`
-tolerates such a torn last line.
+Each epoch's :class:`EpochRecord` is appended as one whole line to both files with a single
+write and flushed (and fsync-ed). If the write fails (disk full, I/O error), the file is
+cut back to its previous length, so it never holds a partial line from suimseg; a crash
+of an older version (or a SIGKILL mid-write) can still leave a torn last line, which
+:func:`read_history` tolerates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import logging
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,8 @@ class EpochRecord:
         epoch_time_s: Wall-clock seconds for training plus validation.
         images_per_s: Training throughput (all processes together under DDP).
         skipped_steps: Steps skipped because of a non-finite loss (``nonfinite="skip"``).
+        skipped_samples: Corrupt training samples skipped (and replaced) by the dataset
+            (``SUIMDataset(on_corrupt="skip")``).
         is_best: Whether ``val_miou`` improved on every earlier epoch.
     """
 
@@ -62,7 +68,27 @@ class EpochRecord:
     epoch_time_s: float = 0.0
     images_per_s: float = 0.0
     skipped_steps: int = 0
+    skipped_samples: int = 0
     is_best: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochRecord:
+        """Rebuild a record from :meth:`to_dict` output (e.g. a ``history.jsonl`` line).
+
+        Unknown keys (from newer versions) are ignored; missing ones take their defaults.
+        ``None`` losses become NaN.
+
+        Example:
+            >>> EpochRecord.from_dict({"epoch": 2, "train_loss": 0.5, "lrs": [0.1]}).lrs
+            (0.1,)
+        """
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if kwargs.get("train_loss") is None:
+            kwargs["train_loss"] = math.nan
+        kwargs["lrs"] = tuple(kwargs.get("lrs") or ())
+        kwargs["val_iou"] = dict(kwargs.get("val_iou") or {})
+        return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready nested dict (non-finite numbers become ``None``)."""
@@ -84,12 +110,54 @@ class EpochRecord:
         return row
 
 
+def _history_error(path: Path, exc: OSError) -> OSError:
+    hint = " (the disk is full; free some space)" if exc.errno == errno.ENOSPC else ""
+    return OSError(
+        exc.errno,
+        f"could not write history file {path}: {exc.strerror or exc}{hint}; its earlier "
+        "lines are unchanged",
+        str(path),
+    )
+
+
 def _append_line(path: Path, line: str) -> None:
-    """Append one whole line with a single write, then flush and fsync."""
-    with open(path, "a", encoding="utf-8", newline="") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append whole lines with a single write, then flush and fsync.
+
+    On failure the file is truncated back to its previous size (no partial line) and an
+    ``OSError`` naming the path is raised.
+    """
+    data = line.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise _history_error(path, exc) from exc
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # short write: finish it (still whole lines)
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise _history_error(path, exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _history_error(path, exc) from exc
 
 
 def _csv_line(values: Sequence[Any]) -> str:
@@ -128,7 +196,12 @@ class HistoryWriter:
             return next(csv.reader(fh), None)
 
     def append(self, record: EpochRecord) -> None:
-        """Append ``record`` to both files (one flushed line each)."""
+        """Append ``record`` to both files (one flushed line each).
+
+        Raises:
+            OSError: If a file cannot be written (disk full, permissions); the message
+                names the file, which keeps its earlier lines and no partial one.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         _append_line(self.jsonl_path, json.dumps(record.to_dict(), allow_nan=False) + "\n")
         row = record.to_row()
@@ -142,6 +215,66 @@ class HistoryWriter:
                 self.csv_path,
             )
         _append_line(self.csv_path, _csv_line([row.get(k) for k in header]))
+
+    def clear(self) -> None:
+        """Remove both files (a new run starts an empty history)."""
+        for path in (self.jsonl_path, self.csv_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def sync_to_epoch(self, epoch: int, last_record: Mapping[str, Any] | None = None) -> bool:
+        """Make the files end at ``epoch`` (the checkpoint a run resumes from).
+
+        A run killed after writing ``last.pt`` but before its history line, or after a
+        history line whose checkpoint write did not finish, leaves the files out of step
+        with the checkpoint. Lines of later epochs (and a torn last line) are dropped, and
+        the checkpoint's own record of ``epoch`` is added when missing. Both files are
+        rewritten atomically from the JSONL records, and only when something changes.
+
+        Args:
+            epoch: Completed epochs of the checkpoint being resumed.
+            last_record: That checkpoint's :meth:`EpochRecord.to_dict` (``extra``'s
+                ``"last_record"``), used to restore a missing last line.
+
+        Returns:
+            Whether the files were rewritten.
+        """
+        if not self.jsonl_path.is_file():
+            records: list[dict[str, Any]] = []
+            torn = False
+        else:
+            text = self.jsonl_path.read_text(encoding="utf-8")
+            torn = bool(text) and not text.endswith("\n")
+            records = read_history(self.jsonl_path)
+        kept = [r for r in records if int(r.get("epoch", 0)) <= epoch]
+        changed = torn or len(kept) != len(records)
+        have = {int(r.get("epoch", 0)) for r in kept}
+        if (
+            epoch > 0
+            and epoch not in have
+            and last_record is not None
+            and int(last_record.get("epoch", -1)) == epoch
+        ):
+            kept.append(dict(last_record))
+            changed = True
+        if not changed:
+            return False
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(
+            self.jsonl_path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept)
+        )
+        rows = [EpochRecord.from_dict(r).to_row() for r in kept]
+        csv_text = ""
+        if rows:
+            header = list(rows[0])
+            csv_text = _csv_line(header) + "".join(
+                _csv_line([row.get(k) for k in header]) for row in rows
+            )
+        _atomic_write_text(self.csv_path, csv_text)
+        logger.warning(
+            "%s: history made consistent with the checkpoint of epoch %d", self.directory, epoch
+        )
+        return True
 
 
 def _parse_csv_value(text: str) -> Any:

@@ -43,12 +43,21 @@ from suimseg.engine.checkpoint import (
     restore_rng_state,
 )
 from suimseg.engine.history import EpochRecord, HistoryWriter
-from suimseg.errors import CheckpointError, ConfigError, NonFiniteLossError
+from suimseg.engine.lock import RunLock
+from suimseg.errors import CheckpointError, ConfigError, NonFiniteLossError, RunLockError
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
 from suimseg.models import model_spec
 from suimseg.optim import group_min_lrs
 
-__all__ = ["AmpMode", "Callback", "NonFinitePolicy", "TrainStats", "Trainer", "reduce_on_plateau"]
+__all__ = [
+    "AmpMode",
+    "Callback",
+    "NonFinitePolicy",
+    "TrainStats",
+    "Trainer",
+    "reduce_on_plateau",
+    "skipped_sample_count",
+]
 
 logger = logging.getLogger("suimseg")
 
@@ -94,12 +103,15 @@ class TrainStats:
         images: Images used for steps taken.
         skipped_steps: Steps skipped because of a non-finite loss.
         seconds: Wall-clock time of the epoch's training.
+        skipped_samples: Corrupt samples the dataset skipped and replaced (its
+            ``on_corrupt="skip"`` mode; see :func:`skipped_sample_count`).
     """
 
     loss: float
     images: int
     skipped_steps: int
     seconds: float
+    skipped_samples: int = 0
 
 
 def reduce_on_plateau(
@@ -133,6 +145,41 @@ def reduce_on_plateau(
         patience=patience,
         min_lr=group_min_lrs(optimizer.param_groups, min_lr),
     )
+
+
+def skipped_sample_count(loader: Any) -> int:
+    """Total corrupt samples skipped so far by the dataset(s) behind ``loader``.
+
+    Reads the ``skipped_samples`` attribute of ``loader.dataset`` (looking through
+    :class:`~torch.utils.data.Subset` and :class:`~torch.utils.data.ConcatDataset`).
+    :class:`~suimseg.data.SUIMDataset` keeps it in shared memory, so skips made inside
+    DataLoader worker processes are counted too. Datasets without it count 0.
+
+    Args:
+        loader: A DataLoader (or anything with a ``dataset`` attribute).
+
+    Returns:
+        The cumulative count (the trainer records the per-epoch difference).
+
+    Example:
+        >>> skipped_sample_count([])
+        0
+    """
+    total = 0
+    stack = [getattr(loader, "dataset", None)]
+    while stack:
+        ds = stack.pop()
+        if ds is None:
+            continue
+        count = getattr(ds, "skipped_samples", None)
+        if isinstance(count, int) and not isinstance(count, bool):
+            total += count
+            continue
+        stack.extend(getattr(ds, "datasets", ()) or ())
+        inner = getattr(ds, "dataset", None)
+        if inner is not None and inner is not ds:
+            stack.append(inner)
+    return total
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -191,7 +238,13 @@ class Trainer:
         channels_last: Use the channels-last memory format (faster convolutions on GPUs).
         compile: Wrap the model with :func:`torch.compile`.
         checkpoint_dir: Folder for ``last.pt``, ``best.pt``, ``history.csv`` and
-            ``history.jsonl``; ``None`` writes nothing.
+            ``history.jsonl``; ``None`` writes nothing. While :meth:`fit` runs, the folder is
+            locked (``.suimseg.lock``, see :class:`~suimseg.engine.RunLock`) so a second run
+            pointed at it refuses to start.
+        overwrite: Start a new run in a ``checkpoint_dir`` that already holds a previous
+            run's ``last.pt`` (its checkpoints and history are replaced), or take over a
+            lock held by another process. Without it, :meth:`fit` refuses such a folder
+            unless it resumes (``resume_from``).
         early_stopping_patience: Stop after this many epochs without a better validation
             mIoU; ``None`` never stops early.
         callbacks: :class:`Callback` objects.
@@ -240,6 +293,7 @@ class Trainer:
         channels_last: bool = False,
         compile: bool = False,
         checkpoint_dir: PathLike | None = None,
+        overwrite: bool = False,
         early_stopping_patience: int | None = None,
         callbacks: Sequence[Callback] = (),
         num_classes: int | None = None,
@@ -349,6 +403,7 @@ class Trainer:
         self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.channels_last = channels_last
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.overwrite = bool(overwrite)
         self.early_stopping_patience = early_stopping_patience
         self.callbacks = list(callbacks)
         config = getattr(model, "config", None)
@@ -499,6 +554,7 @@ class Trainer:
             set_epoch(epoch)  # DistributedSampler: a different, reproducible order per epoch
         self.model.train()
         start = time.perf_counter()
+        samples_skipped_before = skipped_sample_count(loader)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         first_bad = torch.full((), _NO_STEP, dtype=torch.int64, device=self.device)
         images_seen = 0
@@ -529,13 +585,22 @@ class Trainer:
             self._report_step(desc, step, total, loss)
         if self.nonfinite_check_interval > 1 and step > 0:
             self._check_deferred(first_bad, epoch)
-        counts = torch.tensor([images_seen, skipped], dtype=torch.float64, device=self.device)
+        samples_skipped = skipped_sample_count(loader) - samples_skipped_before
+        counts = torch.tensor(
+            [images_seen, skipped, samples_skipped], dtype=torch.float64, device=self.device
+        )
         dist_utils.all_reduce_sum(loss_sum)
         dist_utils.all_reduce_sum(counts)
         images_total, skipped_total = int(counts[0]), int(counts[1])
         self.skipped_steps += skipped_total
         mean_loss = float(loss_sum) / images_total if images_total else math.nan
-        return TrainStats(mean_loss, images_total, skipped_total, time.perf_counter() - start)
+        return TrainStats(
+            mean_loss,
+            images_total,
+            skipped_total,
+            time.perf_counter() - start,
+            skipped_samples=int(counts[2]),
+        )
 
     def evaluate(self, loader: Iterable[Any]) -> SegmentationMetrics:
         """Compute dataset-level metrics (mIoU, per-class IoU, F1, accuracy) on ``loader``.
@@ -657,14 +722,54 @@ class Trainer:
                     "val_loader: early stopping watches validation mIoU, so a validation "
                     "loader is required; pass one or set early_stopping_patience=None"
                 )
+        lock: RunLock | None = None
+        if self.checkpoint_dir is not None and self.is_main_process:
+            lock = RunLock(self.checkpoint_dir, overwrite=self.overwrite).acquire()
+        try:
+            return self._fit_locked(train_loader, val_loader, epochs, resume_from)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _check_fresh_folder(self) -> None:
+        """Refuse to start a new run over a folder that holds another run's ``last.pt``."""
+        if self.checkpoint_dir is None or self.overwrite or self.epoch > 0:
+            return  # no folder, asked to overwrite, or continuing this trainer's own run
+        last = self.checkpoint_dir / "last.pt"
+        if last.exists():
+            raise RunLockError(
+                f"output folder {self.checkpoint_dir} already holds a training run ({last}); "
+                "starting a new run there would overwrite it. Resume it "
+                f"(resume_from={str(last)!r}, `suimseg train --resume`), choose another "
+                "output folder, or pass overwrite=True (--overwrite) to replace it."
+            )
+
+    def _fit_locked(
+        self,
+        train_loader: DataLoader[Any],
+        val_loader: DataLoader[Any] | None,
+        epochs: int,
+        resume_from: PathLike | None,
+    ) -> list[EpochRecord]:
+        last_record: Mapping[str, Any] | None = None
         if resume_from is not None:
-            self.load_checkpoint(resume_from)
+            ckpt = self.load_checkpoint(resume_from)
+            last_record = (ckpt.get("extra") or {}).get("last_record")
             logger.info("resumed from %s after epoch %d", resume_from, self.epoch)
+        else:
+            self._check_fresh_folder()
         if self.distributed:
             train_loader = dist_utils.shard_loader(train_loader, train=True, seed=self.seed)
             if val_loader is not None:
                 val_loader = dist_utils.shard_loader(val_loader, train=False)
         writer = HistoryWriter(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        if writer is not None and self.is_main_process:
+            if resume_from is not None:
+                # A kill between last.pt and the history line (or after a line of an epoch
+                # that last.pt does not hold) leaves them out of step: make them agree.
+                writer.sync_to_epoch(self.epoch, last_record)
+            elif self.epoch == 0:
+                writer.clear()  # a fresh (or overwritten) run starts an empty history
         records: list[EpochRecord] = []
         self.should_stop = False
         self.interrupted = False
@@ -740,6 +845,7 @@ class Trainer:
             epoch_time_s=elapsed,
             images_per_s=stats.images / stats.seconds if stats.seconds > 0 else 0.0,
             skipped_steps=stats.skipped_steps,
+            skipped_samples=stats.skipped_samples,
             is_best=improved,
         )
         self.history.append(record)
@@ -783,6 +889,8 @@ class Trainer:
         parts.append(f"{record.images_per_s:.1f} img/s")
         if record.skipped_steps:
             parts.append(f"skipped {record.skipped_steps}")
+        if record.skipped_samples:
+            parts.append(f"corrupt samples skipped {record.skipped_samples}")
         if record.is_best:
             parts.append("*best*")
         return "  ".join(parts)
