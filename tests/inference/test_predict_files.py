@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from suimseg.classes import rgb_to_index
+from suimseg.data import overlay
 from suimseg.errors import ConfigError
 from suimseg.inference import Predictor, collect_inputs, predict_files
 
@@ -59,8 +60,12 @@ def test_folder_inputs_mirror_relative_paths_and_overlays(
     names = sorted(p.relative_to(out).as_posix() for p in res.written)
     assert names == ["masks/a.bmp", "masks/sub/b.bmp", "overlays/a.png", "overlays/sub/b.png"]
     with Image.open(out / "overlays" / "sub" / "b.png") as ov:
-        assert ov.width == 18
+        assert ov.width == 180  # widened so the legend text fits
         assert ov.height > 22  # the legend strip is appended below the image
+        top = np.asarray(ov.convert("RGB").crop((0, 0, 18, 22)))
+    image = Image.open(root / "sub" / "b.png").convert("RGB")
+    expected = overlay(image, predictor.predict(image)[0].labels, 0.5)
+    np.testing.assert_array_equal(top, np.asarray(expected))
 
 
 def test_existing_outputs_kept_unless_overwrite(predictor: Predictor, tmp_path: Path) -> None:
