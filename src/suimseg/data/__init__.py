@@ -11,6 +11,7 @@ Example:
 from suimseg.data.dataset import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
+    CorruptPolicy,
     OrphanPolicy,
     SizeMismatchPolicy,
     Split,
@@ -18,6 +19,7 @@ from suimseg.data.dataset import (
     stem_prefix,
     stratified_split,
 )
+from suimseg.data.readers import DEFAULT_MAX_PIXELS, read_image, read_mask_labels, to_rgb
 from suimseg.data.synthetic import make_synthetic_suim, render_scene
 from suimseg.data.transforms import (
     IMAGENET_MEAN,
@@ -30,10 +32,12 @@ from suimseg.data.transforms import (
 from suimseg.data.visualize import colorize, legend, overlay
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "MASK_EXTENSIONS",
+    "CorruptPolicy",
     "JointTransform",
     "OrphanPolicy",
     "SUIMDataset",
@@ -45,8 +49,11 @@ __all__ = [
     "legend",
     "make_synthetic_suim",
     "overlay",
+    "read_image",
+    "read_mask_labels",
     "render_scene",
     "stem_prefix",
     "stratified_split",
+    "to_rgb",
     "train_transforms",
 ]

@@ -9,7 +9,9 @@ The official layout (see ``docs/dataset.md``)::
 Images and masks are paired by file stem (never by sorted order). The real data has
 defects (noisy mask colours, masks whose size differs from the image, unpaired files); each
 one is handled by an explicit policy, and unreadable files raise :class:`DatasetError`
-naming the file.
+naming the file (or, with ``on_corrupt="skip"``, are skipped and counted). Files are read
+by the rules of :mod:`suimseg.data.readers` (colour modes, EXIF orientation, pixel limit),
+the same rules ``predict`` and ``evaluate`` use.
 """
 
 from __future__ import annotations
@@ -30,8 +32,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from suimseg.classes import NUM_CLASSES, SUIM_CLASSES, SUIMClass, rgb_to_index_u8
+from suimseg.classes import NUM_CLASSES, SUIM_CLASSES, SUIMClass
 from suimseg.data._bmp import read_bmp_labels, resize_labels_nearest
+from suimseg.data.readers import (
+    DEFAULT_MAX_PIXELS,
+    check_max_pixels,
+    read_image,
+    read_mask_labels,
+    read_size,
+)
 from suimseg.data.transforms import (
     SizeArg,
     eval_transforms,
@@ -44,6 +53,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MASK_EXTENSIONS",
     "SPLIT_FOLDERS",
+    "CorruptPolicy",
     "OrphanPolicy",
     "SUIMDataset",
     "SizeMismatchPolicy",
@@ -55,6 +65,7 @@ __all__ = [
 Split = Literal["train", "val", "train_val", "test"]
 SizeMismatchPolicy = Literal["resize", "skip", "error"]
 OrphanPolicy = Literal["error", "skip"]
+CorruptPolicy = Literal["error", "skip"]
 
 #: Image file extensions accepted (compared case-insensitively).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
@@ -78,7 +89,6 @@ _LAYOUT = (
 )
 _MAX_LISTED = 20
 _PREFIX_RE = re.compile(r"^([^_]+_[^_]+)_")
-_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def stem_prefix(stem: str) -> str:
@@ -165,13 +175,6 @@ def _listing(names: Sequence[str]) -> str:
     return shown + (f" ... and {more} more" if more > 0 else "")
 
 
-def _read_error(path: Path | str, kind: str, err: BaseException) -> DatasetError:
-    return DatasetError(
-        f"cannot read {kind} file {path}: {err}. The file is unreadable or corrupt; "
-        "replace it (re-download the dataset) or remove the pair."
-    )
-
-
 class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """The SUIM dataset in its official folder layout.
 
@@ -202,11 +205,22 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         fast_decode: Allow reduced-scale JPEG decoding and direct reads of 24-bit BMP
             masks (``False`` decodes both at full size with Pillow; results are the same
             for masks and nearly the same for images).
+        on_corrupt: What to do with a file that cannot be decoded (empty, truncated, not
+            an image, too large, a grayscale mask): ``"error"`` raises a
+            :class:`DatasetError` naming the file (default); ``"skip"`` warns and leaves
+            the pair out. A file found broken at construction (its header) is dropped
+            and listed in :attr:`unreadable_files`; one found broken while loading a
+            sample is replaced by the next readable sample, and counted in
+            :attr:`skipped_samples` (which the trainer records per epoch as the history's
+            ``skipped_samples``).
+        max_pixels: Files whose header announces more than this many pixels are refused
+            before decoding (a decompression-bomb guard); ``None`` lifts the limit.
 
     Raises:
         DatasetNotFoundError: If the root or the split's folders are missing.
         DatasetError: For orphans (under ``"error"``), size mismatches (under
-            ``"error"``), unknown explicit stems, or unreadable files.
+            ``"error"``), unknown explicit stems, or unreadable files (under
+            ``on_corrupt="error"``).
         ConfigError: For invalid arguments.
 
     Shape:
@@ -241,6 +255,8 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         on_orphan: OrphanPolicy = "error",
         cache: bool = False,
         fast_decode: bool = True,
+        on_corrupt: CorruptPolicy = "error",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if split not in SPLIT_FOLDERS:
             raise ConfigError(f"split: expected one of {list(get_args(Split))}, got {split!r}")
@@ -253,8 +269,14 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise ConfigError(
                 f"on_orphan: expected one of {list(get_args(OrphanPolicy))}, got {on_orphan!r}"
             )
+        if on_corrupt not in get_args(CorruptPolicy):
+            raise ConfigError(
+                f"on_corrupt: expected one of {list(get_args(CorruptPolicy))}, got {on_corrupt!r}"
+            )
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"val_fraction: expected a fraction in [0, 1), got {val_fraction!r}")
+        self.max_pixels = check_max_pixels(max_pixels)
+        self.on_corrupt: CorruptPolicy = on_corrupt
         self.root = Path(root).expanduser()
         self.split: Split = split
         self.image_size: tuple[int, int] | None = normalize_size(image_size, name="image_size")
@@ -275,6 +297,10 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             {} if cache else None
         )
         self._count_cache: dict[tuple[str, int, int], npt.NDArray[np.int64]] = {}
+        # Per-index skip counts in shared memory: DataLoader workers (fork or spawn)
+        # write into the same buffer, so the parent sees skips made in any worker.
+        skips = torch.zeros(max(len(self._stems), 1), dtype=torch.int64)
+        self._skips: torch.Tensor = skips.share_memory_()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ construction
     def _default_transform(self) -> Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]]:
@@ -345,9 +371,17 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         """Read every header once: catches unreadable files early and applies the policy."""
         keep: list[int] = []
         mismatched: list[str] = []
+        unreadable: list[str] = []
         for i, (ip, mp) in enumerate(zip(self._image_paths, self._mask_paths, strict=True)):
-            isize = self._header_size(ip, "image")
-            msize = self._header_size(mp, "mask")
+            try:
+                isize = read_size(ip, kind="image", max_pixels=self.max_pixels)
+                msize = read_size(mp, kind="mask", max_pixels=self.max_pixels)
+            except (DatasetError, OSError) as e:
+                if self.on_corrupt == "error":
+                    raise
+                unreadable.append(str(e))
+                self._image_sizes.append((0, 0))
+                continue
             self._image_sizes.append(isize)
             if isize != msize:
                 mismatched.append(
@@ -358,38 +392,39 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             keep.append(i)
         #: Descriptions of the pairs whose mask size differs from the image.
         self.size_mismatches: tuple[str, ...] = tuple(mismatched)
-        if not mismatched:
-            return
-        if self.on_size_mismatch == "error":
+        #: Errors of the files dropped at construction under ``on_corrupt="skip"``.
+        self.unreadable_files: tuple[str, ...] = tuple(unreadable)
+        if unreadable:
+            warnings.warn(
+                f"on_corrupt='skip': left out {len(unreadable)} unreadable pair(s) of split "
+                f"{self.split!r}: {_listing(unreadable)}",
+                UserWarning,
+                stacklevel=3,
+            )
+        if mismatched and self.on_size_mismatch == "error":
             raise DatasetError(
                 f"{len(mismatched)} mask(s) differ in size from their image: "
                 f"{_listing(mismatched)}. Pass on_size_mismatch='resize' (nearest-neighbour "
                 "to the image) or 'skip'."
             )
-        action = (
-            "resized nearest-neighbour to the image"
-            if self.on_size_mismatch == "resize"
-            else "skipped"
-        )
-        warnings.warn(
-            f"{len(mismatched)} mask(s) in split {self.split!r} differ in size from their "
-            f"image and were {action}: {_listing(mismatched)}",
-            UserWarning,
-            stacklevel=3,
-        )
+        if mismatched:
+            action = (
+                "resized nearest-neighbour to the image"
+                if self.on_size_mismatch == "resize"
+                else "skipped"
+            )
+            warnings.warn(
+                f"{len(mismatched)} mask(s) in split {self.split!r} differ in size from their "
+                f"image and were {action}: {_listing(mismatched)}",
+                UserWarning,
+                stacklevel=3,
+            )
+        if len(keep) == len(self._stems):
+            return
         self._image_paths = [self._image_paths[i] for i in keep]
         self._mask_paths = [self._mask_paths[i] for i in keep]
         self._stems = [self._stems[i] for i in keep]
         self._image_sizes = [self._image_sizes[i] for i in keep]
-
-    @staticmethod
-    def _header_size(path: str, kind: str) -> tuple[int, int]:
-        try:
-            with Image.open(path) as im:
-                w, h = im.size
-                return int(w), int(h)
-        except _READ_ERRORS as e:
-            raise _read_error(path, kind, e) from e
 
     # ------------------------------------------------------------------ public API
     @property
@@ -424,10 +459,45 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise IndexError(f"index {index} out of range for a dataset of {n} samples")
         return int(index) % n
 
+    @property
+    def skipped_samples(self) -> int:
+        """Samples replaced so far because their files could not be decoded.
+
+        Only ``on_corrupt="skip"`` skips; the count includes skips made in DataLoader
+        worker processes (it lives in shared memory). :func:`suimseg.engine.Trainer`
+        records the per-epoch increase in the history.
+        """
+        return int(self._skips.sum())
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the transformed pair ``(image, mask)`` at ``index``."""
-        image, mask = self.load(index)
-        return self.transform(image, mask)
+        """Return the transformed pair ``(image, mask)`` at ``index``.
+
+        Raises:
+            DatasetError: If the files cannot be decoded (``on_corrupt="error"``), or if
+                no sample at all can be decoded (``"skip"``).
+        """
+        if self.on_corrupt == "error":
+            image, mask = self.load(index)
+            return self.transform(image, mask)
+        i = self._index(index)
+        n = len(self)
+        for k in range(n):
+            j = (i + k) % n
+            try:
+                image, mask = self.load(j)
+            except (DatasetError, OSError) as e:
+                self._skips[j] += 1
+                warnings.warn(
+                    f"on_corrupt='skip': skipping sample {j} ({self._stems[j]}): {e}",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                continue
+            return self.transform(image, mask)
+        raise DatasetError(
+            f"on_corrupt='skip': none of the {n} samples of split {self.split!r} in "
+            f"{self.root} could be decoded; check the dataset files"
+        )
 
     def load(self, index: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
         """Decode one pair at ``image_size``, before ``transform`` (cached if enabled).
@@ -462,6 +532,9 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         Returns:
             The RGB PIL image and an int64 label map ``(H, W)`` of the same size (a
             mismatched mask is resized nearest-neighbour to the image).
+
+        Raises:
+            DatasetError: If a file cannot be decoded (whatever ``on_corrupt`` says).
 
         Example:
             >>> # image, labels = dataset.get_raw(0)
@@ -499,26 +572,13 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         labels = read_bmp_labels(path) if path.lower().endswith(".bmp") else None
         if labels is not None:
             return labels
-        try:
-            with Image.open(path) as m:
-                return rgb_to_index_u8(m)
-        except ConfigError as e:
-            raise DatasetError(f"mask file {path}: {e}") from e
-        except _READ_ERRORS as e:
-            raise _read_error(path, "mask", e) from e
+        return read_mask_labels(path, max_pixels=self.max_pixels)
 
     def _decode_image(self, i: int, target: tuple[int, int] | None) -> Image.Image:
-        """Decode image ``i`` as RGB: native size, or (JPEG) reduced scale but >= target."""
-        path = self._image_paths[i]
-        try:
-            with Image.open(path) as im:
-                if target is not None and self.fast_decode and im.format == "JPEG":
-                    # DCT-domain scaling: decode at 1/2, 1/4 or 1/8 while staying >= target.
-                    im.draft("RGB", target)
-                rgb: Image.Image = im.convert("RGB")
-        except _READ_ERRORS as e:
-            raise _read_error(path, "image", e) from e
-        return rgb
+        """Decode image ``i`` as upright RGB: native size, or (JPEG) reduced but >= target."""
+        # DCT-domain scaling: JPEGs decode at 1/2, 1/4 or 1/8 while staying >= target.
+        draft = target if self.fast_decode else None
+        return read_image(self._image_paths[i], max_pixels=self.max_pixels, draft_size=draft)
 
     def _read_image(self, i: int, target: tuple[int, int] | None) -> npt.NDArray[np.uint8]:
         """Image ``i`` as a uint8 array ``(H, W, 3)`` at ``target`` (w, h) or native size."""
@@ -535,21 +595,16 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def _read_mask(self, i: int, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
         """Decode mask ``i`` to uint8 labels at ``size`` (w, h), resizing nearest.
 
-        Plain 24-bit BMPs are read directly, sampling only the needed pixels (nearest
-        sampling commutes with the per-pixel colour rule, so this is exact); other files
-        are decoded by Pillow and then sampled with the same rule.
+        Plain 24-bit BMPs (which carry no EXIF) are read directly, sampling only the
+        needed pixels (nearest sampling commutes with the per-pixel colour rule, so this
+        is exact); other files are decoded by :func:`~suimseg.data.readers.read_mask_labels`
+        and then sampled with the same rule.
         """
         path = self._mask_paths[i]
         if self.fast_decode and path.lower().endswith(".bmp"):
             labels = read_bmp_labels(path, size)
             if labels is not None:
                 return labels
-        try:
-            with Image.open(path) as raw:
-                labels = rgb_to_index_u8(raw)
-            # Same sampling rule as the BMP fast path, so both paths agree exactly.
-            return resize_labels_nearest(labels, size)
-        except ConfigError as e:
-            raise DatasetError(f"mask file {path}: {e}") from e
-        except _READ_ERRORS as e:
-            raise _read_error(path, "mask", e) from e
+        labels = read_mask_labels(path, max_pixels=self.max_pixels)
+        # Same sampling rule as the BMP fast path, so both paths agree exactly.
+        return resize_labels_nearest(labels, size)
