@@ -280,3 +280,21 @@ def test_repr_mentions_settings(pointwise: PointwiseNet) -> None:
     text = repr(Predictor([pointwise, pointwise], tta=True))
     assert "models=2" in text
     assert "scales=(0.75, 1.0, 1.25)" in text
+
+
+@pytest.mark.slow
+def test_ensemble_of_v3_and_deeplabv3(unet: nn.Module) -> None:
+    from suimseg.models import DeepLabV3ResNet50
+
+    deeplab = DeepLabV3ResNet50(num_classes=8).train()
+    x = torch.rand(2, 3, 41, 53)
+    preds = Predictor([unet, deeplab], image_size=64, weights=[2, 1], tta=TTA(hflip=True)).predict(
+        x, return_probs=True
+    )
+    assert [tuple(p.labels.shape) for p in preds] == [(41, 53), (41, 53)]
+    assert deeplab.training
+    p0 = Predictor(unet, image_size=64, tta=TTA(hflip=True)).predict_proba(x)
+    p1 = Predictor(deeplab, image_size=64, tta=TTA(hflip=True)).predict_proba(x)
+    for got, a, b in zip(preds, p0, p1, strict=True):
+        assert got.probs is not None
+        torch.testing.assert_close(got.probs, (2 * a + b) / 3)
