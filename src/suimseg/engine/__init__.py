@@ -9,6 +9,7 @@ from suimseg.engine.checkpoint import (
     load_model,
     make_checkpoint,
     restore_rng_state,
+    save_safetensors,
 )
 from suimseg.engine.distributed import ShardSampler, shard_loader
 from suimseg.engine.history import EpochRecord, HistoryWriter, read_history
@@ -40,6 +41,7 @@ __all__ = [
     "read_history",
     "reduce_on_plateau",
     "restore_rng_state",
+    "save_safetensors",
     "shard_loader",
     "skipped_sample_count",
 ]

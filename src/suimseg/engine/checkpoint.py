@@ -26,12 +26,21 @@ Its keys:
 Writes are atomic: the bytes go to a temporary file in the same folder, which is flushed,
 ``fsync``-ed and renamed over the target with :func:`os.replace`. A crash or a full disk
 mid-write leaves the previous checkpoint intact.
+
+**Sharing trained models.** :func:`save_safetensors` writes only the weights, in the
+`safetensors <https://huggingface.co/docs/safetensors>`_ format, with the model spec and
+class names as string metadata; :func:`load_model` rebuilds the model from such a file.
+Loading a ``.safetensors`` file never unpickles anything, so it is the format to send to
+others and to accept from them (install the extra: ``pip install 'suimseg[safetensors]'``).
+Metadata keys: ``format`` (``"suimseg-weights"``), ``format_version``, ``suimseg_version``,
+``model`` (JSON ``{"name", "config"}``) and ``class_names`` (JSON list).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import pickle
 import random
@@ -46,12 +55,13 @@ import torch
 from torch import nn
 
 from suimseg._version import __version__
-from suimseg.errors import CheckpointError, ConfigError
-from suimseg.models import build_model
+from suimseg.errors import CheckpointError, ConfigError, MissingDependencyError
+from suimseg.models import build_model, model_spec
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "FORMAT_VERSION",
+    "SAFETENSORS_FORMAT",
     "atomic_copy",
     "atomic_save",
     "capture_rng_state",
@@ -59,12 +69,15 @@ __all__ = [
     "load_model",
     "make_checkpoint",
     "restore_rng_state",
+    "save_safetensors",
 ]
 
 #: Value of the ``"format"`` key of every suimseg checkpoint.
 CHECKPOINT_FORMAT = "suimseg-checkpoint"
 #: The checkpoint layout written by this version (readers refuse newer ones).
 FORMAT_VERSION = 1
+#: Value of the ``"format"`` metadata of a suimseg ``.safetensors`` weights file.
+SAFETENSORS_FORMAT = "suimseg-weights"
 
 PathLike = str | os.PathLike[str]
 
@@ -319,6 +332,12 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu")
             "written by the trainer",
             str(file),
         )
+    if file.suffix.lower() == ".safetensors":
+        raise CheckpointError(
+            f"checkpoint {file}: a .safetensors file holds only model weights, not a "
+            "training state; rebuild the model with suimseg.load_model(path), or resume "
+            "from a last.pt"
+        )
     try:
         ckpt = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -373,13 +392,23 @@ def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> n
         FileNotFoundError: If ``path`` does not exist.
         CheckpointError: If the file is not a valid suimseg checkpoint, holds a custom model
             (no spec to rebuild it from), or its weights do not fit the architecture.
+        MissingDependencyError: For a ``.safetensors`` file without the ``safetensors``
+            package.
 
     Example:
         >>> model = load_model("runs/exp1/best.pt")  # doctest: +SKIP
         >>> model(torch.rand(1, 3, 256, 256)).argmax(1)  # doctest: +SKIP
     """
+    if Path(path).suffix.lower() == ".safetensors":
+        spec, state = _read_safetensors(Path(path))
+        return _build_from(path, spec, state, map_location)
     ckpt = load_checkpoint(path, map_location=map_location)
-    spec = ckpt.get("model")
+    return _build_from(path, ckpt.get("model"), ckpt["model_state"], map_location)
+
+
+def _build_from(
+    path: PathLike, spec: Any, state: Mapping[str, Any], map_location: str | torch.device
+) -> nn.Module:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise CheckpointError(
             f"checkpoint {path}: holds weights of a custom model (no suimseg model spec), so "
@@ -391,7 +420,7 @@ def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> n
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {path}: cannot rebuild the model: {exc}") from exc
     try:
-        model.load_state_dict(ckpt["model_state"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(
             f"checkpoint {path}: the stored weights do not fit the {spec['name']} model built "
@@ -400,3 +429,131 @@ def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> n
     model.to(map_location)
     model.eval()
     return model
+
+
+# ----------------------------------------------------------------------------- safetensors
+
+
+def _safetensors_torch() -> Any:
+    try:
+        import safetensors.torch as st
+    except ImportError:
+        raise MissingDependencyError(
+            "safetensors", "safetensors", "Reading or writing .safetensors weights"
+        ) from None
+    return st
+
+
+def save_safetensors(
+    source: nn.Module | PathLike,
+    path: PathLike,
+    *,
+    class_names: tuple[str, ...] | list[str] | None = None,
+) -> Path:
+    """Write a model's weights to a ``.safetensors`` file, with its spec as metadata.
+
+    The file holds no pickled data at all, so it is the safe way to share a trained model;
+    :func:`load_model` rebuilds the model from it. Written atomically.
+
+    Args:
+        source: A suimseg model (built by :func:`suimseg.models.build_model` or a model
+            class with a stored config), or the path of a suimseg checkpoint (``best.pt``).
+        path: Destination, normally ending in ``.safetensors``.
+        class_names: One name per class (taken from the checkpoint when ``source`` is one).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        CheckpointError: If ``source`` is a custom model or checkpoint without a suimseg
+            model spec (it could not be rebuilt from the file).
+        MissingDependencyError: If ``safetensors`` is not installed.
+        OSError: If the file cannot be written (the message names it).
+
+    Example:
+        >>> save_safetensors("runs/exp1/best.pt", "model.safetensors")  # doctest: +SKIP
+        >>> model = load_model("model.safetensors")  # doctest: +SKIP
+    """
+    st = _safetensors_torch()
+    if isinstance(source, nn.Module):
+        try:
+            spec: Any = model_spec(source)
+        except ConfigError as exc:
+            raise CheckpointError(
+                f"save_safetensors: the model has no suimseg spec ({exc}); only models built "
+                "by suimseg can be rebuilt from a weights file"
+            ) from exc
+        state = source.state_dict()
+    else:
+        ckpt = load_checkpoint(source)
+        spec, state = ckpt.get("model"), ckpt["model_state"]
+        if class_names is None and ckpt.get("class_names"):
+            class_names = list(ckpt["class_names"])
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise CheckpointError(
+                f"checkpoint {source}: holds weights of a custom model (no suimseg model "
+                "spec), so a weights file could not be rebuilt into a model"
+            )
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    metadata = {
+        "format": SAFETENSORS_FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "suimseg_version": __version__,
+        "model": json.dumps(spec),
+        "class_names": json.dumps(None if class_names is None else [str(c) for c in class_names]),
+    }
+    data: bytes = st.save(tensors, metadata=metadata)
+    dest = Path(path)
+
+    def write(fh: IO[bytes]) -> None:
+        fh.write(data)
+
+    _atomic_write(dest, write)
+    return dest
+
+
+def _read_safetensors(file: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Read the spec and the tensors of a suimseg ``.safetensors`` file (no pickle)."""
+    st = _safetensors_torch()
+    if not file.is_file():
+        raise FileNotFoundError(
+            errno.ENOENT, f"weights file {file} does not exist; check the path", str(file)
+        )
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        tensors: dict[str, torch.Tensor] = st.load_file(str(file))
+    except Exception as exc:  # SafetensorError, OSError, ValueError from a bad header
+        raise CheckpointError(
+            f"weights file {file}: not a readable .safetensors file (truncated or corrupt: "
+            f"{exc}); get the file again"
+        ) from exc
+    if metadata.get("format") != SAFETENSORS_FORMAT:
+        raise CheckpointError(
+            f"weights file {file}: expected suimseg metadata (format={SAFETENSORS_FORMAT!r}), "
+            f"got {metadata.get('format')!r}; without the model spec the architecture is "
+            "unknown. Build the model yourself and load_state_dict(safetensors.torch."
+            "load_file(path))."
+        )
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        version = -1
+    if version < 1:
+        raise CheckpointError(
+            f"weights file {file}: expected an integer format_version >= 1, got "
+            f"{metadata.get('format_version')!r}"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"weights file {file}: written with format {version} by suimseg "
+            f"{metadata.get('suimseg_version', '?')}, but this suimseg ({__version__}) reads "
+            f"format <= {FORMAT_VERSION}; upgrade suimseg (pip install -U suimseg)"
+        )
+    try:
+        spec = json.loads(metadata.get("model", "null"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"weights file {file}: the 'model' metadata is not JSON") from exc
+    return spec, tensors
