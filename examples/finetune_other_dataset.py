@@ -43,8 +43,7 @@ from suimseg import (
     param_groups,
     reduce_on_plateau,
 )
-from suimseg.data import eval_transforms, train_transforms
-from suimseg.data.synthetic import render_scene
+from suimseg.data import eval_transforms, render_scene, train_transforms
 
 # The new dataset's classes and their mask colours (RGB).
 CLASS_NAMES = ("open water", "coral", "sand", "fish")

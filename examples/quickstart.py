@@ -27,8 +27,7 @@ import torch
 from PIL import Image
 
 from suimseg import CLASS_NAMES, UNetResAttnV3, load_model, overlay
-from suimseg.data import IMAGENET_MEAN, IMAGENET_STD
-from suimseg.data.synthetic import render_scene
+from suimseg.data import IMAGENET_MEAN, IMAGENET_STD, render_scene
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

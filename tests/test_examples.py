@@ -3,8 +3,10 @@
 Each example is executed in a fresh ``python`` subprocess (so a renamed argument or a
 broken import fails here, not for a user), with one BLAS/OpenMP thread so the tiny models
 do not oversubscribe a shared CPU, and ``TMPDIR`` pointed at the test's folder so their
-scratch data is cleaned up. ``--help`` is checked in-process (cheap). The two-process
-torchrun run of the DDP example is marked slow; its single-process run is not.
+scratch data is cleaned up. The runs start together in a module-scoped pool, as many at
+a time as there are CPU cores, so the interpreter start-up and import time overlap.
+``--help`` is checked in-process (cheap). The two-process torchrun run of the DDP example
+is marked slow; its single-process run is not.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import runpy
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -62,7 +66,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], tmp_path: Path, timeout: float = 180) -> str:
+def _run(cmd: list[str], tmp_path: Path, timeout: float = 300) -> str:
     proc = subprocess.run(
         cmd,
         cwd=tmp_path,
@@ -102,11 +106,29 @@ def test_example_states_full_scale_command(name: str) -> None:
     assert f"examples/{name}" in docstring  # the exact command to run it
 
 
+@pytest.fixture(scope="module")
+def example_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, tuple[Path, Future[str]]]]:
+    """Start every example's small run at once; each test waits for its own."""
+    workers = max(1, min(len(RUNS), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        runs: dict[str, tuple[Path, Future[str]]] = {}
+        for name, (argv, _, _) in RUNS.items():
+            tmp = tmp_path_factory.mktemp(name.removesuffix(".py"))
+            args = [a.replace("{tmp}", str(tmp)) for a in argv]
+            runs[name] = (
+                tmp,
+                pool.submit(_run, [sys.executable, str(EXAMPLES / name), *args], tmp),
+            )
+        yield runs
+
+
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_example_runs(name: str, tmp_path: Path) -> None:
-    argv, expected, files = RUNS[name]
-    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    output = _run([sys.executable, str(EXAMPLES / name), *args], tmp_path)
+def test_example_runs(name: str, example_runs: dict[str, tuple[Path, Future[str]]]) -> None:
+    _, expected, files = RUNS[name]
+    tmp_path, future = example_runs[name]
+    output = future.result()
     for text in expected:
         assert text in output, f"{text!r} missing from the output of {name}:\n{output}"
     for rel in files:
