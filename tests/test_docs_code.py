@@ -33,10 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 MAX_SKIPPED = 4  # keep opt-outs rare: raise this only with a good reason
 CHECKPOINT = "runs/v3/best.pt"
-# Pages whose owners have not yet added no-run/test-replace markers where needed.
-PENDING: dict[str, str] = {
-    "inference.md": "needs markers for its CUDA, user-image and ONNX blocks",
-}
 
 _FENCE_OPEN = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*(?P<name>no-run|test-replace)\b:?\s*(?P<arg>.*?)\s*-->\s*$")
@@ -117,9 +113,7 @@ def docs_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 
 @pytest.mark.parametrize("page", sorted(n for n, b in ALL_BLOCKS.items() if b))
-def test_page_code_runs(page: str, docs_workdir: Path, request: pytest.FixtureRequest) -> None:
-    if page in PENDING:
-        request.applymarker(pytest.mark.xfail(reason=PENDING[page], strict=False))
+def test_page_code_runs(page: str, docs_workdir: Path) -> None:
     blocks = ALL_BLOCKS[page]
     if any(CHECKPOINT in b.code for b in blocks):
         _tiny_checkpoint(docs_workdir / CHECKPOINT)
