@@ -92,7 +92,9 @@ def read_bmp_labels(
     if (tw, th) == (width, h):
         data = np.fromfile(path, dtype=np.uint8, count=stride * h, offset=offset)
         labels = _bgr_to_labels(data.reshape(h, stride)[:, : width * 3].reshape(h, width, 3))
-        return np.ascontiguousarray(labels[::-1]) if height > 0 else labels
+        # .copy(), not ascontiguousarray: a reversed single row counts as contiguous and
+        # would keep its negative stride.
+        return labels[::-1].copy() if height > 0 else labels
     # Map the file and gather only the rows and columns nearest-neighbour sampling needs.
     rows = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(h, stride))
     ys = nearest_indices(h, th)

@@ -92,8 +92,12 @@ def normalize_size(
 
 
 def _writable(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """A contiguous, writable view or copy (read-only arrays, e.g. cached ones, are copied)."""
-    if arr.flags.writeable and arr.flags.c_contiguous:
+    """A contiguous, writable view or copy (read-only arrays, e.g. cached ones, are copied).
+
+    Arrays with a negative stride are copied too: numpy calls a reversed one-row array
+    C-contiguous, but torch cannot view it.
+    """
+    if arr.flags.writeable and arr.flags.c_contiguous and all(s >= 0 for s in arr.strides):
         return arr
     return np.array(arr, order="C", copy=True)
 

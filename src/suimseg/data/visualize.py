@@ -66,6 +66,10 @@ def colorize(mask: Any, *, ignore_color: tuple[int, int, int] = IGNORE_COLOR) ->
     return Image.fromarray(index_to_rgb(_labels(mask), ignore_color=ignore_color))
 
 
+#: Minimum width in pixels of one legend column (fits "PF aquatic plants and sea-grass").
+LEGEND_COLUMN_PX = 180
+
+
 def legend(
     classes: Iterable[int] | None = None,
     *,
@@ -131,7 +135,8 @@ def overlay(
         show_legend: Append a strip naming the classes present in the mask.
 
     Returns:
-        An RGB PIL image (taller by the legend when ``show_legend``).
+        An RGB PIL image (taller by the legend when ``show_legend``; widened to
+        :data:`LEGEND_COLUMN_PX` if the image is narrower, so names stay readable).
 
     Example:
         >>> import numpy as np
@@ -156,8 +161,11 @@ def overlay(
     if not show_legend:
         return out
     present = np.unique(labels[valid[..., 0]]).tolist()
-    strip = legend(present, width=max(out.width, 16))
-    combined = Image.new("RGB", (out.width, out.height + strip.height), (255, 255, 255))
+    # One legend column per LEGEND_COLUMN_PX (at most 4), and never narrower than one
+    # column, so class names do not overlap on narrow images.
+    width = max(out.width, LEGEND_COLUMN_PX)
+    strip = legend(present, width=width, columns=max(1, min(4, width // LEGEND_COLUMN_PX)))
+    combined = Image.new("RGB", (width, out.height + strip.height), (255, 255, 255))
     combined.paste(out, (0, 0))
-    combined.paste(strip.crop((0, 0, out.width, strip.height)), (0, out.height))
+    combined.paste(strip, (0, out.height))
     return combined
