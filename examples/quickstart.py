@@ -9,7 +9,7 @@ Full scale, on a GPU, with a trained checkpoint and a real SUIM test image:
 
     suimseg train --data SUIM --out runs/v3          # or examples/trainer.py --full
     python examples/quickstart.py --checkpoint runs/v3/best.pt \
-        --image SUIM/TEST/images/d_r_122_.jpg --size 384 --device cuda
+        --image SUIM/TEST/images/d_r_47_.jpg --size 384 --device cuda
 
 Without ``--checkpoint``, ``--full`` builds the full 74.3M-parameter model (ResNet-50
 encoder; add ``--encoder-weights imagenet`` to load ImageNet weights, which downloads

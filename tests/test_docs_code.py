@@ -11,6 +11,9 @@ Two HTML comments, on the lines directly above a block, change how it runs:
 
 - ``<!-- no-run: reason -->`` skips the block (for code that needs a GPU, the real
   dataset or the network). Used sparingly: the number of skipped blocks is capped below.
+- A block that only includes a script of ``examples/`` (``--8<-- "examples/x.py"``, the
+  snippet syntax of pymdownx.snippets) is not run here: ``tests/test_examples.py`` runs
+  every example. The included file must exist.
 - ``<!-- test-replace: OLD => NEW -->`` runs the block with every ``OLD`` replaced by
   ``NEW``, to shrink full-scale settings (``image_size=384 => image_size=64``) while still
   checking every name and argument the reader sees. ``OLD`` must occur in the block.
@@ -35,6 +38,7 @@ MAX_SKIPPED = 4  # keep opt-outs rare: raise this only with a good reason
 CHECKPOINT = "runs/v3/best.pt"
 
 _FENCE_OPEN = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
+_INCLUDE = re.compile(r'^--8<-- "(?P<path>examples/[\w.-]+\.py)"$')
 _DIRECTIVE = re.compile(r"^\s*<!--\s*(?P<name>no-run|test-replace)\b:?\s*(?P<arg>.*?)\s*-->\s*$")
 
 
@@ -45,6 +49,12 @@ class Block:
     code: str
     skip: str | None = None
     replacements: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def included(self) -> Path | None:
+        """The example script this block only includes, if that is all it does."""
+        m = _INCLUDE.match(self.code.strip())
+        return ROOT / m["path"] if m else None
 
     @property
     def where(self) -> str:
@@ -121,6 +131,9 @@ def test_page_code_runs(page: str, docs_workdir: Path) -> None:
     for block in blocks:
         if block.skip is not None:
             continue
+        if block.included is not None:
+            assert block.included.is_file(), f"{block.where}: {block.included} does not exist"
+            continue
         code = block.code
         for old, new in block.replacements:
             assert old in code, f"{block.where}: test-replace target {old!r} not in the block"
@@ -136,7 +149,9 @@ def test_page_code_runs(page: str, docs_workdir: Path) -> None:
 
 def test_skipped_blocks_stay_few() -> None:
     skipped = [b.where for blocks in ALL_BLOCKS.values() for b in blocks if b.skip is not None]
-    ran = sum(b.skip is None for blocks in ALL_BLOCKS.values() for b in blocks)
+    ran = sum(
+        b.skip is None and b.included is None for blocks in ALL_BLOCKS.values() for b in blocks
+    )
     assert len(skipped) <= MAX_SKIPPED, f"too many <!-- no-run --> blocks: {skipped}"
     assert ran >= 20, f"only {ran} runnable python blocks found in the docs"
 
@@ -159,6 +174,18 @@ def test_parser_reads_directives(tmp_path: Path) -> None:
     assert blocks[0].skip == "needs a GPU"
     assert blocks[1].replacements == [("384", "64")]
     assert blocks[2].code.strip() == "y = 1"
+
+
+def test_parser_recognises_included_examples(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        '??? example "x"\n\n    ```python\n    --8<-- "examples/trainer.py"\n    ```\n\n'
+        '```python\n--8<-- "examples/trainer.py"\nprint(1)\n```\n',
+        encoding="utf-8",
+    )
+    first, second = python_blocks(page)
+    assert first.included == ROOT / "examples" / "trainer.py"
+    assert second.included is None  # more than an include: it runs
 
 
 def test_parser_rejects_malformed_replace(tmp_path: Path) -> None:
