@@ -166,6 +166,109 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from suimseg.evaluate import evaluate_checkpoint
+
+    amp = None if args.amp == "none" else args.amp
+    report = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        protocol=args.protocol,
+        tta=args.tta,
+        ensemble=args.ensemble or (),
+        ensemble_weights=args.weights,
+        device=args.device,
+        amp=amp,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        out=args.out,
+    )
+    print(report.text)
+    print()
+    print("wrote " + ", ".join(str(p) for p in report.paths))
+    return 0
+
+
+def _predictor_from_args(args: argparse.Namespace) -> Any:
+    from suimseg.engine import load_model
+    from suimseg.evaluate import run_config_for
+    from suimseg.inference import Predictor
+    from suimseg.recipe import resolve_device
+
+    device = resolve_device(args.device)
+    models = [load_model(p, map_location=device) for p in [args.checkpoint, *args.ensemble]]
+    run = run_config_for(args.checkpoint)
+    size = args.image_size or (run.image_size if run is not None else 384)
+    return Predictor(
+        models,
+        device=device,
+        image_size=size,
+        tta=args.tta,
+        tiling=args.tiled,
+        batch_size=args.batch_size,
+        amp=None if args.amp == "none" else args.amp,
+    )
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from suimseg.inference import predict_files
+
+    predictor = _predictor_from_args(args)
+    result = predict_files(
+        predictor,
+        args.inputs,
+        args.out,
+        fmt=args.format,
+        overlay=args.overlay,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {len(result.written)} file(s) to {args.out}", end="")
+    if result.skipped:
+        print(f"; kept existing outputs of {len(result.skipped)} input(s) (use --overwrite)")
+    else:
+        print()
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from suimseg.engine import load_model
+
+    if not (args.onnx or args.torchscript or args.safetensors):
+        print("suimseg export: error: give at least one of --onnx, --torchscript, --safetensors",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    model = load_model(args.checkpoint)
+    shape = (1, 3, args.example_size, args.example_size)
+    if args.torchscript:
+        from suimseg.inference import export_torchscript
+
+        print(f"wrote {export_torchscript(model, args.torchscript, example_shape=shape)}")
+    if args.onnx:
+        from suimseg.inference import export_onnx
+
+        print(f"wrote {export_onnx(model, args.onnx, example_shape=shape)}")
+    if args.safetensors:
+        from suimseg.engine.checkpoint import save_safetensors
+
+        print(f"wrote {save_safetensors(model, args.safetensors)}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from suimseg.inference import plot_history
+
+    print(f"wrote {plot_history(args.history, args.out)}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from suimseg.inference import compare_results
+
+    print(compare_results(args.results))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -239,6 +342,69 @@ def build_parser() -> argparse.ArgumentParser:
     p_info.set_defaults(func=_cmd_info)
 
     _train_parser(sub)
+
+    p_eval = sub.add_parser(
+        "evaluate",
+        help="IoU/F1 of a checkpoint at the labels' native resolution (+ TTA / ensemble gain)",
+        description="Evaluate a checkpoint on a SUIM split. Default protocol: 8-class IoU "
+        "from one confusion matrix over the whole split at each label's native resolution. "
+        "--protocol suim-paper scores the SUIM paper's way (not comparable with 8-class mIoU).",
+    )
+    _add(p_eval, "--checkpoint", metavar="PATH", required=True)
+    _add(p_eval, "--data", metavar="ROOT", required=True, help="SUIM root folder")
+    _add(p_eval, "--split", choices=["test", "val", "train", "train_val"], default="test")
+    _add(p_eval, "--protocol", choices=["dataset-8class", "suim-paper"], default="dataset-8class")
+    _add(p_eval, "--tta", action="store_true", help="also evaluate with flip + multi-scale TTA")
+    _add(p_eval, "--ensemble", nargs="+", metavar="CKPT", default=[],
+         help="more checkpoints averaged with --checkpoint (e.g. a DeepLabV3 run)")  # fmt: skip
+    _add(p_eval, "--weights", nargs="+", type=float, metavar="W",
+         help="ensemble weights, --checkpoint first")  # fmt: skip
+    _add(p_eval, "--out", metavar="JSON",
+         help="result file (default: eval_<split>.json beside the checkpoint)")  # fmt: skip
+    _add(p_eval, "--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add(p_eval, "--amp", choices=["bf16", "fp16", "none"], default="none")
+    _add(p_eval, "--batch-size", type=_positive_int, default=8)
+    _add(p_eval, "--image-size", type=_positive_int,
+         help="model input size (default: the run's config.json, else 384)")  # fmt: skip
+    p_eval.set_defaults(func=_cmd_evaluate)
+
+    p_pred = sub.add_parser(
+        "predict", help="write SUIM-palette masks (and overlays) for image files or folders"
+    )
+    _add(p_pred, "--checkpoint", metavar="PATH", required=True)
+    p_pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    _add(p_pred, "--out", metavar="DIR", required=True)
+    _add(p_pred, "--format", choices=["bmp", "png"], default="bmp", help="mask file format")
+    _add(p_pred, "--overlay", action="store_true", help="also write image+mask overlays")
+    _add(p_pred, "--tta", action="store_true", help="flip + multi-scale test-time augmentation")
+    _add(p_pred, "--tiled", action="store_true",
+         help="sliding-window inference at native resolution (large images)")  # fmt: skip
+    _add(p_pred, "--ensemble", nargs="+", metavar="CKPT", default=[])
+    _add(p_pred, "--overwrite", action="store_true", help="replace existing outputs")
+    _add(p_pred, "--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add(p_pred, "--amp", choices=["bf16", "fp16", "none"], default="none")
+    _add(p_pred, "--batch-size", type=_positive_int, default=8)
+    _add(p_pred, "--image-size", type=_positive_int)
+    p_pred.set_defaults(func=_cmd_predict)
+
+    p_exp = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or safetensors")
+    _add(p_exp, "--checkpoint", metavar="PATH", required=True)
+    _add(p_exp, "--onnx", metavar="FILE", help="ONNX file (needs the [onnx] extra)")
+    _add(p_exp, "--torchscript", metavar="FILE", help="TorchScript file")
+    _add(p_exp, "--safetensors", metavar="FILE",
+         help="weights + model config, no pickle (needs the [safetensors] extra)")  # fmt: skip
+    _add(p_exp, "--example-size", type=_positive_int, default=64,
+         help="side of the example input used to trace/export (default 64)")  # fmt: skip
+    p_exp.set_defaults(func=_cmd_export)
+
+    p_plot = sub.add_parser("plot", help="training curves from history.csv (needs [plot])")
+    p_plot.add_argument("history", metavar="HISTORY", help="history.csv/.jsonl or a run folder")
+    _add(p_plot, "--out", metavar="IMAGE", required=True)
+    p_plot.set_defaults(func=_cmd_plot)
+
+    p_cmp = sub.add_parser("compare", help="markdown table of several evaluation results")
+    p_cmp.add_argument("results", nargs="+", metavar="RESULT.json")
+    p_cmp.set_defaults(func=_cmd_compare)
 
     p_synth = sub.add_parser("synth", help="write a synthetic dataset in the SUIM layout")
     p_synth.add_argument("root", metavar="ROOT")

@@ -9,6 +9,7 @@ from PIL import Image
 
 from suimseg.classes import IGNORE_COLOR, IGNORE_INDEX, SUIM_CLASSES
 from suimseg.data import colorize, legend, overlay
+from suimseg.data.visualize import LEGEND_COLUMN_PX
 from suimseg.errors import ConfigError
 
 
@@ -45,8 +46,12 @@ def test_overlay_legend_strip_adds_rows() -> None:
     labels = np.zeros((40, 120), np.int64)
     labels[:, 60:] = 6
     out = overlay(image, labels, show_legend=True)
-    assert out.width == 120
+    # A narrow image is widened to one legend column so class names stay readable.
+    assert out.width == LEGEND_COLUMN_PX
     assert out.height > 40
+    assert out.crop((0, 0, 120, 40)).tobytes() == overlay(image, labels).tobytes()
+    wide = overlay(Image.new("RGB", (400, 40)), np.zeros((40, 400), np.int64), show_legend=True)
+    assert wide.width == 400
     assert legend([0, 1, 2], columns=1).height == 3 * legend([0]).height
 
 

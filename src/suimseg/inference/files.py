@@ -21,14 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-import torch
 from PIL import Image
-from torch import Tensor
 
-from suimseg.classes import NUM_CLASSES, index_to_rgb
+from suimseg.classes import index_to_rgb
 from suimseg.data._io import atomic_save_image
 from suimseg.data.dataset import IMAGE_EXTENSIONS
-from suimseg.data.visualize import legend
 from suimseg.data.visualize import overlay as overlay_image
 from suimseg.errors import ConfigError
 from suimseg.inference._images import load_image
@@ -39,8 +36,6 @@ __all__ = ["MaskFormat", "PredictFilesResult", "collect_inputs", "predict_files"
 MaskFormat = Literal["bmp", "png"]
 
 _PIL_FORMATS: dict[str, str] = {"bmp": "BMP", "png": "PNG"}
-#: Width of one legend column in overlays (a class name fits in it).
-_LEGEND_COLUMN_PX = 180
 
 
 @dataclass(frozen=True)
@@ -54,18 +49,6 @@ class PredictFilesResult:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
-
-
-def _overlay_with_legend(image: Image.Image, labels: Tensor, alpha: float) -> Image.Image:
-    """The blend with a legend of the classes present below it (one column per 160 px)."""
-    blended = overlay_image(image, labels, alpha)
-    present = [c for c in torch.unique(labels).tolist() if 0 <= c < NUM_CLASSES]
-    width = max(blended.width, _LEGEND_COLUMN_PX)
-    strip = legend(present, width=width, columns=max(1, min(4, width // _LEGEND_COLUMN_PX)))
-    out = Image.new("RGB", (width, blended.height + strip.height), (255, 255, 255))
-    out.paste(blended, (0, 0))
-    out.paste(strip, (0, blended.height))
-    return out
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -224,6 +207,7 @@ def predict_files(
                 mask = Image.fromarray(index_to_rgb(labels))
                 atomic_save_image(mask, dst, format=_PIL_FORMATS[fmt])
             else:
-                atomic_save_image(_overlay_with_legend(image, labels, alpha), dst, format="PNG")
+                picture = overlay_image(image, labels.numpy(), alpha, show_legend=True)
+                atomic_save_image(picture, dst, format="PNG")
             result.written.append(dst)
     return result

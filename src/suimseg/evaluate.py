@@ -1,0 +1,183 @@
+"""Evaluate checkpoints on a SUIM split: plain, with TTA, and as an ensemble.
+
+This is what ``suimseg evaluate`` runs. The default protocol is suimseg's: 8-class IoU
+from one confusion matrix over the whole split, at each label's native resolution
+(predictions are made at the model's input size and resized to each mask's own size).
+``protocol="suim-paper"`` scores the SUIM paper's way instead (5 classes, binary,
+per-image means, 320x240); the two are never mixed in one table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from suimseg.config import TrainConfig
+from suimseg.data import SUIMDataset
+from suimseg.data.dataset import Split
+from suimseg.engine import load_model
+from suimseg.errors import ConfigError
+from suimseg.inference import (
+    EvaluationResult,
+    Predictor,
+    evaluate_predictor,
+    evaluate_suim_paper,
+    format_comparison,
+    format_gain_report,
+    save_result,
+)
+from suimseg.inference.predictor import AmpMode
+from suimseg.recipe import resolve_device
+
+__all__ = ["EvaluateReport", "ProtocolName", "evaluate_checkpoint", "run_config_for"]
+
+ProtocolName = Literal["dataset-8class", "suim-paper"]
+_PROTOCOLS: tuple[str, ...] = ("dataset-8class", "suim-paper")
+
+
+@dataclass(frozen=True)
+class EvaluateReport:
+    """What :func:`evaluate_checkpoint` produced.
+
+    Attributes:
+        results: The plain model first, then TTA / ensemble variants that were asked for.
+        paths: The JSON file written for each result (same order).
+        text: A printable report (a table, plus the gain over the plain model when there
+            are several results).
+    """
+
+    results: list[EvaluationResult]
+    paths: list[Path]
+    text: str
+
+
+def run_config_for(checkpoint: str | os.PathLike[str]) -> TrainConfig | None:
+    """The ``config.json`` saved beside a checkpoint by ``suimseg train``, if any."""
+    path = Path(checkpoint).parent / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return TrainConfig.from_json(path)
+    except (ConfigError, OSError, TypeError):
+        return None
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    data_root: str | os.PathLike[str],
+    *,
+    split: Split = "test",
+    protocol: ProtocolName = "dataset-8class",
+    tta: bool = False,
+    ensemble: Sequence[str | os.PathLike[str]] = (),
+    ensemble_weights: Sequence[float] | None = None,
+    device: str = "auto",
+    amp: AmpMode | None = None,
+    batch_size: int = 8,
+    image_size: int | None = None,
+    out: str | os.PathLike[str] | None = None,
+) -> EvaluateReport:
+    """Evaluate a checkpoint (optionally with TTA and/or an ensemble) on a split.
+
+    Args:
+        checkpoint: A suimseg checkpoint (``best.pt``) or ``.safetensors`` export.
+        data_root: SUIM root folder.
+        split: ``"test"`` (default), ``"val"``, ``"train"`` or ``"train_val"``; ``val`` and
+            ``train`` use the run's ``val_fraction`` and ``seed`` from its ``config.json``.
+        protocol: ``"dataset-8class"`` (suimseg's) or ``"suim-paper"``.
+        tta: Also evaluate with flip + multi-scale test-time augmentation.
+        ensemble: More checkpoints averaged with ``checkpoint`` in probability space.
+        ensemble_weights: One weight per model (``checkpoint`` first); equal by default.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        amp: Autocast dtype for inference (``"bf16"``, ``"fp16"``) or ``None``.
+        batch_size: Images per forward pass.
+        image_size: Model input size; default: the run's training size from
+            ``config.json`` beside the checkpoint, else 384.
+        out: JSON path of the plain result (default ``<checkpoint dir>/eval_<split>.json``);
+            variants are written beside it with suffixes ``_tta``, ``_ensemble``,
+            ``_ensemble_tta``.
+
+    Returns:
+        An :class:`EvaluateReport`.
+
+    Raises:
+        ConfigError: For invalid arguments.
+        CheckpointError: If a checkpoint cannot be used.
+        DatasetNotFoundError: If the split is missing (the message shows the layout).
+    """
+    if protocol not in _PROTOCOLS:
+        raise ConfigError(f"protocol: expected one of {', '.join(_PROTOCOLS)}, got {protocol!r}")
+    if ensemble_weights is not None and len(ensemble_weights) != 1 + len(ensemble):
+        raise ConfigError(
+            f"ensemble_weights: expected {1 + len(ensemble)} weights (the checkpoint and "
+            f"{len(ensemble)} ensemble member(s)), got {len(ensemble_weights)}"
+        )
+    dev = resolve_device(device)
+    run = run_config_for(checkpoint)
+    size = image_size or (run.image_size if run is not None else 384)
+    split_kw: dict[str, Any] = {}
+    if run is not None:
+        split_kw = {"val_fraction": run.val_fraction, "seed": run.seed}
+    dataset = SUIMDataset(Path(data_root), split, image_size=None, **split_kw)
+
+    model = load_model(checkpoint, map_location=dev)
+    members = [load_model(p, map_location=dev) for p in ensemble]
+    score = evaluate_predictor if protocol == "dataset-8class" else evaluate_suim_paper
+    meta_base: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "data_root": str(data_root),
+        "split": split,
+        "image_size": size,
+    }
+
+    common: dict[str, Any] = {
+        "device": dev,
+        "image_size": size,
+        "amp": amp,
+        "batch_size": batch_size,
+    }
+    variants: list[tuple[str, str, Predictor, dict[str, Any]]] = [
+        ("plain", "", Predictor(model, **common), {})
+    ]
+    if tta:
+        variants.append(("TTA", "_tta", Predictor(model, tta=True, **common), {"tta": "standard"}))
+    if members:
+        names = [str(checkpoint), *(str(p) for p in ensemble)]
+        for label, suffix, use_tta in (("ensemble", "_ensemble", False),
+                                       ("ensemble + TTA", "_ensemble_tta", True)):  # fmt: skip
+            if use_tta and not tta:
+                continue
+            predictor = Predictor(
+                [model, *members], tta=use_tta, weights=ensemble_weights, **common
+            )
+            meta = {"ensemble": names, "weights": list(ensemble_weights or [])}
+            if use_tta:
+                meta["tta"] = "standard"
+            variants.append((label, suffix, predictor, meta))
+
+    base = Path(out) if out is not None else Path(checkpoint).parent / f"eval_{split}.json"
+    results: list[EvaluationResult] = []
+    paths: list[Path] = []
+    computed = []
+    for label, suffix, predictor, meta in variants:
+        metrics = score(predictor, dataset)
+        computed.append(metrics)
+        name = Path(checkpoint).stem if label == "plain" else f"{Path(checkpoint).stem} {label}"
+        result = EvaluationResult.from_metrics(metrics, name=name, meta={**meta_base, **meta})
+        results.append(result)
+        paths.append(save_result(base.with_name(base.stem + suffix + base.suffix), result))
+
+    if len(results) == 1:
+        text = format_comparison(results, baseline=None)
+    else:
+        headlines = [
+            format_gain_report(computed[0], m, plain_name="plain", improved_name=v[0]).splitlines()[
+                0
+            ]
+            for m, v in zip(computed[1:], variants[1:], strict=True)
+        ]
+        text = "\n".join(headlines) + "\n\n" + format_comparison(results, baseline=0)
+    return EvaluateReport(results=results, paths=paths, text=text)
