@@ -45,7 +45,6 @@ import os
 import pickle
 import random
 import shutil
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -341,12 +340,17 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu")
     try:
         ckpt = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "invalid load key" in str(exc):  # not a pickle at all: a corrupt file
+            raise CheckpointError(
+                f"checkpoint {file}: the file is truncated or corrupt and cannot be read "
+                f"({exc}); use another checkpoint (e.g. best.pt instead of last.pt) or retrain"
+            ) from exc
         raise CheckpointError(
             f"checkpoint {file}: refused by torch.load(weights_only=True) because it holds "
             f"pickled Python objects, not only tensors and plain data ({exc}). Only load "
             "files you trust; suimseg checkpoints never need unsafe loading."
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # RuntimeError, EOFError, KeyError, BadZipFile... on bad bytes
         raise CheckpointError(
             f"checkpoint {file}: the file is truncated or corrupt and cannot be read ({exc}); "
             "use another checkpoint (e.g. best.pt instead of last.pt) or retrain"
