@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
@@ -121,8 +122,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config_from_args(args)
     result = train(config, resume_from=args.resume, progress=not args.no_progress)
-    best = "n/a" if result.best_miou is None else f"{100 * result.best_miou:.2f}%"
-    print(f"best validation mIoU {best}; checkpoints and history in {result.out_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary line under torchrun
+        best = "n/a" if result.best_miou is None else f"{100 * result.best_miou:.2f}%"
+        print(f"best validation mIoU {best}; checkpoints and history in {result.out_dir}")
     return 130 if result.interrupted else 0
 
 
