@@ -1,0 +1,297 @@
+"""Benchmark full training epochs of the V3 recipe end to end: where does the time go?
+
+Builds the recipe with :func:`suimseg.recipe.build_training` from a
+:class:`suimseg.config.TrainConfig` (so the CUDA defaults apply: bf16 autocast,
+channels_last, fused AdamW, ``cudnn.benchmark``, pinned memory, persistent workers with
+prefetch) on a synthetic dataset in the SUIM layout (``make_synthetic_suim``), then runs
+``Trainer.fit`` for ``--epochs`` epochs. The loaders are wrapped to time how long the
+training loop waits for each batch, which splits every epoch into:
+
+- ``train data wait``: time blocked in the training loader's ``next()``;
+- ``train compute``: the rest of the training pass (transfer, forward, loss, backward,
+  optimizer; on CUDA work the loop cannot run ahead of is waited for at the end);
+- ``val data wait`` and ``val compute``: the same for validation;
+- ``checkpoint``: saving ``last.pt``/``best.pt`` and the history line.
+
+The first epoch includes one-off costs (worker start-up, ``cudnn.benchmark`` tuning,
+compilation), so the 50-epoch estimate is ``epoch 1 + 49 x median(later epochs)`` when
+more than one epoch runs, else ``50 x epoch 1``.
+
+Usage::
+
+    python benchmarks/epoch.py          # small: 40 images of 160x120 at 64x64, ResNet-18 V3
+    python benchmarks/epoch.py --full   # SUIM-sized: 1525 images of 640x480 (1220 train,
+                                        # 305 val) at 384x384, the design's V3, batch 6,
+                                        # min(16, CPUs) workers, 2 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sized
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from _common import machine_info, print_table, resolve_device, set_threads, write_json
+from torch.utils.data import DataLoader
+
+from suimseg.config import TrainConfig
+from suimseg.data import make_synthetic_suim
+from suimseg.engine import Callback, EpochRecord, Trainer
+from suimseg.recipe import build_training
+
+
+class TimedLoader:
+    """Wrap a loader and add up the seconds spent waiting in ``next()``.
+
+    Keeps ``len()``, ``dataset``, ``batch_size`` and ``sampler`` of the wrapped loader, so
+    the Trainer sees the same object it would otherwise get.
+    """
+
+    def __init__(self, loader: DataLoader[Any]) -> None:
+        self.loader = loader
+        self.dataset = loader.dataset
+        self.batch_size = loader.batch_size
+        self.sampler = loader.sampler
+        self.wait_s = 0.0
+        self.batches = 0
+        self.started_at = 0.0  # perf_counter() of the latest iter()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.started_at = time.perf_counter()
+        it = iter(self.loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                self.wait_s += time.perf_counter() - t0
+                return
+            self.wait_s += time.perf_counter() - t0
+            self.batches += 1
+            yield batch
+
+
+class EpochClock(Callback):
+    """Record wall-clock time per epoch and the loaders' wait time, epoch by epoch."""
+
+    def __init__(self, train: TimedLoader, val: TimedLoader) -> None:
+        self.train = train
+        self.val = val
+        self.rows: list[dict[str, Any]] = []
+        self._t0 = 0.0
+        self._w = (0.0, 0.0)
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self._t0 = time.perf_counter()
+        self._w = (self.train.wait_s, self.val.wait_s)
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        wall = time.perf_counter() - self._t0
+        train_wait = self.train.wait_s - self._w[0]
+        val_wait = self.val.wait_s - self._w[1]
+        # Training runs from the epoch start until validation calls iter() on its loader;
+        # EpochRecord.epoch_time_s covers both passes, the rest of `wall` is checkpointing.
+        train_s = self.val.started_at - self._t0
+        val_s = max(0.0, record.epoch_time_s - train_s)
+        self.rows.append(
+            {
+                "epoch": record.epoch,
+                "wall_s": wall,
+                "train_s": train_s,
+                "val_s": val_s,
+                "train_data_wait_s": train_wait,
+                "train_compute_s": max(0.0, train_s - train_wait),
+                "val_data_wait_s": val_wait,
+                "val_compute_s": max(0.0, val_s - val_wait),
+                "checkpoint_s": max(0.0, wall - record.epoch_time_s),
+                "data_wait_fraction": (train_wait + val_wait) / max(wall, 1e-9),
+                "train_images_per_s": record.images_per_s,
+                "train_loss": record.train_loss,
+                "val_miou": record.val_miou,
+            }
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="SUIM-sized run (see above)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--n-images", type=int, default=None, help="train_val images")
+    parser.add_argument(
+        "--source-size", default=None, help="WxH of the synthetic JPEGs (default 640x480 full)"
+    )
+    parser.add_argument("--image-size", type=int, default=None, help="training size S (SxS)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs to run")
+    parser.add_argument(
+        "--model-size",
+        choices=["tiny", "design"],
+        default=None,
+        help="tiny: ResNet-18 V3 with narrow decoder (small default); design: the V3 recipe",
+    )
+    parser.add_argument("--model", choices=["v3", "deeplabv3"], default="v3")
+    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default="auto")
+    parser.add_argument("--compile", action="store_true", help="TrainConfig(compile=True)")
+    parser.add_argument("--cache", action="store_true", help="TrainConfig(cache=True)")
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="reuse (or create) the synthetic set here"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/epoch.json"), help="JSON output"
+    )
+    return parser.parse_args(argv)
+
+
+def _wh(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--source-size: expected WxH such as 640x480, got {text!r}") from None
+    return w, h
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the process exit code."""
+    args = parse_args(argv)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    full = args.full
+    n_images = args.n_images or (1525 if full else 40)
+    source = _wh(args.source_size) if args.source_size else ((640, 480) if full else (160, 120))
+    image_size = args.image_size or (384 if full else 64)
+    batch = args.batch_size or (6 if full else 4)
+    workers = args.workers if args.workers is not None else (min(16, _cpus()) if full else 0)
+    epochs = args.epochs or (2 if full else 1)
+    model_size = args.model_size or ("design" if full else "tiny")
+    arch: dict[str, Any] = (
+        {"encoder": "resnet18", "decoder_channels": (64, 32, 16, 8), "bridge_channels": 64}
+        if model_size == "tiny"
+        else {}
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.data_root or Path(tmp) / "suim"
+        t0 = time.perf_counter()
+        if not (root / "train_val").is_dir():
+            make_synthetic_suim(root, n_train_val=n_images, n_test=0, size=source, seed=0)
+        synth_s = time.perf_counter() - t0
+        config = TrainConfig(
+            data_root=str(root),
+            out_dir=str(Path(tmp) / "run"),
+            model=args.model,
+            encoder_weights="none",
+            image_size=image_size,
+            batch_size=batch,
+            epochs=epochs,
+            workers=workers,
+            device="cuda" if device.type == "cuda" else "cpu",
+            amp=args.amp,
+            compile=args.compile,
+            cache=args.cache,
+            **arch,
+        )
+        t0 = time.perf_counter()
+        setup = build_training(config, progress=False, verbose=False)
+        setup_s = time.perf_counter() - t0
+        n_train = len(cast(Sized, setup.train_loader.dataset))
+        n_val = len(cast(Sized, setup.val_loader.dataset))
+        train = TimedLoader(setup.train_loader)
+        val = TimedLoader(setup.val_loader)
+        clock = EpochClock(train, val)
+        setup.trainer.callbacks.append(clock)
+        trainer = setup.trainer
+        print(
+            f"{n_train} train / {n_val} val images of "
+            f"{source[0]}x{source[1]} at {image_size}x{image_size}, batch {batch}, "
+            f"{workers} workers, {device}, amp={trainer.amp}, "
+            f"channels_last={trainer.channels_last}, compile={args.compile}",
+            flush=True,
+        )
+        trainer.fit(train, val, epochs)  # type: ignore[arg-type]
+
+    rows = clock.rows
+    later = [r["wall_s"] for r in rows[1:]]
+    steady = statistics.median(later) if later else rows[0]["wall_s"]
+    estimate = rows[0]["wall_s"] + 49 * steady if later else 50 * rows[0]["wall_s"]
+    print_table(
+        [
+            "epoch",
+            "wall s",
+            "train wait",
+            "train compute",
+            "val wait",
+            "val compute",
+            "ckpt s",
+            "train img/s",
+        ],
+        [
+            [
+                r["epoch"],
+                r["wall_s"],
+                r["train_data_wait_s"],
+                r["train_compute_s"],
+                r["val_data_wait_s"],
+                r["val_compute_s"],
+                r["checkpoint_s"],
+                r["train_images_per_s"],
+            ]
+            for r in rows
+        ],
+    )
+    print(f"50-epoch estimate: {estimate / 60:.1f} min ({estimate:.0f} s)")
+    report = {
+        "benchmark": "suimseg training epoch",
+        "machine": machine_info(device),
+        "settings": {
+            "train_images": n_train,
+            "val_images": n_val,
+            "source_size_wh": list(source),
+            "image_size": image_size,
+            "batch_size": batch,
+            "workers": workers,
+            "epochs": epochs,
+            "model": args.model,
+            "model_size": model_size,
+            "amp": trainer.amp,
+            "channels_last": trainer.channels_last,
+            "compile": args.compile,
+            "cache": args.cache,
+            "pin_memory": bool(setup.train_loader.pin_memory),
+            "persistent_workers": bool(setup.train_loader.persistent_workers),
+            "prefetch_factor": setup.train_loader.prefetch_factor,
+            "fused_adamw": bool(trainer.optimizer.defaults.get("fused")),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "synthetic_data_s": synth_s,
+            "setup_s": setup_s,
+        },
+        "results": {
+            "epochs": rows,
+            "steady_epoch_s": steady,
+            "estimate_50_epochs_s": estimate,
+            "estimate_rule": "epoch 1 + 49 x median(later epochs)" if later else "50 x epoch 1",
+        },
+    }
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
