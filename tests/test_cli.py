@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,13 @@ def test_python_dash_m_entry_point() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"suimseg {suimseg.__version__}"
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from suimseg.errors import DatasetNotFoundError
+
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "best.pt"), "--data", str(tmp_path / "x")]
+    assert main(argv) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(DatasetNotFoundError, match="train_val"):
+        main(["--debug", *argv])

@@ -169,3 +169,32 @@ def test_demo_default_beats_majority_class(tmp_path: Path) -> None:
     """The README's main job: clearly above the majority-class baseline."""
     result = run_demo(tmp_path / "demo")
     assert result.metrics.miou > result.majority_metrics.miou + 0.3
+
+
+def test_second_run_in_same_folder_is_refused_unless_overwrite(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data_root), "--out", str(out), *TINY, "--batch-size", "4"]
+    assert main([*argv, "--epochs", "1", "--seed", "1"]) == 0
+    first_config = (out / "config.json").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "1", "--seed", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "already holds a training run" in err
+    assert "--overwrite" in err
+    assert (out / "config.json").read_text() == first_config  # the refused run wrote nothing
+    assert main([*argv, "--epochs", "1", "--seed", "2", "--overwrite"]) == 0
+    assert TrainConfig.from_json(out / "config.json").seed == 2
+
+
+def test_lenient_and_max_pixels_reach_the_dataset(data_root: Path, tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["train", "--data", str(data_root), "--lenient", "--max-pixels", "5000"]
+    )
+    config = train_config_from_args(args)
+    assert (config.on_corrupt, config.max_pixels) == ("skip", 5000)
+    setup = build_training(_tiny_config(data_root, tmp_path / "r", on_corrupt="skip"))
+    assert setup.train_loader.dataset.on_corrupt == "skip"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="max_pixels"):
+        TrainConfig(max_pixels=0)

@@ -30,16 +30,19 @@ if TYPE_CHECKING:
         eval_transforms,
         make_synthetic_suim,
         overlay,
+        read_image,
         train_transforms,
     )
     from suimseg.engine import (
         Callback,
         EpochRecord,
+        RunLock,
         Trainer,
         load_checkpoint,
         load_model,
         read_history,
         reduce_on_plateau,
+        save_safetensors,
     )
     from suimseg.errors import (
         CheckpointError,
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
         DatasetNotFoundError,
         MissingDependencyError,
         NonFiniteLossError,
+        RunLockError,
         SUIMSegError,
         WeightsUnavailableError,
     )
@@ -89,6 +93,10 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _EXPORTS: dict[str, str] = {
+    "RunLock": "suimseg.engine",
+    "RunLockError": "suimseg.errors",
+    "save_safetensors": "suimseg.engine",
+    "read_image": "suimseg.data",
     "CLASS_NAMES": "suimseg.classes",
     "Callback": "suimseg.engine",
     "CheckpointError": "suimseg.errors",
@@ -166,6 +174,8 @@ __all__ = [
     "NonFiniteLossError",
     "Prediction",
     "Predictor",
+    "RunLock",
+    "RunLockError",
     "SUIMClass",
     "SUIMDataset",
     "SUIMSegError",
@@ -196,8 +206,10 @@ __all__ = [
     "plot_history",
     "predict_files",
     "read_history",
+    "read_image",
     "reduce_on_plateau",
     "rgb_to_index",
+    "save_safetensors",
     "train_transforms",
 ]
 

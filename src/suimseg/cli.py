@@ -103,7 +103,7 @@ _TRAIN_FIELDS = (
     "epochs", "lr", "enc_lr_mult", "weight_decay", "grad_clip", "loss", "focal_gamma",
     "lambda_dice", "lambda_focal", "class_weight_method", "plateau_factor", "plateau_patience",
     "min_lr", "early_stopping_patience", "augment", "val_fraction", "seed", "workers", "device",
-    "amp", "channels_last", "compile", "cache",
+    "amp", "channels_last", "compile", "cache", "on_corrupt", "max_pixels",
 )  # fmt: skip
 
 
@@ -121,7 +121,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from suimseg.recipe import train
 
     config = train_config_from_args(args)
-    result = train(config, resume_from=args.resume, progress=not args.no_progress)
+    result = train(
+        config, resume_from=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+    )
     if int(os.environ.get("RANK", "0")) == 0:  # one summary line under torchrun
         best = "n/a" if result.best_miou is None else f"{100 * result.best_miou:.2f}%"
         print(f"best validation mIoU {best}; checkpoints and history in {result.out_dir}")
@@ -253,7 +255,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.safetensors:
         from suimseg.engine.checkpoint import save_safetensors
 
-        print(f"wrote {save_safetensors(model, args.safetensors)}")
+        print(f"wrote {save_safetensors(args.checkpoint, args.safetensors)}")
     return 0
 
 
@@ -323,7 +325,13 @@ def _train_parser(sub: Any) -> None:
     _add(p, "--channels-last", action=argparse.BooleanOptionalAction, default=None)
     _add(p, "--compile", action="store_const", const=True)
     _add(p, "--cache", action="store_const", const=True, help="cache decoded images in memory")
+    _add(p, "--lenient", dest="on_corrupt", action="store_const", const="skip",
+         help="skip unreadable samples with a warning (counted in the history)")  # fmt: skip
+    _add(p, "--max-pixels", type=_positive_int, metavar="N",
+         help="refuse images above N pixels (default 100 million)")  # fmt: skip
     _add(p, "--resume", metavar="PATH", help="continue from a last.pt checkpoint")
+    _add(p, "--overwrite", action="store_true",
+         help="start a new run in an --out folder that holds another run")  # fmt: skip
     _add(p, "--no-progress", action="store_true", help="no per-step progress output")
     p.set_defaults(func=_cmd_train)
 

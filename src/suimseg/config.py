@@ -23,6 +23,7 @@ LossName = Literal["dice_focal", "ce"]
 AmpMode = Literal["auto", "bf16", "fp16", "none"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 WeightMethod = Literal["inverse_sqrt", "inverse", "median_frequency", "enet", "none"]
+CorruptPolicy = Literal["error", "skip"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model": get_args(ModelName),
@@ -30,6 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "amp": get_args(AmpMode),
     "device": get_args(DeviceName),
     "class_weight_method": get_args(WeightMethod),
+    "on_corrupt": get_args(CorruptPolicy),
 }
 
 
@@ -71,6 +73,11 @@ class TrainConfig:
         channels_last: Use the channels-last memory format (``None``: on for CUDA).
         compile: Wrap the model with ``torch.compile``.
         cache: Keep decoded, resized images in memory (small datasets).
+        on_corrupt: ``"error"`` stops at an unreadable sample, naming the file; ``"skip"``
+            (lenient) replaces it with the next readable one, warns, and counts it in the
+            history's ``skipped_samples``.
+        max_pixels: Refuse images above this many pixels (decompression bombs); ``None``
+            uses the loader's default (100 million).
     """
 
     data_root: str = "SUIM"
@@ -105,6 +112,8 @@ class TrainConfig:
     channels_last: bool | None = None
     compile: bool = False
     cache: bool = False
+    on_corrupt: CorruptPolicy = "error"
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -141,6 +150,14 @@ class TrainConfig:
         if not 0 < self.val_fraction < 1:
             raise ConfigError(
                 f"val_fraction: expected a fraction in (0, 1), got {self.val_fraction!r}"
+            )
+        if self.max_pixels is not None and (
+            isinstance(self.max_pixels, bool)
+            or not isinstance(self.max_pixels, int)
+            or self.max_pixels < 1
+        ):
+            raise ConfigError(
+                f"max_pixels: expected None or a positive int, got {self.max_pixels!r}"
             )
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(

@@ -121,7 +121,7 @@ def run_demo(
         out / "data", n_train_val=n_train_val, n_test=n_test, size=size, seed=seed, overwrite=True
     )
     config = demo_config(data_root, out / "run", epochs=epochs, seed=seed)
-    train(config, progress=progress)
+    train(config, progress=progress, overwrite=True)  # the demo replaces its own earlier run
 
     model = load_model(out / "run" / "best.pt")
     predictor = Predictor(model, image_size=config.image_size, batch_size=config.batch_size)

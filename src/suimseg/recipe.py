@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from suimseg.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from suimseg.config import TrainConfig
 from suimseg.data import SUIMDataset, eval_transforms, train_transforms
-from suimseg.engine import EpochRecord, Trainer
+from suimseg.engine import Callback, EpochRecord, Trainer
 from suimseg.errors import ConfigError
 from suimseg.losses import DiceFocalLoss, class_weights
 from suimseg.models import UNetResAttnV3, deeplabv3_resnet50
@@ -92,7 +92,10 @@ def build_loaders(
         "val_fraction": config.val_fraction,
         "seed": config.seed,
         "cache": config.cache,
+        "on_corrupt": config.on_corrupt,
     }
+    if config.max_pixels is not None:
+        common["max_pixels"] = config.max_pixels
     train_tf = train_transforms(config.image_size, augment=config.augment)
     train_ds = SUIMDataset(config.data_root, "train", transform=train_tf, **common)
     val_ds = SUIMDataset(
@@ -150,8 +153,19 @@ class TrainingSetup:
     class_weights: Tensor | None
 
 
+class _SaveConfig(Callback):
+    """Write ``config.json`` once the run owns its folder (after the run lock is taken)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.is_main_process:
+            self.config.to_json(Path(self.config.out_dir) / "config.json")
+
+
 def build_training(
-    config: TrainConfig, *, progress: bool = True, verbose: bool = True
+    config: TrainConfig, *, progress: bool = True, verbose: bool = True, overwrite: bool = False
 ) -> TrainingSetup:
     """Build model, loss, AdamW with differential LRs, ReduceLROnPlateau, loaders, trainer.
 
@@ -159,9 +173,11 @@ def build_training(
         config: The run's configuration.
         progress: Show per-epoch progress (tqdm when installed).
         verbose: Print a summary line per epoch.
+        overwrite: Allow a new run in an ``out_dir`` that holds another run's checkpoints.
 
     Returns:
-        A :class:`TrainingSetup`; call ``setup.trainer.fit(setup.train_loader,
+        A :class:`TrainingSetup` whose trainer writes ``config.json`` into ``out_dir`` when
+        ``fit`` starts; call ``setup.trainer.fit(setup.train_loader,
         setup.val_loader, config.epochs)``.
     """
     device = resolve_device(config.device)
@@ -199,6 +215,8 @@ def build_training(
         seed=config.seed,
         progress=progress,
         verbose=verbose,
+        overwrite=overwrite,
+        callbacks=(_SaveConfig(config),),
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -231,19 +249,21 @@ def train(
     resume_from: str | Path | None = None,
     progress: bool = True,
     verbose: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Run the recipe: save ``config.json``, then fit with best/last checkpoints.
+    """Run the recipe: fit with best/last checkpoints, history and ``config.json``.
 
     Args:
-        config: The run's configuration (saved as ``out_dir/config.json``).
+        config: The run's configuration (saved as ``out_dir/config.json`` once the run
+            holds the folder's lock).
         resume_from: A ``last.pt`` to continue from.
         progress: Show per-epoch progress.
         verbose: Print a summary line per epoch.
+        overwrite: Replace another run's checkpoints in ``out_dir`` (otherwise refused
+            with a :class:`~suimseg.errors.RunLockError`).
     """
-    setup = build_training(config, progress=progress, verbose=verbose)
+    setup = build_training(config, progress=progress, verbose=verbose, overwrite=overwrite)
     out = Path(config.out_dir)
-    if setup.trainer.is_main_process:
-        config.to_json(out / "config.json")
     history = setup.trainer.fit(
         setup.train_loader, setup.val_loader, config.epochs, resume_from=resume_from
     )

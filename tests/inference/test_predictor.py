@@ -261,7 +261,7 @@ def test_bad_files(pointwise: PointwiseNet, tmp_path: Path) -> None:
         Predictor(pointwise).predict(tmp_path / "missing.jpg")
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    with pytest.raises(ValueError, match=r"bad\.jpg: cannot be read"):
+    with pytest.raises(ValueError, match=r"cannot read image file .*bad\.jpg"):
         Predictor(pointwise).predict(bad)
     with pytest.raises(ConfigError, match="at least one image"):
         Predictor(pointwise).predict([])

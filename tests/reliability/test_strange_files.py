@@ -467,23 +467,7 @@ def test_trainer_records_skipped_samples_in_the_history(tmp_path: Path) -> None:
     assert [r["skipped_samples"] for r in read_history(tmp_path / "run" / "history.csv")] == [1, 1]
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        pytest.param(
-            m,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="suimseg.inference.load_image must read files with "
-                "suimseg.data.readers.read_image (Pillow's convert('RGB') clips 16-bit "
-                "images at 255); remove this mark then",
-            ),
-        )
-        if m == "I;16"
-        else m
-        for m in MODES
-    ],
-)
+@pytest.mark.parametrize("mode", MODES)
 def test_predictor_reads_every_mode_like_the_dataset(tmp_path: Path, mode: str) -> None:
     from suimseg.inference import load_image
 

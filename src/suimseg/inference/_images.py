@@ -1,27 +1,25 @@
 """Loading and converting the images the predictor accepts.
 
-**EXIF policy.** Images read from files by the predictor (:func:`load_image` with the
-default ``exif_transpose=True``) are rotated upright according to their EXIF
-``Orientation`` tag, so a phone photo's mask matches what an image viewer shows. The
-SUIM dataset loader does *not* apply EXIF orientation (the SUIM masks are aligned with
-the stored pixel grid), so the evaluation helpers read images with
-``exif_transpose=False``. Images without an orientation tag are unaffected either way.
+Files are read with the library's one rule set (:mod:`suimseg.data.readers`): every
+colour mode is converted to RGB the same way as in the dataset, a pixel limit guards
+against decompression bombs, and **EXIF orientation is applied everywhere** (images and
+masks, in the dataset, the predictor and evaluation), so images, masks and predictions
+stay aligned. Images without an orientation tag are unaffected.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 
-from suimseg.errors import ConfigError, DatasetError
+from suimseg.data.readers import DEFAULT_MAX_PIXELS, read_image
+from suimseg.errors import ConfigError
 
 __all__ = ["ImageInput", "as_image_list", "load_image", "to_float_image"]
 
@@ -33,39 +31,30 @@ ImageInput: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray[Any, A
 _READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def load_image(path: str | os.PathLike[str], *, exif_transpose: bool = True) -> Image.Image:
-    """Read an image file as an RGB PIL image.
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    exif_transpose: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Read an image file as an upright RGB PIL image (see the module docstring).
 
     Args:
         path: Any file Pillow can read.
-        exif_transpose: Rotate/flip the image upright according to its EXIF orientation
-            (see the module docstring for the policy).
+        exif_transpose: Apply the EXIF orientation (the documented policy).
+        max_pixels: Refuse images above this many pixels (checked before decoding).
 
     Returns:
         The decoded RGB image.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        DatasetError: If the file cannot be decoded as an image.
+        DatasetError: If the file cannot be decoded as an image or is too large.
 
     Example:
         >>> img = load_image("photo.jpg")  # doctest: +SKIP
     """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(
-            errno.ENOENT, f"image file {file} does not exist; check the path", str(file)
-        )
-    try:
-        with Image.open(file) as im:
-            im.load()
-            upright = ImageOps.exif_transpose(im) if exif_transpose else im
-            rgb: Image.Image = upright.convert("RGB")
-    except _READ_ERRORS as exc:
-        raise DatasetError(
-            f"image file {file}: cannot be read as an image ({exc}); pass a JPEG/PNG/BMP file"
-        ) from exc
-    return rgb
+    return read_image(path, exif_transpose=exif_transpose, max_pixels=max_pixels)
 
 
 def _check_unit_range(t: Tensor, what: str) -> None:

@@ -20,7 +20,6 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -31,7 +30,8 @@ from torch import Tensor
 
 from suimseg.classes import IGNORE_INDEX, NUM_CLASSES, SUIM_CLASSES, rgb_to_index
 from suimseg.data.dataset import SUIMDataset
-from suimseg.errors import ConfigError, DatasetError
+from suimseg.data.readers import read_mask_labels
+from suimseg.errors import ConfigError
 from suimseg.inference._images import ImageInput, load_image
 from suimseg.inference.predictor import Predictor
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
@@ -71,15 +71,8 @@ PAPER_LABEL = (
 
 def _labels_array(label: LabelInput) -> np.ndarray[Any, np.dtype[np.int64]]:
     if isinstance(label, (str, os.PathLike)):
-        path = Path(label)
-        if not path.is_file():
-            raise FileNotFoundError(f"mask file {path} does not exist")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return rgb_to_index(im)
-        except (OSError, SyntaxError) as exc:
-            raise DatasetError(f"mask file {path}: cannot be read ({exc})") from exc
+        labels: np.ndarray[Any, np.dtype[np.int64]] = read_mask_labels(label).astype(np.int64)
+        return labels
     if isinstance(label, Image.Image):
         return rgb_to_index(label)
     arr = label.detach().cpu().numpy() if isinstance(label, Tensor) else np.asarray(label)
@@ -106,7 +99,7 @@ def iter_labelled(data: EvalData) -> Iterator[tuple[ImageInput, np.ndarray[Any, 
     """
     if isinstance(data, SUIMDataset):
         for ip, mp in zip(data.image_paths, data.mask_paths, strict=True):
-            yield load_image(ip, exif_transpose=False), _labels_array(mp)
+            yield load_image(ip), _labels_array(mp)
         return
     if isinstance(data, (str, os.PathLike)) or not isinstance(data, Sequence):
         raise ConfigError(
@@ -118,7 +111,7 @@ def iter_labelled(data: EvalData) -> Iterator[tuple[ImageInput, np.ndarray[Any, 
             raise ConfigError(f"data[{i}]: expected an (image, label) pair, got {item!r:.80}")
         image, label = item
         if isinstance(image, (str, os.PathLike)):
-            image = load_image(image, exif_transpose=False)
+            image = load_image(image)
         yield image, _labels_array(label)
 
 
