@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from suimseg._atomic import atomic_write_text
 from suimseg.errors import ConfigError
 
 __all__ = ["AmpMode", "DeviceName", "LossName", "ModelName", "TrainConfig"]
@@ -195,16 +196,8 @@ class TrainConfig:
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the config as JSON atomically and return the path."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-        return p
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return atomic_write_text(path, text)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> TrainConfig:

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from suimseg._atomic import atomic_write_text
 from suimseg.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from suimseg.config import TrainConfig
 from suimseg.data import SUIMDataset, make_synthetic_suim, overlay
-from suimseg.data._io import atomic_save_image, atomic_write_text
+from suimseg.data._io import atomic_save_image
 from suimseg.engine import load_model
 from suimseg.inference import Predictor, evaluate_predictor
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics

@@ -1,14 +1,15 @@
-"""Atomic file writing for the data layer (tmp file + fsync + ``os.replace``)."""
+"""Atomic image writing for the data layer (see :mod:`suimseg._atomic`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-__all__ = ["atomic_save_image", "atomic_write_text"]
+from suimseg._atomic import atomic_write
+
+__all__ = ["atomic_save_image"]
 
 
 def atomic_save_image(image: Image.Image, path: Path, *, format: str, **params: Any) -> None:
@@ -20,27 +21,4 @@ def atomic_save_image(image: Image.Image, path: Path, *, format: str, **params: 
         format: Pillow format name (``"JPEG"``, ``"BMP"``, ``"PNG"``).
         **params: Extra Pillow save parameters (e.g. ``quality=90``).
     """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            image.save(f, format=format, **params)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda fh: image.save(fh, format=format, **params))

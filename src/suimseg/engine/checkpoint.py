@@ -38,7 +38,6 @@ Metadata keys: ``format`` (``"suimseg-weights"``), ``format_version``, ``suimseg
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from suimseg._atomic import atomic_write
 from suimseg._version import __version__
 from suimseg.errors import CheckpointError, ConfigError, MissingDependencyError
 from suimseg.models import build_model, model_spec
@@ -84,30 +84,10 @@ PathLike = str | os.PathLike[str]
 # ----------------------------------------------------------------------------- atomic I/O
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename by syncing its folder (best effort; not possible on Windows)."""
-    if os.name == "nt":  # pragma: no cover - platform specific
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         hint = " (the disk is full; free some space)" if exc.errno == errno.ENOSPC else ""
         raise OSError(
             exc.errno,
@@ -115,11 +95,6 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             "any previous file at that path is unchanged",
             str(path),
         ) from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_save(obj: Any, path: PathLike) -> Path:

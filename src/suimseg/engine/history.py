@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from suimseg._atomic import atomic_write_text
+
 __all__ = ["EpochRecord", "HistoryWriter", "read_history"]
 
 logger = logging.getLogger("suimseg")
@@ -147,16 +149,9 @@ def _append_line(path: Path, line: str) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise _history_error(path, exc) from exc
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from suimseg.data._io import atomic_write_text
+from suimseg._atomic import atomic_write_bytes, atomic_write_text
 from suimseg.engine.history import read_history
 from suimseg.errors import ConfigError, MissingDependencyError
 from suimseg.inference.evaluation import PAPER_LABEL, SUIMPaperMetrics
@@ -438,14 +438,5 @@ def plot_history(
     buf = io.BytesIO()
     fmt = out.suffix.lstrip(".").lower() or "png"
     fig.savefig(buf, format=fmt, dpi=dpi)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(out, buf.getvalue())
     return out
