@@ -26,6 +26,8 @@ import torchvision
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from suimseg.engine import resolve_device  # re-exported: the scripts share the library's rule
+
 __all__ = [
     "OOM_ERRORS",
     "as_input",
@@ -45,18 +47,6 @@ __all__ = [
 
 #: Exceptions that mean "out of memory" (CUDA OOM, and CPU allocation failures).
 OOM_ERRORS: tuple[type[BaseException], ...] = (torch.OutOfMemoryError, MemoryError)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA fails clearly."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(
-            f"--device {name}: CUDA is not available (torch {torch.__version__}); "
-            "use --device cpu or auto"
-        )
-    return torch.device(name)
 
 
 def set_threads(threads: int) -> None:

@@ -12,11 +12,11 @@ from suimseg.cli import build_parser, main, train_config_from_args
 from suimseg.config import TrainConfig
 from suimseg.data import make_synthetic_suim
 from suimseg.demo import run_demo
-from suimseg.engine import load_checkpoint, load_model, read_history
+from suimseg.engine import load_checkpoint, load_model, read_history, resolve_device
 from suimseg.errors import ConfigError, DatasetNotFoundError
 from suimseg.losses import DiceFocalLoss
 from suimseg.models import UNetResAttnV3
-from suimseg.recipe import build_training, resolve_device
+from suimseg.recipe import build_training
 
 TINY = [
     "--encoder", "resnet18", "--encoder-weights", "none", "--decoder-channels", "16,16,8,8",

@@ -195,10 +195,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _predictor_from_args(args: argparse.Namespace) -> Any:
-    from suimseg.engine import load_model
+    from suimseg.engine import load_model, resolve_device
     from suimseg.evaluate import run_config_for
     from suimseg.inference import Predictor
-    from suimseg.recipe import resolve_device
 
     device = resolve_device(args.device)
     models = [load_model(p, map_location=device) for p in [args.checkpoint, *args.ensemble]]

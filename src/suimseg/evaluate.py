@@ -18,7 +18,7 @@ from typing import Any, Literal
 from suimseg.config import TrainConfig
 from suimseg.data import SUIMDataset
 from suimseg.data.dataset import Split
-from suimseg.engine import load_model
+from suimseg.engine import load_model, resolve_device
 from suimseg.errors import ConfigError
 from suimseg.inference import (
     EvaluationResult,
@@ -30,7 +30,6 @@ from suimseg.inference import (
     save_result,
 )
 from suimseg.inference.predictor import AmpMode
-from suimseg.recipe import resolve_device
 
 __all__ = ["EvaluateReport", "ProtocolName", "evaluate_checkpoint", "run_config_for"]
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from suimseg.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from suimseg.config import TrainConfig
 from suimseg.data import SUIMDataset, eval_transforms, train_transforms
-from suimseg.engine import Callback, EpochRecord, Trainer
+from suimseg.engine import Callback, EpochRecord, Trainer, resolve_device
 from suimseg.errors import ConfigError
 from suimseg.losses import DiceFocalLoss, class_weights
 from suimseg.models import UNetResAttnV3, deeplabv3_resnet50
@@ -34,24 +34,10 @@ __all__ = [
     "build_loss",
     "build_model_from_config",
     "build_training",
-    "resolve_device",
     "train",
 ]
 
 logger = logging.getLogger("suimseg")
-
-
-def resolve_device(device: str) -> torch.device:
-    """Turn ``"auto"``/``"cpu"``/``"cuda"`` into a device; ``"cuda"`` without CUDA fails clearly."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device: {device!r} was requested but CUDA is not available on this machine "
-            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}). "
-            "Use --device cpu (or auto), or install a CUDA build of PyTorch on a GPU machine."
-        )
-    return torch.device(device)
 
 
 def _amp_mode(config: TrainConfig, device: torch.device) -> Any:

@@ -19,6 +19,7 @@ from suimseg.engine.trainer import (
     Trainer,
     TrainStats,
     reduce_on_plateau,
+    resolve_device,
     skipped_sample_count,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "make_checkpoint",
     "read_history",
     "reduce_on_plateau",
+    "resolve_device",
     "restore_rng_state",
     "save_safetensors",
     "shard_loader",

@@ -182,7 +182,19 @@ def skipped_sample_count(loader: Any) -> int:
     return total
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device into a device.
+
+    ``"auto"`` picks CUDA when available. Asking for CUDA on a machine without it raises a
+    clear error instead of failing later inside PyTorch.
+
+    Raises:
+        ConfigError: For an unknown device name, or CUDA requested without CUDA.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -193,8 +205,9 @@ def _resolve_device(device: str | torch.device) -> torch.device:
         ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            f"device: {device!r} was requested but CUDA is not available on this machine; "
-            "use device='cpu' or 'auto'"
+            f"device: {str(device)!r} was requested but CUDA is not available on this machine "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}). Use "
+            "device 'cpu' or 'auto' (--device cpu), or a CUDA build of PyTorch on a GPU machine."
         )
     return resolved
 
@@ -355,7 +368,7 @@ class Trainer:
                     f"{type(cb).__name__}; subclass Callback"
                 )
 
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.distributed = dist_utils.init_distributed(self.device.type)
         if self.distributed and str(self.device) == "cuda":  # no index given: use LOCAL_RANK
             self.device = dist_utils.cuda_device_for_this_process()
