@@ -133,8 +133,9 @@ class AttentionGate(nn.Module):
 class DecoderBlock(nn.Module):
     """One U-Net decoder stage: up-convolution, attention-gated skip, residual convs, SE.
 
-    The input is resized to the skip's spatial size (bilinear), so any input size works,
-    then a 3x3 conv-BN-ReLU maps it to ``out_channels`` (the "up-conv" of Attention U-Net).
+    A 3x3 conv-BN-ReLU maps the input to ``out_channels`` at its coarse resolution (the
+    "up-conv" of Attention U-Net, run before the resize at a quarter of the cost), then it
+    is resized to the skip's spatial size (bilinear), so any input size works.
     The skip goes through an :class:`AttentionGate` driven by that upsampled feature, both are
     concatenated, and a :class:`ResidualDoubleConv` (two 3x3 conv-BN-ReLU with a projection
     shortcut) plus a squeeze-excitation block follow.
@@ -174,8 +175,8 @@ class DecoderBlock(nn.Module):
         self.se: nn.Module = SqueezeExcitation(out_channels, se_reduction) if se else nn.Identity()
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = self.up_conv(x)  # 3x3 conv at the coarse resolution: 4x cheaper than after
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.up_conv(x)
         skip = self.gate(x, skip) if self.attention else skip
         x = torch.cat([skip, x], dim=1)
         x = self.conv(x)

@@ -31,7 +31,7 @@ class UNetResAttnV3(nn.Module):
                              enc4 24x24x1024, enc5 12x12x2048
         bridge               two 3x3 conv-BN-ReLU (residual) -> 12x12x1024
         decoder              dec4 24x24x512, dec3 48x48x256, dec2 96x96x128, dec1 192x192x64
-                             (each: resize to the skip + 3x3 up-conv, attention-gated skip,
+                             (each: 3x3 up-conv then resize to the skip, attention-gated skip,
                              concat, two 3x3 conv-BN-ReLU with a 1x1 projection shortcut,
                              SE with reduction 16)
         head                 1x1 conv to num_classes, bilinear back to the input size
