@@ -198,3 +198,16 @@ def test_lenient_and_max_pixels_reach_the_dataset(data_root: Path, tmp_path: Pat
     assert setup.train_loader.dataset.on_corrupt == "skip"  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="max_pixels"):
         TrainConfig(max_pixels=0)
+
+
+def test_recipe_builds_the_deeplabv3_baseline(data_root: Path, tmp_path: Path) -> None:
+    from suimseg.models import DeepLabV3ResNet50
+
+    args = build_parser().parse_args(["train", "--data", str(data_root), "--model", "deeplabv3"])
+    config = train_config_from_args(args).replace(
+        out_dir=str(tmp_path / "r"), encoder_weights="none", image_size=32, workers=0
+    )
+    setup = build_training(config, progress=False)
+    assert isinstance(setup.model, DeepLabV3ResNet50)
+    names = {g["name"] for g in setup.optimizer.param_groups}
+    assert names == {"encoder", "encoder_no_decay", "decoder", "decoder_no_decay"}
