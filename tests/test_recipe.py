@@ -211,3 +211,19 @@ def test_recipe_builds_the_deeplabv3_baseline(data_root: Path, tmp_path: Path) -
     assert isinstance(setup.model, DeepLabV3ResNet50)
     names = {g["name"] for g in setup.optimizer.param_groups}
     assert names == {"encoder", "encoder_no_decay", "decoder", "decoder_no_decay"}
+
+
+def test_every_config_field_has_a_train_option() -> None:
+    import argparse
+    import dataclasses
+
+    train_parser = next(
+        p
+        for a in build_parser()._actions
+        if isinstance(a, argparse._SubParsersAction)
+        for name, p in a.choices.items()
+        if name == "train"
+    )
+    dests = {a.dest for a in train_parser._actions}
+    missing = {f.name for f in dataclasses.fields(TrainConfig)} - dests
+    assert not missing, f"TrainConfig fields without a `suimseg train` option: {missing}"

@@ -13,6 +13,7 @@ Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import platform
@@ -25,6 +26,7 @@ import torchvision
 
 from suimseg._version import __version__
 from suimseg.classes import format_class_table
+from suimseg.config import TrainConfig
 from suimseg.errors import SUIMSegError
 
 __all__ = ["build_parser", "main"]
@@ -96,24 +98,19 @@ def _cmd_info(_: argparse.Namespace) -> int:
     return 0
 
 
-#: Options of ``suimseg train`` mapped to TrainConfig fields (None = not given).
-_TRAIN_FIELDS = (
-    "data_root", "out_dir", "model", "encoder", "encoder_weights", "decoder_channels",
-    "bridge_channels", "image_size", "batch_size",
-    "epochs", "lr", "enc_lr_mult", "weight_decay", "grad_clip", "loss", "focal_gamma",
-    "lambda_dice", "lambda_focal", "class_weight_method", "plateau_factor", "plateau_patience",
-    "min_lr", "early_stopping_patience", "augment", "val_fraction", "seed", "workers", "device",
-    "amp", "channels_last", "compile", "cache", "on_corrupt", "max_pixels",
-)  # fmt: skip
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Build the :class:`~suimseg.config.TrainConfig` that ``suimseg train`` runs.
 
-
-def train_config_from_args(args: argparse.Namespace) -> Any:
-    """Build the :class:`~suimseg.config.TrainConfig` that ``suimseg train`` runs."""
-    from suimseg.config import TrainConfig
-
+    Every ``train`` option stores into the config field of the same name with a default of
+    ``None`` (= not given), so options override ``--config`` (or the recipe's defaults)
+    only where the user passed them.
+    """
     base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
-    given = {name: getattr(args, name) for name in _TRAIN_FIELDS}
-    changes = {k: v for k, v in given.items() if v is not None}
+    changes = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
     return base.replace(**changes)
 
 
