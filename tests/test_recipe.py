@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from suimseg.classes import CLASS_NAMES
 from suimseg.cli import build_parser, main, train_config_from_args
 from suimseg.config import TrainConfig
-from suimseg.data import make_synthetic_suim
+from suimseg.data import SUIMDataset, make_synthetic_suim
 from suimseg.demo import run_demo
 from suimseg.engine import load_checkpoint, load_model, read_history, resolve_device
 from suimseg.errors import ConfigError, DatasetNotFoundError
@@ -157,8 +159,12 @@ def test_demo_small_settings(tmp_path: Path) -> None:
     assert set(report) >= {"model", "majority_baseline", "seconds"}
     assert report["model"]["miou"] == pytest.approx(result.metrics.miou)
     assert report["majority_baseline"]["class"] == result.majority_class
-    # Predicting one class everywhere gets IoU 0 on every other present class.
-    assert result.majority_metrics.miou < 0.2
+    # Predicting class m everywhere: IoU_m = n_m / n_total, IoU 0 for every other class
+    # present in the test labels, NaN (excluded) for absent ones.
+    counts = SUIMDataset(out / "data", "test").class_pixel_counts()
+    m = CLASS_NAMES.index(result.majority_class)
+    expected = counts[m] / counts.sum() / np.count_nonzero(counts)
+    assert result.majority_metrics.miou == pytest.approx(expected)
     assert len(list((out / "overlays").glob("*.png"))) == 4
     assert (out / "run" / "best.pt").is_file()
     assert len(read_history(out / "run" / "history.csv")) == 2
