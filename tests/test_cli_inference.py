@@ -139,3 +139,20 @@ def test_runtime_errors_exit_1_without_traceback(
     code = main(["compare", str(tmp_path / "missing.json")])
     assert code == 1
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_input_size_comes_from_the_run_or_warns(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+    import warnings
+
+    from suimseg.evaluate import DEFAULT_IMAGE_SIZE, input_size_for
+
+    _, ckpt = trained
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert input_size_for(ckpt) == 32  # the run's config.json
+        assert input_size_for(ckpt, 48) == 48
+    alone = tmp_path / "best.pt"
+    shutil.copy(ckpt, alone)
+    with pytest.warns(UserWarning, match="no config.json beside"):
+        assert input_size_for(alone) == DEFAULT_IMAGE_SIZE

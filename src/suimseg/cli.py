@@ -193,13 +193,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _predictor_from_args(args: argparse.Namespace) -> Any:
     from suimseg.engine import load_model, resolve_device
-    from suimseg.evaluate import run_config_for
+    from suimseg.evaluate import input_size_for
     from suimseg.inference import Predictor
 
     device = resolve_device(args.device)
     models = [load_model(p, map_location=device) for p in [args.checkpoint, *args.ensemble]]
-    run = run_config_for(args.checkpoint)
-    size = args.image_size or (run.image_size if run is not None else 384)
+    size = input_size_for(args.checkpoint, args.image_size)
     return Predictor(
         models,
         device=device,

@@ -10,6 +10,7 @@ per-image means, 320x240); the two are never mixed in one table.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,17 @@ from suimseg.inference import (
 )
 from suimseg.inference.predictor import AmpMode
 
-__all__ = ["EvaluateReport", "ProtocolName", "evaluate_checkpoint", "run_config_for"]
+__all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "EvaluateReport",
+    "ProtocolName",
+    "evaluate_checkpoint",
+    "input_size_for",
+    "run_config_for",
+]
+
+#: Model input size assumed when neither the caller nor the run's config.json gives one.
+DEFAULT_IMAGE_SIZE = 384
 
 ProtocolName = Literal["dataset-8class", "suim-paper"]
 _PROTOCOLS: tuple[str, ...] = ("dataset-8class", "suim-paper")
@@ -64,6 +75,27 @@ def run_config_for(checkpoint: str | os.PathLike[str]) -> TrainConfig | None:
         return None
 
 
+def input_size_for(checkpoint: str | os.PathLike[str], image_size: int | None = None) -> int:
+    """The model input size to predict with: ``image_size``, else the run's training size.
+
+    The training size comes from the ``config.json`` that ``suimseg train`` writes beside
+    its checkpoints. Without either, :data:`DEFAULT_IMAGE_SIZE` is used with a warning,
+    because a model scored at another scale than it was trained at gives worse results.
+    """
+    if image_size is not None:
+        return image_size
+    run = run_config_for(checkpoint)
+    if run is not None:
+        return run.image_size
+    warnings.warn(
+        f"no config.json beside {checkpoint} and no image size given: predicting at "
+        f"{DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE}; pass the training size "
+        "(image_size=..., --image-size) if it differs",
+        stacklevel=2,
+    )
+    return DEFAULT_IMAGE_SIZE
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
@@ -94,7 +126,8 @@ def evaluate_checkpoint(
         amp: Autocast dtype for inference (``"bf16"``, ``"fp16"``) or ``None``.
         batch_size: Images per forward pass.
         image_size: Model input size; default: the run's training size from
-            ``config.json`` beside the checkpoint, else 384.
+            ``config.json`` beside the checkpoint, else 384 with a warning
+            (:func:`input_size_for`).
         out: JSON path of the plain result (default ``<checkpoint dir>/eval_<split>.json``);
             variants are written beside it with suffixes ``_tta``, ``_ensemble``,
             ``_ensemble_tta``.
@@ -116,7 +149,7 @@ def evaluate_checkpoint(
         )
     dev = resolve_device(device)
     run = run_config_for(checkpoint)
-    size = image_size or (run.image_size if run is not None else 384)
+    size = input_size_for(checkpoint, image_size)
     split_kw: dict[str, Any] = {}
     if run is not None:
         split_kw = {"val_fraction": run.val_fraction, "seed": run.seed}
