@@ -26,6 +26,7 @@ import torchvision
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from suimseg._atomic import atomic_write_text
 from suimseg.engine import resolve_device  # re-exported: the scripts share the library's rule
 
 __all__ = [
@@ -213,14 +214,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:
-    """Write ``report`` as indented JSON, atomically (temporary file, fsync, replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(report, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``report`` as indented JSON, atomically (the library's atomic writer)."""
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

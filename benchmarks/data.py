@@ -25,9 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import PIL
 import torch
-import torchvision
+from _common import machine_info, write_json
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -128,21 +125,6 @@ def _measure_interleaved(
         }
     del loaders
     return out
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "torchvision": torchvision.__version__,
-        "pillow": PIL.__version__,
-        "numpy": np.__version__,
-        "cuda": torch.cuda.is_available(),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "suimseg data pipeline",
-        "machine": _machine(),
+        "machine": machine_info(torch.device("cpu")),
         "settings": {
             "target_size": size,
             "sources": [f"{w}x{h}" for w, h in sources],
@@ -262,10 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(f".{args.out.name}.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_out, args.out)
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

@@ -30,7 +30,7 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> Any:
         return importlib.import_module(name)
 
     yield load
-    for name in ("_common", "train_step", "inference", "epoch"):
+    for name in ("_common", "train_step", "inference", "epoch", "data"):
         sys.modules.pop(name, None)
 
 
@@ -192,3 +192,13 @@ def test_v3_compiles_without_graph_breaks() -> None:
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_data_writes_report(bench: Any, tmp_path: Path) -> None:
+    data = bench("data")
+    out = tmp_path / "data.json"
+    assert data.main(["--n-images", "4", "--repeats", "1", "--out", str(out)]) == 0
+    report = _report(out, "suimseg data pipeline")
+    pipelines = {r["pipeline"] for r in report["results"]}
+    assert {"naive", "suimseg", "suimseg + cache, ep. 2+"} <= pipelines
+    assert all(r["images_per_s"] > 0 for r in report["results"])
