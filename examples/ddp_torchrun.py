@@ -43,7 +43,12 @@ from suimseg import (
     param_groups,
     reduce_on_plateau,
 )
-from suimseg.engine.distributed import get_rank, get_world_size, init_distributed
+from suimseg.engine.distributed import (
+    destroy_distributed,
+    get_rank,
+    get_world_size,
+    init_distributed,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,8 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{len(history)} epochs, best val mIoU {100 * (trainer.best_metric or 0):.2f}%, "
             f"checkpoints in {out}"
         )
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    destroy_distributed()  # barrier, then tear the process group down
 
 
 if __name__ == "__main__":

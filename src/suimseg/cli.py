@@ -115,6 +115,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from suimseg.engine import destroy_distributed
     from suimseg.recipe import train
 
     config = train_config_from_args(args)
@@ -124,6 +125,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:  # one summary line under torchrun
         best = "n/a" if result.best_miou is None else f"{100 * result.best_miou:.2f}%"
         print(f"best validation mIoU {best}; checkpoints and history in {result.out_dir}")
+    destroy_distributed()  # under torchrun: a clean shutdown of the process group
     return 130 if result.interrupted else 0
 
 

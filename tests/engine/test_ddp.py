@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -54,7 +55,7 @@ import json, os, sys
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from suimseg.engine import Trainer
+from suimseg.engine import Trainer, destroy_distributed
 from suimseg.models import UNetResAttnV3
 
 out = sys.argv[1]
@@ -88,7 +89,7 @@ with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
     json.dump({"train_seen": train.seen, "val_seen": val_seen, "eval_seen": val.seen,
                "miou": history[0].val_miou, "eval_miou": metrics.miou,
                "world": int(os.environ["WORLD_SIZE"])}, fh)
-torch.distributed.destroy_process_group()
+destroy_distributed()
 """
 
 
@@ -107,7 +108,18 @@ def test_torchrun_two_processes_match_single_process_evaluation(tmp_path: Path) 
         str(script),
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    # On a loaded 2-core machine a gloo worker occasionally aborts inside the C++ runtime
+    # ("terminate called without an active exception", SIGABRT; seen in about 1 run of 10
+    # under load, never with a Python traceback). That crash is retried, at most twice;
+    # any other failure, or three aborts in a row, fails the test.
+    for _attempt in range(3):
+        shutil.rmtree(out)  # a fresh output folder for each attempt
+        out.mkdir()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+        if proc.returncode == 0 or "terminate called without an active exception" not in (
+            proc.stdout + proc.stderr
+        ):
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]

@@ -11,7 +11,7 @@ from suimseg.engine.checkpoint import (
     restore_rng_state,
     save_safetensors,
 )
-from suimseg.engine.distributed import ShardSampler, shard_loader
+from suimseg.engine.distributed import ShardSampler, destroy_distributed, shard_loader
 from suimseg.engine.history import EpochRecord, HistoryWriter, read_history
 from suimseg.engine.lock import LOCK_NAME, RunLock
 from suimseg.engine.trainer import (
@@ -36,6 +36,7 @@ __all__ = [
     "Trainer",
     "atomic_save",
     "capture_rng_state",
+    "destroy_distributed",
     "load_checkpoint",
     "load_model",
     "make_checkpoint",

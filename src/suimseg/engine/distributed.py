@@ -26,6 +26,7 @@ from suimseg.errors import ConfigError
 __all__ = [
     "ShardSampler",
     "broadcast_buffers",
+    "destroy_distributed",
     "get_rank",
     "get_world_size",
     "init_distributed",
@@ -92,6 +93,21 @@ def init_distributed(device_type: str) -> bool:
     dist.init_process_group(backend=backend)
     logger.info("initialised %s process group: rank %d of %d", backend, dist.get_rank(), world)
     return True
+
+
+def destroy_distributed() -> None:
+    """Shut the process group down cleanly at the end of a ``torchrun`` job.
+
+    Waits at a barrier first, so no process tears its connections down while another is
+    still using them (with gloo, an early exit can abort the peer with "terminate called
+    without an active exception"). A no-op in a single process.
+
+    Example:
+        >>> destroy_distributed()  # a plain `python` process: nothing to do
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class ShardSampler(Sampler[int]):
