@@ -193,3 +193,42 @@ def test_normalize_size_and_denormalize_validate() -> None:
         normalize_size(True, name="image_size")
     with pytest.raises(ConfigError, match="denormalize"):
         denormalize(torch.zeros(2, 4, 4))
+
+
+@pytest.mark.parametrize("build", [eval_transforms, train_transforms])
+def test_uint8_output_is_the_float_output_before_normalisation(build: object) -> None:
+    """``output="uint8"`` returns the same pixels, un-normalised, and a uint8 mask."""
+    image, labels = _label_encoded_pair()
+    make = build  # type: ignore[assignment]
+    torch.manual_seed(3)
+    img_f, mask_f = make(32)(image, labels)  # type: ignore[operator]
+    torch.manual_seed(3)
+    img_u, mask_u = make(32, output="uint8")(image, labels)  # type: ignore[operator]
+    assert img_u.dtype == torch.uint8
+    assert img_u.shape == (3, 32, 32)
+    assert mask_u.dtype == torch.uint8
+    assert mask_f.dtype == torch.int64
+    torch.testing.assert_close(mask_u.long(), mask_f)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    torch.testing.assert_close((img_u.float() / 255 - mean) / std, img_f)
+
+
+def test_uint8_output_keeps_ignore_fill_and_pickles() -> None:
+    image, labels = _label_encoded_pair()
+    t = train_transforms(
+        32, output="uint8", hflip_p=0, vflip_p=0, affine_p=1.0, rotate_limit=45, color_p=0
+    )
+    t = pickle.loads(pickle.dumps(t))
+    seen = set()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        _, mask = t(image, labels)
+        seen |= set(mask.unique().tolist())
+    assert IGNORE_INDEX in seen
+
+
+@pytest.mark.parametrize("build", [eval_transforms, train_transforms])
+def test_bad_output_kind_raises(build: object) -> None:
+    with pytest.raises(ConfigError, match=r"output: expected 'float'.*got 'u8'"):
+        build(32, output="u8")  # type: ignore[operator]

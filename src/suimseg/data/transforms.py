@@ -13,12 +13,16 @@ Shape:
     - mask in: integer array or tensor ``(H, W)`` of class ids
     - image out: float32 ``(3, H', W')``, normalised with ImageNet statistics
     - mask out: int64 ``(H', W')``
+    - with ``output="uint8"``: a uint8 image ``(3, H', W')`` (not normalised) and a uint8
+      mask ``(H', W')``, a quarter and an eighth of the bytes to pass between DataLoader
+      workers and to the GPU; the batch is then normalised on the device
+      (:class:`~suimseg.data.DeviceNormalize`, :class:`~suimseg.data.DeviceAugment`)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +39,7 @@ __all__ = [
     "IMAGENET_STD",
     "JointTransform",
     "JointTransformFn",
+    "OutputKind",
     "SizeArg",
     "denormalize",
     "eval_transforms",
@@ -52,6 +57,10 @@ SizeArg: TypeAlias = int | tuple[int, int] | None
 
 #: The callable signature every dataset transform follows.
 JointTransformFn: TypeAlias = Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]]
+
+#: What a pipeline returns: ``"float"`` (normalised float32 image, int64 mask) or
+#: ``"uint8"`` (uint8 image and mask, for normalisation on the device).
+OutputKind: TypeAlias = Literal["float", "uint8"]
 
 
 def normalize_size(
@@ -145,7 +154,7 @@ def _to_mask_tensor(mask: Any) -> tv_tensors.Mask:
 
 
 class JointTransform:
-    """A joint image + mask pipeline: ``(image, mask) -> (float32 image, int64 mask)``.
+    """A joint image + mask pipeline: ``(image, mask) -> (image tensor, mask tensor)``.
 
     Wraps a ``torchvision.transforms.v2`` transform so that inputs in any supported form
     are converted to ``tv_tensors`` once, the same random parameters reach the image and
@@ -154,7 +163,10 @@ class JointTransform:
 
     Args:
         pipeline: A v2 transform that takes and returns ``(Image, Mask)``. It should end by
-            converting the image to float (see :func:`eval_transforms`).
+            converting the image to float (see :func:`eval_transforms`), unless the images
+            are normalised later on the device.
+        mask_dtype: dtype of the returned mask: ``torch.int64`` (default) or
+            ``torch.uint8`` (the compact form; every SUIM label and 255 fit).
 
     Shape:
         See the module docstring.
@@ -167,8 +179,15 @@ class JointTransform:
         ((3, 32, 32), torch.int64)
     """
 
-    def __init__(self, pipeline: Callable[..., Any]) -> None:
+    def __init__(
+        self, pipeline: Callable[..., Any], *, mask_dtype: torch.dtype = torch.int64
+    ) -> None:
+        if mask_dtype not in (torch.int64, torch.uint8):
+            raise ConfigError(
+                f"mask_dtype: expected torch.int64 or torch.uint8, got {mask_dtype!r}"
+            )
         self.pipeline = pipeline
+        self.mask_dtype = mask_dtype
 
     def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply the pipeline to one pair; see the class docstring for accepted inputs."""
@@ -181,7 +200,10 @@ class JointTransform:
                 "the image with nearest-neighbour first (SUIMDataset does this by default)"
             )
         out_img, out_mask = self.pipeline(img_t, mask_t)
-        return out_img.as_subclass(torch.Tensor), out_mask.as_subclass(torch.Tensor).long()
+        return (
+            out_img.as_subclass(torch.Tensor),
+            out_mask.as_subclass(torch.Tensor).to(self.mask_dtype),
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.pipeline!r})"
@@ -196,11 +218,21 @@ def _resize(
     return [v2.Resize(list(size), interpolation=interpolation, antialias=True)]
 
 
-def _finish(mean: Sequence[float], std: Sequence[float]) -> list[Any]:
+def _finish(mean: Sequence[float], std: Sequence[float], output: OutputKind) -> list[Any]:
+    if output == "uint8":
+        return []
     return [
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
         v2.Normalize(mean=list(mean), std=list(std)),
     ]
+
+
+def _check_output(output: object) -> None:
+    if output not in ("float", "uint8"):
+        raise ConfigError(
+            f"output: expected 'float' (normalised float32 image, int64 mask) or 'uint8' "
+            f"(uint8 image and mask, normalised later on the device), got {output!r}"
+        )
 
 
 def _check_p(name: str, p: float) -> None:
@@ -214,6 +246,7 @@ def eval_transforms(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     interpolation: InterpolationMode = InterpolationMode.BILINEAR,
+    output: OutputKind = "float",
 ) -> JointTransform:
     """Deterministic pipeline: resize (mask nearest), to float, normalise.
 
@@ -223,12 +256,15 @@ def eval_transforms(
         mean: Per-channel means for normalisation (ImageNet by default).
         std: Per-channel standard deviations (ImageNet by default).
         interpolation: Image interpolation for the resize; masks always use nearest.
+        output: ``"float"`` (default): a normalised float32 image and an int64 mask.
+            ``"uint8"``: a uint8 image and a uint8 mask, to be normalised on the device.
 
     Returns:
         A :class:`JointTransform`.
 
     Shape:
-        ``(image, mask) -> (float32 (3, H, W), int64 (H, W))`` with ``(H, W) = size``.
+        ``(image, mask) -> (float32 (3, H, W), int64 (H, W))`` with ``(H, W) = size``
+        (uint8 image and mask with ``output="uint8"``).
 
     Example:
         >>> import numpy as np
@@ -238,7 +274,11 @@ def eval_transforms(
         ((3, 16, 16), (16, 16), 1)
     """
     hw = normalize_size(size)
-    return JointTransform(v2.Compose([*_resize(hw, interpolation), *_finish(mean, std)]))
+    _check_output(output)
+    return JointTransform(
+        v2.Compose([*_resize(hw, interpolation), *_finish(mean, std, output)]),
+        mask_dtype=torch.int64 if output == "float" else torch.uint8,
+    )
 
 
 def train_transforms(
@@ -263,6 +303,7 @@ def train_transforms(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     interpolation: InterpolationMode = InterpolationMode.BILINEAR,
+    output: OutputKind = "float",
 ) -> JointTransform:
     """Training pipeline with the usual SUIM augmentations.
 
@@ -296,6 +337,8 @@ def train_transforms(
         mean: Normalisation means.
         std: Normalisation standard deviations.
         interpolation: Image interpolation for resize and warp (masks: always nearest).
+        output: ``"float"`` (default): a normalised float32 image and an int64 mask.
+            ``"uint8"``: a uint8 image and a uint8 mask, to be normalised on the device.
 
     Returns:
         A :class:`JointTransform`.
@@ -304,7 +347,8 @@ def train_transforms(
         ConfigError: If a probability or limit is out of range.
 
     Shape:
-        ``(image, mask) -> (float32 (3, H, W), int64 (H, W))``.
+        ``(image, mask) -> (float32 (3, H, W), int64 (H, W))`` (uint8 image and mask
+        with ``output="uint8"``).
 
     Example:
         >>> import numpy as np
@@ -315,7 +359,8 @@ def train_transforms(
     """
     hw = normalize_size(size)
     if not augment:
-        return eval_transforms(hw, mean=mean, std=std, interpolation=interpolation)
+        return eval_transforms(hw, mean=mean, std=std, interpolation=interpolation, output=output)
+    _check_output(output)
     for name, p in (
         ("hflip_p", hflip_p),
         ("vflip_p", vflip_p),
@@ -360,8 +405,10 @@ def train_transforms(
             ]
         )
         steps.append(v2.RandomApply([photometric], p=color_p))
-    steps.extend(_finish(mean, std))
-    return JointTransform(v2.Compose(steps))
+    steps.extend(_finish(mean, std, output))
+    return JointTransform(
+        v2.Compose(steps), mask_dtype=torch.int64 if output == "float" else torch.uint8
+    )
 
 
 def denormalize(
