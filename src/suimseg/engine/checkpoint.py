@@ -20,8 +20,12 @@ Its keys:
 ``best_metric``        best validation mIoU so far (or ``None``)
 ``rng``                torch (CPU and CUDA), numpy and Python ``random`` states as tensors
 ``class_names``        one name per output class
-``extra``              free-form JSON-like data (trainer counters, last metrics, ...)
+``extra``              free-form JSON-like data (trainer counters, last metrics, and
+                       ``run_config``: the run's settings such as the training
+                       ``image_size``, when the trainer was given them)
 =====================  ==================================================================
+
+:func:`read_run_config` reads ``extra["run_config"]`` without reading the tensors.
 
 Writes are atomic: the bytes go to a temporary file in the same folder, which is flushed,
 ``fsync``-ed and renamed over the target with :func:`os.replace`. A crash or a full disk
@@ -33,7 +37,8 @@ class names as string metadata; :func:`load_model` rebuilds the model from such 
 Loading a ``.safetensors`` file never unpickles anything, so it is the format to send to
 others and to accept from them (install the extra: ``pip install 'suimseg[safetensors]'``).
 Metadata keys: ``format`` (``"suimseg-weights"``), ``format_version``, ``suimseg_version``,
-``model`` (JSON ``{"name", "config"}``) and ``class_names`` (JSON list).
+``model`` (JSON ``{"name", "config"}``), ``class_names`` (JSON list) and, when the source
+checkpoint holds one, ``run_config`` (JSON object).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import os
 import pickle
 import random
 import shutil
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -67,6 +73,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "make_checkpoint",
+    "read_run_config",
     "restore_rng_state",
     "save_safetensors",
 ]
@@ -274,13 +281,18 @@ def make_checkpoint(
     }
 
 
-def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: PathLike, *, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
     """Load and validate a suimseg checkpoint with ``torch.load(..., weights_only=True)``.
 
     Args:
         path: A file written by the :class:`~suimseg.engine.Trainer` or :func:`atomic_save`
             of a :func:`make_checkpoint` dict.
         map_location: Where to put the tensors (default CPU).
+        mmap: Memory-map the file instead of reading it (``torch.load(mmap=True)``): the
+            tensors' bytes are read only when used, so reading the metadata of a large
+            checkpoint is cheap. Files in PyTorch's legacy (non-zip) format are read whole.
 
     Returns:
         The checkpoint dict (see the module docstring for its keys).
@@ -312,8 +324,9 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu")
             "training state; rebuild the model with suimseg.load_model(path), or resume "
             "from a last.pt"
         )
+    use_mmap = mmap and zipfile.is_zipfile(file)
     try:
-        ckpt = torch.load(file, map_location=map_location, weights_only=True)
+        ckpt = torch.load(file, map_location=map_location, weights_only=True, mmap=use_mmap)
     except pickle.UnpicklingError as exc:
         if "invalid load key" in str(exc):  # not a pickle at all: a corrupt file
             raise CheckpointError(
@@ -351,6 +364,58 @@ def load_checkpoint(path: PathLike, *, map_location: str | torch.device = "cpu")
     if not isinstance(ckpt.get("model_state"), dict):
         raise CheckpointError(f"checkpoint {file}: the 'model_state' entry is missing")
     return ckpt
+
+
+def read_run_config(source: PathLike | Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run settings a trainer stored in a checkpoint (``extra["run_config"]``), if any.
+
+    The :class:`~suimseg.engine.Trainer` stores its ``run_config`` (for ``suimseg train``,
+    the whole ``TrainConfig``, including the training ``image_size``) in every checkpoint,
+    so a checkpoint moved away from its ``config.json`` still knows how it was trained.
+    A file is memory-mapped, so only the metadata is read, even from a large checkpoint.
+
+    Args:
+        source: A checkpoint file, a ``.safetensors`` export, or an already loaded
+            checkpoint dict.
+
+    Returns:
+        A copy of the stored settings, or ``None`` for checkpoints written without them
+        (older files, or a trainer given no ``run_config``).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        CheckpointError: If the file is not a valid suimseg checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> ckpt = make_checkpoint(torch.nn.Linear(2, 2), model_spec=None,
+        ...                        extra={"run_config": {"image_size": 320}})
+        >>> read_run_config(atomic_save(ckpt, tempfile.mkdtemp() + "/last.pt"))
+        {'image_size': 320}
+    """
+    if isinstance(source, Mapping):
+        stored = (source.get("extra") or {}).get("run_config")
+    elif Path(source).suffix.lower() == ".safetensors":
+        file = Path(source)
+        if not file.is_file():
+            raise FileNotFoundError(
+                errno.ENOENT, f"weights file {file} does not exist; check the path", str(file)
+            )
+        _safetensors_torch()
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), framework="pt") as fh:
+                text = (fh.metadata() or {}).get("run_config")
+            stored = None if text is None else json.loads(text)
+        except Exception as exc:  # SafetensorError, JSONDecodeError on bad bytes
+            raise CheckpointError(
+                f"weights file {file}: not a readable .safetensors file (truncated or "
+                f"corrupt: {exc}); get the file again"
+            ) from exc
+    else:
+        stored = (load_checkpoint(source, mmap=True).get("extra") or {}).get("run_config")
+    return dict(stored) if isinstance(stored, dict) else None
 
 
 def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -463,8 +528,10 @@ def save_safetensors(
                 "by suimseg can be rebuilt from a weights file"
             ) from exc
         state = source.state_dict()
+        run_config = None
     else:
         ckpt = load_checkpoint(source)
+        run_config = read_run_config(ckpt)
         spec, state = ckpt.get("model"), ckpt["model_state"]
         if class_names is None and ckpt.get("class_names"):
             class_names = list(ckpt["class_names"])
@@ -481,6 +548,8 @@ def save_safetensors(
         "model": json.dumps(spec),
         "class_names": json.dumps(None if class_names is None else [str(c) for c in class_names]),
     }
+    if run_config is not None:
+        metadata["run_config"] = json.dumps(run_config)
     data: bytes = st.save(tensors, metadata=metadata)
     dest = Path(path)
 

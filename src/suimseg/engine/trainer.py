@@ -18,9 +18,11 @@ callbacks) happens once per epoch in :meth:`Trainer.fit`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ from suimseg.optim import group_min_lrs
 
 __all__ = [
     "AmpMode",
+    "BatchTransform",
     "Callback",
     "NonFinitePolicy",
     "TrainStats",
@@ -64,6 +67,8 @@ logger = logging.getLogger("suimseg")
 AmpMode = Literal["bf16", "fp16"]
 NonFinitePolicy = Literal["raise", "skip"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+#: A device-side batch transform: ``(images, targets) -> (images, targets)``.
+BatchTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 PathLike = str | os.PathLike[str]
 
 _NO_STEP = 2**62  # "no bad step seen" sentinel of the deferred non-finite check
@@ -228,6 +233,94 @@ def _unpack_batch(batch: Any) -> tuple[Tensor, Tensor]:
     return image, target
 
 
+def _json_run_config(run_config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Validate ``run_config`` and return a plain-JSON copy of it (tuples become lists)."""
+    if run_config is None:
+        return None
+    if not isinstance(run_config, Mapping):
+        raise ConfigError(
+            f"run_config: expected a mapping of JSON-like settings (e.g. "
+            f"TrainConfig.to_dict()) or None, got {type(run_config).__name__}"
+        )
+    try:
+        copy = json.loads(json.dumps(dict(run_config), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"run_config: expected JSON-serialisable values (str, int, float, bool, None, "
+            f"lists and dicts with str keys), got one that is not ({exc}); convert it "
+            "(e.g. str(path), list(tuple)) before passing it"
+        ) from None
+    if not isinstance(copy, dict):  # pragma: no cover - a mapping always dumps to an object
+        raise ConfigError("run_config: expected a JSON object")
+    return copy
+
+
+def _snapshot(obj: Any, pin: bool) -> Any:
+    """Copy every tensor in a nested dict/list/tuple to fresh CPU memory.
+
+    With ``pin`` (CUDA), device tensors go to pinned memory with non-blocking copies; the
+    caller synchronises once afterwards. CPU tensors are cloned, since training goes on
+    changing the originals in place.
+    """
+    if isinstance(obj, Tensor):
+        t = obj.detach()
+        if pin and t.device.type == "cuda":
+            out = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
+            return out.copy_(t, non_blocking=True)
+        return t.to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v, pin) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_snapshot(v, pin) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_snapshot(v, pin) for v in obj)
+    return obj
+
+
+def _write_last_and_best(ckpt: Mapping[str, Any], last: Path, best: Path | None) -> None:
+    """Write ``last`` atomically, then copy it to ``best`` (when given) atomically."""
+    atomic_save(ckpt, last)
+    if best is not None:
+        atomic_copy(last, best)
+
+
+class _BackgroundWriter:
+    """Runs at most one checkpoint write at a time in a background thread.
+
+    :meth:`submit` waits for the previous write first; an error raised by a write is kept
+    and re-raised in the caller's thread by the next :meth:`wait` (or :meth:`submit`).
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self._thread is not None
+
+    def submit(self, write: Callable[[], object]) -> None:
+        self.wait()
+
+        def run() -> None:
+            try:
+                write()
+            except BaseException as exc:  # re-raised in the training thread by wait()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="suimseg-checkpoint-writer")
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the pending write is done; re-raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
 class Trainer:
     """Train and evaluate a segmentation model: AMP, checkpoints, history, resume, DDP.
 
@@ -278,10 +371,33 @@ class Trainer:
             ``log_interval`` steps at INFO level).
         log_interval: Steps between progress updates.
         verbose: Print a summary line per epoch (rank 0 only).
+        batch_transform: A callable ``(images, targets) -> (images, targets)`` applied on
+            the device to every training batch, right after it is moved there (before the
+            channels-last conversion, outside autocast): GPU-side augmentation and
+            normalisation of a loader that yields uint8 images
+            (``train_transforms(size, output="uint8")``). An ``nn.Module`` is moved to the
+            trainer's device.
+        eval_batch_transform: The same for evaluation batches (typically only the
+            normalisation).
+        async_checkpoint: Write ``last.pt``/``best.pt`` in a background thread while the
+            next epoch trains. Each epoch's checkpoint is first copied to CPU memory (pinned
+            on CUDA); at most one write is in flight, a failed write is re-raised at the next
+            save or when :meth:`fit` ends, and :meth:`fit` always waits for the pending write
+            (and holds the run lock until then), so a finished run leaves whole files.
+        run_config: JSON-like settings of the run (e.g. ``TrainConfig.to_dict()``), stored
+            in every checkpoint under ``extra["run_config"]`` so that evaluation and
+            prediction know the training image size even when the checkpoint was moved
+            away from its ``config.json``.
+
+    Shape:
+        - Batches: images ``(N, 3, H, W)`` float (or uint8 with a ``batch_transform`` /
+          ``eval_batch_transform`` that converts them), targets ``(N, H, W)`` integer.
+        - Model output: logits ``(N, C, H, W)``.
 
     Raises:
         ConfigError: For invalid arguments (unknown AMP mode, fp16 without CUDA, CUDA
-            requested without CUDA, ...).
+            requested without CUDA, a batch transform that is not callable, a
+            ``run_config`` that is not JSON-serialisable, ...).
 
     Example:
         >>> from suimseg.models import UNetResAttnV3
@@ -319,6 +435,10 @@ class Trainer:
         progress: bool = True,
         log_interval: int = 50,
         verbose: bool = True,
+        batch_transform: BatchTransform | None = None,
+        eval_batch_transform: BatchTransform | None = None,
+        async_checkpoint: bool = False,
+        run_config: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -361,6 +481,18 @@ class Trainer:
                 raise ConfigError(f"{name}: expected a positive int, got {value!r}")
             if value is not None and value < 1:
                 raise ConfigError(f"{name}: expected a positive int, got {value!r}")
+        for name, transform in (
+            ("batch_transform", batch_transform),
+            ("eval_batch_transform", eval_batch_transform),
+        ):
+            if transform is not None and not callable(transform):
+                raise ConfigError(
+                    f"{name}: expected a callable (images, targets) -> (images, targets) "
+                    f"such as an nn.Module, or None, got {type(transform).__name__}"
+                )
+        if not isinstance(async_checkpoint, bool):
+            raise ConfigError(f"async_checkpoint: expected True or False, got {async_checkpoint!r}")
+        stored_run_config = _json_run_config(run_config)
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise ConfigError(
@@ -447,6 +579,14 @@ class Trainer:
         self.progress = progress
         self.log_interval = log_interval
         self.verbose = verbose
+        for transform in (batch_transform, eval_batch_transform):
+            if isinstance(transform, nn.Module):
+                transform.to(self.device)
+        self.batch_transform = batch_transform
+        self.eval_batch_transform = eval_batch_transform
+        self.async_checkpoint = async_checkpoint
+        self.run_config = stored_run_config
+        self._writer = _BackgroundWriter()
 
         # Training state (saved in checkpoints).
         self.epoch = 0  # completed epochs
@@ -472,12 +612,40 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
 
-    def _to_device(self, batch: Any) -> tuple[Tensor, Tensor]:
+    def _to_device(self, batch: Any, *, train: bool) -> tuple[Tensor, Tensor]:
         images, targets = _unpack_batch(batch)
         images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        name = "batch_transform" if train else "eval_batch_transform"
+        transform = self.batch_transform if train else self.eval_batch_transform
+        if transform is not None:
+            out = transform(images, targets)
+            if (
+                not isinstance(out, tuple)
+                or len(out) != 2
+                or not isinstance(out[0], Tensor)
+                or not isinstance(out[1], Tensor)
+            ):
+                raise ConfigError(
+                    f"{name}: expected it to return an (images, targets) tuple of tensors, "
+                    f"got {type(out).__name__}"
+                )
+            images, targets = out
+        if not images.is_floating_point():  # a dtype check: free, no device sync
+            fix = (
+                f"make {name} return float images"
+                if transform is not None
+                else f"pass {name}= a module that normalises them on the device (e.g. "
+                "suimseg's DeviceNormalize), or build the loader's transforms with "
+                "output='float'"
+            )
+            raise ConfigError(
+                f"{'training' if train else 'evaluation'} batch: expected float images for "
+                f"the model, got {images.dtype} (a loader built with output='uint8' yields "
+                f"unnormalised uint8 images); {fix}"
+            )
         if self.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
-        targets = targets.to(self.device, non_blocking=True)
         if not targets.is_floating_point() and targets.dtype != torch.int64:
             targets = targets.long()
         return images, targets
@@ -576,7 +744,7 @@ class Trainer:
         total = len(loader) if isinstance(loader, Sized) else None
         step = 0
         for step, batch in enumerate(self._progress(loader, desc), start=1):
-            images, targets = self._to_device(batch)
+            images, targets = self._to_device(batch, train=True)
             with self._autocast():
                 logits = self._train_module(images)
                 loss = self.loss_fn(logits, targets)
@@ -652,7 +820,7 @@ class Trainer:
         count = torch.zeros((), dtype=torch.float64, device=self.device)
         try:
             for batch in self._progress(loader, "eval"):
-                images, targets = self._to_device(batch)
+                images, targets = self._to_device(batch, train=False)
                 with self._autocast():
                     logits = self._eval_module(images)
                     loss = self.loss_fn(logits, targets)
@@ -796,10 +964,15 @@ class Trainer:
                     break
         except KeyboardInterrupt:
             self.interrupted = True
+            # _save_last waits for a pending background write (re-raising its error).
             saved = self._save_last() if self.checkpoint_dir is not None else None
             if self.is_main_process:
                 where = f"; saved {saved}" if saved else ""
                 logger.warning("training interrupted during epoch %d%s", self.epoch + 1, where)
+        except BaseException:
+            self._finish_writes(raise_error=False)  # the first error is the one to report
+            raise
+        self._finish_writes(raise_error=True)  # whole files before fit returns
         for cb in self.callbacks:
             cb.on_fit_end(self, records)
         return records
@@ -863,9 +1036,7 @@ class Trainer:
         )
         self.history.append(record)
         if self.checkpoint_dir is not None:
-            last = self._save_last(record)
-            if improved and last is not None:
-                atomic_copy(last, self.checkpoint_dir / "best.pt")
+            self._save_last(record, best=improved)
         if writer is not None and self.is_main_process:
             writer.append(record)
         if self.is_main_process:
@@ -910,36 +1081,48 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _save_last(self, record: EpochRecord | None = None) -> Path | None:
+    def _save_last(self, record: EpochRecord | None = None, *, best: bool = False) -> Path | None:
+        """Write ``last.pt`` (then copy it to ``best.pt`` when ``best``).
+
+        With ``async_checkpoint`` and a ``record`` (an epoch end), the writes run in the
+        background on a CPU snapshot; the interrupt save (no record) is synchronous. Either
+        way a pending background write is waited for first (its error is raised here).
+        """
         if self.checkpoint_dir is None or not self.is_main_process:
             return None
+        self._writer.wait()
         extra: dict[str, Any] = {"interrupted": record is None}
         if record is not None:
             extra["last_record"] = record.to_dict()
-        return self.save_checkpoint(self.checkpoint_dir / "last.pt", extra=extra)
+        last = self.checkpoint_dir / "last.pt"
+        best_path = self.checkpoint_dir / "best.pt" if best else None
+        ckpt = self._checkpoint_dict(extra)
+        if self.async_checkpoint and record is not None:
+            pin = self.device.type == "cuda" and torch.cuda.is_available()
+            snapshot = _snapshot(ckpt, pin)
+            del ckpt
+            if pin:
+                torch.cuda.synchronize(self.device)  # the non-blocking copies have landed
+            self._writer.submit(lambda: _write_last_and_best(snapshot, last, best_path))
+        else:
+            _write_last_and_best(ckpt, last, best_path)
+        return last
 
-    def save_checkpoint(self, path: PathLike, *, extra: Mapping[str, Any] | None = None) -> Path:
-        """Write the full training state to ``path`` atomically.
+    def _finish_writes(self, *, raise_error: bool) -> None:
+        """Wait for a pending background checkpoint write; raise or log its error."""
+        try:
+            self._writer.wait()
+        except Exception as exc:
+            if raise_error:
+                raise
+            logger.error("background checkpoint write failed: %s", exc)
 
-        Holds the model (with its constructor config when it is a suimseg model),
-        optimizer, scheduler, scaler, counters, best metric, RNG states, class names and
-        library version. Only call it on one process under DDP (``fit`` saves on rank 0).
-
-        Args:
-            path: Destination file.
-            extra: More JSON-like data stored under ``"extra"``.
-
-        Returns:
-            The path written.
-
-        Raises:
-            OSError: If the file cannot be written; the previous file stays loadable.
-        """
+    def _checkpoint_dict(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         try:
             spec: dict[str, Any] | None = model_spec(self.model)
         except ConfigError:
             spec = None
-        ckpt = make_checkpoint(
+        return make_checkpoint(
             self.model,
             model_spec=spec,
             optimizer_state=self.optimizer.state_dict(),
@@ -954,10 +1137,34 @@ class Trainer:
                 "epochs_without_improvement": self.epochs_without_improvement,
                 "skipped_steps": self.skipped_steps,
                 "amp": self.amp,
+                **({} if self.run_config is None else {"run_config": self.run_config}),
                 **dict(extra or {}),
             },
         )
-        return atomic_save(ckpt, path)
+
+    def save_checkpoint(self, path: PathLike, *, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write the full training state to ``path`` atomically (in the calling thread).
+
+        Holds the model (with its constructor config when it is a suimseg model),
+        optimizer, scheduler, scaler, counters, best metric, RNG states, class names,
+        library version and the ``run_config`` given to the trainer (under
+        ``extra["run_config"]``). Only call it on one process under DDP (``fit`` saves on
+        rank 0).
+
+        Args:
+            path: Destination file.
+            extra: More JSON-like data stored under ``"extra"``.
+
+        Returns:
+            The path written.
+
+        Raises:
+            OSError: If the file cannot be written; the previous file stays loadable.
+
+        Example:
+            >>> trainer.save_checkpoint("runs/exp1/epoch10.pt")  # doctest: +SKIP
+        """
+        return atomic_save(self._checkpoint_dict(extra), path)
 
     def load_checkpoint(self, path: PathLike, *, restore_rng: bool = True) -> dict[str, Any]:
         """Restore the training state saved by :meth:`save_checkpoint`.

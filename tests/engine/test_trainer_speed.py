@@ -1,0 +1,462 @@
+"""Trainer speed features: device-side batch transforms, async checkpoints, run config."""
+
+from __future__ import annotations
+
+import errno
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import suimseg.engine.trainer as trainer_module
+from suimseg.engine import Callback, EpochRecord, Trainer, load_checkpoint, read_history
+from suimseg.engine.checkpoint import read_run_config, save_safetensors
+from suimseg.errors import ConfigError
+
+CE = nn.CrossEntropyLoss(ignore_index=255)
+WRITER = "suimseg-checkpoint-writer"
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def _trainer(model: nn.Module, lr: float = 0.05, **kwargs: Any) -> Trainer:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    kwargs.setdefault("verbose", False)
+    kwargs.setdefault("device", "cpu")
+    return Trainer(model, kwargs.pop("loss_fn", CE), opt, **kwargs)
+
+
+def _loaders(dataset: Callable[..., TensorDataset], n: int = 8) -> tuple[DataLoader[Any], ...]:
+    return (
+        DataLoader(dataset(n, seed=0), batch_size=4, shuffle=True),
+        DataLoader(dataset(4, seed=1), batch_size=4),
+    )
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == WRITER]
+
+
+# ----------------------------------------------------------------------------- batch transforms
+
+
+def _uint8_loader(dataset: Callable[..., TensorDataset], n: int, seed: int) -> DataLoader[Any]:
+    """The loader of ``train_transforms(size, output="uint8")``: uint8 images and masks."""
+    images, labels = dataset(n, seed=seed).tensors
+    raw = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    return DataLoader(TensorDataset(raw, labels.to(torch.uint8)), batch_size=4)
+
+
+class Normalize(nn.Module):
+    """uint8 images -> normalised float32, uint8 masks -> int64 (counts its calls)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", MEAN.clone())
+        self.register_buffer("std", STD.clone())
+        self.calls = 0
+        self.moved_to: list[Any] = []
+        self.seen: list[tuple[torch.dtype, bool, bool]] = []
+
+    def to(self, *args: Any, **kwargs: Any) -> Normalize:  # type: ignore[override]
+        self.moved_to.append(args[0] if args else kwargs.get("device"))
+        return super().to(*args, **kwargs)
+
+    def forward(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        self.calls += 1
+        channels_last = images.is_contiguous(memory_format=torch.channels_last)
+        self.seen.append((images.dtype, channels_last, torch.is_autocast_enabled("cpu")))
+        x = (images.float() / 255 - self.mean) / self.std
+        return x, targets.long()
+
+
+def test_batch_transforms_normalise_uint8_batches_on_the_device(
+    tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    train_tf, eval_tf = Normalize(), Normalize()
+    model_inputs: list[tuple[torch.dtype, bool]] = []
+    model = tiny_model()
+    model.register_forward_pre_hook(
+        lambda _m, args: model_inputs.append(
+            (args[0].dtype, args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+    )
+    trainer = _trainer(
+        model,
+        batch_transform=train_tf,
+        eval_batch_transform=eval_tf,
+        channels_last=True,
+        amp="bf16",
+    )
+    assert train_tf.moved_to == [torch.device("cpu")]  # modules go to the trainer's device
+    assert eval_tf.moved_to == [torch.device("cpu")]
+    history = trainer.fit(_uint8_loader(dataset, 8, 0), _uint8_loader(dataset, 4, 1), epochs=2)
+    assert train_tf.calls == 4  # 2 training batches x 2 epochs
+    assert eval_tf.calls == 2  # 1 validation batch x 2 epochs
+    # Raw uint8 in, before channels_last, outside autocast; the model gets float channels_last.
+    assert set(train_tf.seen) == {(torch.uint8, False, False)}
+    assert set(eval_tf.seen) == {(torch.uint8, False, False)}
+    assert set(model_inputs) == {(torch.float32, True)}
+    assert history[-1].val_miou is not None
+
+
+def test_batch_transform_equals_normalising_in_the_loader(
+    tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    raw_loader = _uint8_loader(dataset, 4, 1)
+    raw, labels = raw_loader.dataset.tensors  # type: ignore[attr-defined]
+    float_loader = DataLoader(
+        TensorDataset((raw.float() / 255 - MEAN) / STD, labels.long()), batch_size=4
+    )
+    model = tiny_model()
+    plain = _trainer(model).evaluate(float_loader)
+    on_device = _trainer(model, eval_batch_transform=Normalize()).evaluate(raw_loader)
+    assert on_device.miou == plain.miou
+    assert torch.equal(on_device.confusion, plain.confusion)
+
+
+def test_plain_callable_transform(
+    tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    calls: list[int] = []
+
+    def flip(images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        calls.append(images.shape[0])
+        return images.flip(-1), targets.flip(-1)
+
+    trainer = _trainer(tiny_model(), batch_transform=flip)
+    train, val = _loaders(dataset)
+    trainer.fit(train, val, epochs=1)
+    assert calls == [4, 4]  # training batches only; no eval transform given
+
+
+def test_uint8_images_without_a_transform_raise_clearly(
+    tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    train, val = _uint8_loader(dataset, 4, 0), _uint8_loader(dataset, 4, 1)
+    with pytest.raises(ConfigError, match=r"training batch: expected float images.*uint8.*"
+                       r"pass batch_transform="):  # fmt: skip
+        _trainer(tiny_model()).fit(train, epochs=1)
+    with pytest.raises(ConfigError, match=r"evaluation batch: expected float images.*"
+                       r"pass eval_batch_transform="):  # fmt: skip
+        _trainer(tiny_model(), batch_transform=Normalize()).fit(train, val, epochs=1)
+    with pytest.raises(ConfigError, match=r"evaluation batch.*uint8.*eval_batch_transform"):
+        _trainer(tiny_model()).evaluate(val)
+
+
+def test_bad_batch_transforms_raise(
+    tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    with pytest.raises(ConfigError, match=r"batch_transform: expected a callable.*got int"):
+        _trainer(tiny_model(), batch_transform=3)
+    with pytest.raises(ConfigError, match=r"eval_batch_transform: expected a callable.*got str"):
+        _trainer(tiny_model(), eval_batch_transform="normalise")
+    trainer = _trainer(tiny_model(), batch_transform=lambda x, y: x)
+    with pytest.raises(ConfigError, match=r"batch_transform: expected it to return an "
+                       r"\(images, targets\) tuple of tensors, got Tensor"):  # fmt: skip
+        trainer.fit(_loaders(dataset)[0], epochs=1)
+    keep_uint8 = _trainer(tiny_model(), batch_transform=lambda x, y: (x.flip(-1), y))
+    with pytest.raises(ConfigError, match=r"make batch_transform return float images"):
+        keep_uint8.fit(_uint8_loader(dataset, 4, 0), epochs=1)
+
+
+# ----------------------------------------------------------------------------- async checkpoints
+
+
+def _deterministic_run(
+    ckpt_dir: Path,
+    tiny_model: Callable[..., nn.Module],
+    dataset: Callable[..., TensorDataset],
+    epochs: int,
+    *,
+    resume: Path | None = None,
+    seed: int = 1,
+    **kwargs: Any,
+) -> Trainer:
+    torch.manual_seed(seed)
+    model = tiny_model(dropout=0.3)  # dropout + shuffle exercise the RNG restore
+    trainer = _trainer(model, lr=0.02, checkpoint_dir=ckpt_dir, **kwargs)
+    trainer.fit(*_loaders(dataset), epochs=epochs, resume_from=resume)
+    return trainer
+
+
+def _same(a: Any, b: Any, where: str = "") -> None:
+    if isinstance(a, Tensor):
+        assert isinstance(b, Tensor), where
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict), where
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _same(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def _comparable(path: Path) -> dict[str, Any]:
+    ckpt = load_checkpoint(path)
+    ckpt["extra"]["last_record"].pop("epoch_time_s")  # wall-clock figures differ
+    ckpt["extra"]["last_record"].pop("images_per_s")
+    return ckpt
+
+
+def test_async_and_sync_checkpoints_hold_the_same_state(
+    tmp_path: Path, tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    torch.use_deterministic_algorithms(True)
+    try:
+        sync = _deterministic_run(tmp_path / "sync", tiny_model, dataset, 3)
+        asyn = _deterministic_run(tmp_path / "async", tiny_model, dataset, 3, async_checkpoint=True)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert sync.best_epoch == asyn.best_epoch is not None
+    for name in ("last.pt", "best.pt"):
+        _same(_comparable(tmp_path / "sync" / name), _comparable(tmp_path / "async" / name), name)
+    assert _writer_threads() == []
+    assert not (tmp_path / "async" / ".suimseg.lock").exists()
+
+
+def test_async_snapshot_is_taken_at_the_epoch_end(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model: Callable[..., nn.Module],
+    dataset: Callable[..., TensorDataset],
+) -> None:
+    # The first background write is held back until the next epoch has taken a step, so a
+    # write that read the live weights (not the snapshot) would store epoch 2's weights.
+    epoch_end_state: list[dict[str, Tensor]] = []
+    saved: list[dict[str, Any]] = []
+    real_save = trainer_module.atomic_save
+
+    class Keep(Callback):
+        def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+            epoch_end_state.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    trainer = _trainer(tiny_model(), checkpoint_dir=tmp_path, async_checkpoint=True,
+                       callbacks=[Keep()])  # fmt: skip
+
+    def slow_save(obj: Any, path: Any) -> Path:
+        if not saved:
+            deadline = time.monotonic() + 20
+            while trainer.global_step < 3 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        out = real_save(obj, path)
+        saved.append(load_checkpoint(out))
+        return out
+
+    monkeypatch.setattr(trainer_module, "atomic_save", slow_save)
+    trainer.fit(*_loaders(dataset), epochs=2)
+    assert trainer.global_step == 4
+    assert [c["epoch"] for c in saved] == [1, 2]
+    assert saved[0]["global_step"] == 2
+    _same(saved[0]["model_state"], epoch_end_state[0], "epoch 1")
+    _same(saved[1]["model_state"], epoch_end_state[1], "epoch 2")
+    with pytest.raises(AssertionError):  # the weights did move between the epochs
+        _same(epoch_end_state[0], epoch_end_state[1])
+
+
+def test_exact_resume_from_an_async_checkpoint(
+    tmp_path: Path, tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    torch.use_deterministic_algorithms(True)
+    try:
+        straight = _deterministic_run(tmp_path / "a", tiny_model, dataset, 3)
+        _deterministic_run(tmp_path / "b", tiny_model, dataset, 2, async_checkpoint=True)
+        resumed = _deterministic_run(
+            tmp_path / "b",
+            tiny_model,
+            dataset,
+            3,
+            resume=tmp_path / "b" / "last.pt",
+            seed=123,  # a different init and RNG: the checkpoint must restore all
+            async_checkpoint=True,
+        )
+    finally:
+        torch.use_deterministic_algorithms(False)
+    _same(straight.model.state_dict(), resumed.model.state_dict(), "model")
+    assert straight.global_step == resumed.global_step == 6
+    assert [r["epoch"] for r in read_history(tmp_path / "b")] == [1, 2, 3]
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 3
+
+
+def _enospc_in_background(monkeypatch: pytest.MonkeyPatch, fail_calls: set[int]) -> list[str]:
+    """Make ``torch.save`` fail with ENOSPC on the given calls; record the failing threads."""
+    real_save = torch.save
+    calls = 0
+    threads: list[str] = []
+
+    def save(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls in fail_calls:
+            threads.append(threading.current_thread().name)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    return threads
+
+
+def test_background_write_error_surfaces_at_the_end_of_fit(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model: Callable[..., nn.Module],
+    dataset: Callable[..., TensorDataset],
+) -> None:
+    trainer = _trainer(tiny_model(), checkpoint_dir=tmp_path, async_checkpoint=True)
+    trainer.fit(*_loaders(dataset), epochs=1)
+    threads = _enospc_in_background(monkeypatch, {1})
+    with pytest.raises(OSError, match=r"last\.pt: No space left on device.*disk is full"):
+        trainer.fit(*_loaders(dataset), epochs=2)
+    monkeypatch.undo()
+    assert threads == [WRITER]
+    assert trainer.epoch == 2  # the error came after the epoch, from the background write
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # the last good one
+    assert not list(tmp_path.glob("*.tmp*"))
+    assert not (tmp_path / ".suimseg.lock").exists()
+    assert _writer_threads() == []
+
+
+def test_background_write_error_surfaces_at_the_next_save(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model: Callable[..., nn.Module],
+    dataset: Callable[..., TensorDataset],
+) -> None:
+    trainer = _trainer(tiny_model(), checkpoint_dir=tmp_path, async_checkpoint=True)
+    trainer.fit(*_loaders(dataset), epochs=1)
+    _enospc_in_background(monkeypatch, {1})  # epoch 2's write fails
+    with pytest.raises(OSError, match=r"could not write checkpoint .*last\.pt"):
+        trainer.fit(*_loaders(dataset), epochs=4)
+    monkeypatch.undo()
+    assert trainer.epoch == 3  # raised by epoch 3's save, before it wrote anything
+    assert [r["epoch"] for r in read_history(tmp_path)] == [1, 2]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert _writer_threads() == []
+    # The run resumes from the last good checkpoint (the history is brought back in step).
+    again = _trainer(tiny_model(), checkpoint_dir=tmp_path, async_checkpoint=True)
+    again.fit(*_loaders(dataset), epochs=2, resume_from=tmp_path / "last.pt")
+    assert [r["epoch"] for r in read_history(tmp_path)] == [1, 2]
+
+
+def test_training_error_waits_for_the_pending_write(
+    tmp_path: Path, tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    calls = 0
+
+    def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        if calls == 4:  # epoch 2, first step (epoch 1: 2 steps + 1 validation batch)
+            raise RuntimeError("boom")
+        return CE(logits, target)
+
+    trainer = _trainer(
+        tiny_model(), checkpoint_dir=tmp_path, async_checkpoint=True, loss_fn=loss_fn
+    )
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(*_loaders(dataset), epochs=3)
+    assert _writer_threads() == []
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+
+
+def test_keyboard_interrupt_with_async_checkpoints_leaves_a_loadable_last(
+    tmp_path: Path, tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    calls = 0
+
+    def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        if calls == 5:  # epoch 2, second step, while epoch 1's write may be in flight
+            raise KeyboardInterrupt
+        return CE(logits, target)
+
+    trainer = _trainer(
+        tiny_model(), checkpoint_dir=tmp_path, async_checkpoint=True, loss_fn=loss_fn
+    )
+    before = threading.active_count()
+    trainer.fit(*_loaders(dataset), epochs=3)
+    assert trainer.interrupted
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert ckpt["extra"]["interrupted"] is True
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+    assert _writer_threads() == []
+    assert threading.active_count() == before
+
+
+def test_async_checkpoint_argument_is_checked(tiny_model: Callable[..., nn.Module]) -> None:
+    with pytest.raises(ConfigError, match=r"async_checkpoint: expected True or False, got 'yes'"):
+        _trainer(tiny_model(), async_checkpoint="yes")
+
+
+# ----------------------------------------------------------------------------- run config
+
+
+def test_run_config_is_stored_in_every_checkpoint(
+    tmp_path: Path, tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    config = {"image_size": 32, "decoder_channels": (16, 8), "note": None}
+    trainer = _trainer(tiny_model(), checkpoint_dir=tmp_path, run_config=config)
+    trainer.fit(*_loaders(dataset), epochs=1)
+    expected = {"image_size": 32, "decoder_channels": [16, 8], "note": None}  # JSON form
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(tmp_path / name)["extra"]["run_config"] == expected
+        assert read_run_config(tmp_path / name) == expected
+    manual = trainer.save_checkpoint(tmp_path / "manual.pt")
+    assert read_run_config(manual) == expected
+    config["image_size"] = 64  # the trainer keeps its own copy
+    assert trainer.run_config == expected
+
+
+def test_run_config_travels_into_safetensors_exports(
+    tmp_path: Path, tiny_unet: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    pytest.importorskip("safetensors")
+    trainer = _trainer(tiny_unet(), checkpoint_dir=tmp_path, run_config={"image_size": 32})
+    trainer.save_checkpoint(tmp_path / "best.pt")
+    exported = save_safetensors(tmp_path / "best.pt", tmp_path / "model.safetensors")
+    assert read_run_config(exported) == {"image_size": 32}
+    plain = save_safetensors(tiny_unet(), tmp_path / "plain.safetensors")
+    assert read_run_config(plain) is None
+
+
+def test_without_run_config_nothing_is_stored(
+    tmp_path: Path, tiny_model: Callable[..., nn.Module]
+) -> None:
+    path = _trainer(tiny_model()).save_checkpoint(tmp_path / "a.pt")
+    assert "run_config" not in load_checkpoint(path)["extra"]
+    assert read_run_config(path) is None
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"out_dir": Path("runs")}, r"run_config: expected JSON-serialisable.*Path"),
+        ({"lr": float("nan")}, r"run_config: expected JSON-serialisable"),
+        ({(2, 3): "b"}, r"run_config: expected JSON-serialisable"),
+        ([("image_size", 32)], r"run_config: expected a mapping.*got list"),
+    ],
+)
+def test_bad_run_config_raises(tiny_model: Callable[..., nn.Module], bad: Any, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _trainer(tiny_model(), run_config=bad)
+
+
+def test_run_config_round_trips_as_json(tiny_model: Callable[..., nn.Module]) -> None:
+    config = {"a": [1, 2.5, "x", True, None], "b": {"c": "d"}}
+    trainer = _trainer(tiny_model(), run_config=config)
+    assert json.loads(json.dumps(trainer.run_config)) == config
