@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,8 @@ from suimseg.config import TrainConfig
 from suimseg.data import SUIMDataset
 from suimseg.data.dataset import Split
 from suimseg.engine import load_model, resolve_device
-from suimseg.errors import ConfigError
+from suimseg.engine.checkpoint import read_run_config
+from suimseg.errors import CheckpointError, ConfigError
 from suimseg.inference import (
     EvaluationResult,
     Predictor,
@@ -41,7 +42,8 @@ __all__ = [
     "run_config_for",
 ]
 
-#: Model input size assumed when neither the caller nor the run's config.json gives one.
+#: Model input size assumed when neither the caller, the checkpoint nor the run's
+#: config.json gives one.
 DEFAULT_IMAGE_SIZE = 384
 
 ProtocolName = Literal["dataset-8class", "suim-paper"]
@@ -64,8 +66,17 @@ class EvaluateReport:
     text: str
 
 
-def run_config_for(checkpoint: str | os.PathLike[str]) -> TrainConfig | None:
-    """The ``config.json`` saved beside a checkpoint by ``suimseg train``, if any."""
+def _stored_run_config(
+    checkpoint: str | os.PathLike[str], checkpoint_data: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The run settings stored in the checkpoint itself (``None`` if absent or unreadable)."""
+    try:
+        return read_run_config(checkpoint if checkpoint_data is None else checkpoint_data)
+    except (OSError, CheckpointError):  # a missing or bad file fails clearly when loaded
+        return None
+
+
+def _config_json_for(checkpoint: str | os.PathLike[str]) -> TrainConfig | None:
     path = Path(checkpoint).parent / "config.json"
     if not path.is_file():
         return None
@@ -75,22 +86,84 @@ def run_config_for(checkpoint: str | os.PathLike[str]) -> TrainConfig | None:
         return None
 
 
-def input_size_for(checkpoint: str | os.PathLike[str], image_size: int | None = None) -> int:
+def _valid_size(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def run_config_for(
+    checkpoint: str | os.PathLike[str], *, checkpoint_data: Mapping[str, Any] | None = None
+) -> TrainConfig | None:
+    """The training configuration of the run that wrote ``checkpoint``, if known.
+
+    Read from the checkpoint itself first (the ``run_config`` the trainer stores in every
+    checkpoint, see :func:`suimseg.engine.checkpoint.read_run_config`; only the metadata is
+    read, the file is memory-mapped), then from the ``config.json`` that ``suimseg train``
+    writes beside its checkpoints. Checkpoints written before run configs were stored, or
+    whose stored settings are not a :class:`~suimseg.config.TrainConfig`, fall back to
+    ``config.json``.
+
+    Args:
+        checkpoint: A checkpoint file (``best.pt``, ``last.pt``) or ``.safetensors`` export.
+        checkpoint_data: The checkpoint dict when it is already loaded (avoids opening the
+            file again).
+
+    Returns:
+        The configuration, or ``None`` when neither source has one.
+
+    Example:
+        >>> run = run_config_for("runs/exp1/best.pt")  # doctest: +SKIP
+        >>> run.image_size  # doctest: +SKIP
+        384
+    """
+    stored = _stored_run_config(checkpoint, checkpoint_data)
+    if stored is not None:
+        try:
+            return TrainConfig.from_dict(stored)
+        except (ConfigError, TypeError):
+            pass  # settings of another shape (a custom run_config): try config.json
+    return _config_json_for(checkpoint)
+
+
+def input_size_for(
+    checkpoint: str | os.PathLike[str],
+    image_size: int | None = None,
+    *,
+    checkpoint_data: Mapping[str, Any] | None = None,
+) -> int:
     """The model input size to predict with: ``image_size``, else the run's training size.
 
-    The training size comes from the ``config.json`` that ``suimseg train`` writes beside
-    its checkpoints. Without either, :data:`DEFAULT_IMAGE_SIZE` is used with a warning,
+    The training size comes from the ``run_config`` stored in the checkpoint (its
+    ``image_size``), else from the ``config.json`` that ``suimseg train`` writes beside its
+    checkpoints. Without any of these, :data:`DEFAULT_IMAGE_SIZE` is used with a warning,
     because a model scored at another scale than it was trained at gives worse results.
+
+    Args:
+        checkpoint: A checkpoint file or ``.safetensors`` export.
+        image_size: An explicit size, returned as is.
+        checkpoint_data: The checkpoint dict when it is already loaded.
+
+    Returns:
+        The input size in pixels (square).
+
+    Example:
+        >>> input_size_for("runs/exp1/best.pt")  # doctest: +SKIP
+        384
     """
     if image_size is not None:
         return image_size
-    run = run_config_for(checkpoint)
+    stored = _stored_run_config(checkpoint, checkpoint_data)
+    size = None if stored is None else _valid_size(stored.get("image_size"))
+    if size is not None:
+        return size
+    run = _config_json_for(checkpoint)
     if run is not None:
         return run.image_size
     warnings.warn(
-        f"no config.json beside {checkpoint} and no image size given: predicting at "
-        f"{DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE}; pass the training size "
-        "(image_size=..., --image-size) if it differs",
+        f"no run config in {checkpoint} and no config.json beside it, and no image size "
+        f"given: predicting at {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE}; pass the training "
+        "size (image_size=..., --image-size) if it differs",
         stacklevel=2,
     )
     return DEFAULT_IMAGE_SIZE
@@ -125,8 +198,8 @@ def evaluate_checkpoint(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         amp: Autocast dtype for inference (``"bf16"``, ``"fp16"``) or ``None``.
         batch_size: Images per forward pass.
-        image_size: Model input size; default: the run's training size from
-            ``config.json`` beside the checkpoint, else 384 with a warning
+        image_size: Model input size; default: the run's training size stored in the
+            checkpoint, else from ``config.json`` beside it, else 384 with a warning
             (:func:`input_size_for`).
         out: JSON path of the plain result (default ``<checkpoint dir>/eval_<split>.json``);
             variants are written beside it with suffixes ``_tta``, ``_ensemble``,
@@ -148,6 +221,8 @@ def evaluate_checkpoint(
             f"{len(ensemble)} ensemble member(s)), got {len(ensemble_weights)}"
         )
     dev = resolve_device(device)
+    # Both read only the checkpoint's metadata (memory-mapped); the weights are read once,
+    # by load_model below.
     run = run_config_for(checkpoint)
     size = input_size_for(checkpoint, image_size)
     split_kw: dict[str, Any] = {}
