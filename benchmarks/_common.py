@@ -31,6 +31,7 @@ from suimseg.engine import resolve_device  # re-exported: the scripts share the 
 
 __all__ = [
     "OOM_ERRORS",
+    "Budget",
     "as_input",
     "free_memory",
     "largest_batch",
@@ -48,6 +49,40 @@ __all__ = [
 
 #: Exceptions that mean "out of memory" (CUDA OOM, and CPU allocation failures).
 OOM_ERRORS: tuple[type[BaseException], ...] = (torch.OutOfMemoryError, MemoryError)
+
+
+class Budget:
+    """A soft wall-clock budget: the scripts check it between settings, never mid-setting.
+
+    ``seconds=None`` (or ``<= 0``) means no budget. A setting that has started runs to
+    its end, so a script can overrun by one setting; the caller (``gpu_suite.sh``) adds a
+    hard ``timeout`` on top, and the scripts write their JSON after every setting.
+
+    Example:
+        >>> b = Budget(None)
+        >>> b.allows(1e9), b.exceeded()
+        (True, False)
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds if seconds is not None and seconds > 0 else None
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the budget started."""
+        return time.perf_counter() - self.start
+
+    def remaining(self) -> float:
+        """Seconds left (``inf`` without a budget; negative once overrun)."""
+        return float("inf") if self.seconds is None else self.seconds - self.elapsed()
+
+    def allows(self, seconds: float) -> bool:
+        """Whether at least ``seconds`` are left."""
+        return self.remaining() >= seconds
+
+    def exceeded(self) -> bool:
+        """Whether the budget is spent."""
+        return self.remaining() <= 0
 
 
 def set_threads(threads: int) -> None:
@@ -102,12 +137,17 @@ def time_repeats(
     return {"median_s": statistics.median(runs), "min_s": min(runs), "runs_s": runs}
 
 
-def largest_batch(fits: Callable[[int], bool], *, start: int, limit: int = 1024) -> int | None:
+def largest_batch(
+    fits: Callable[[int], bool], *, start: int, limit: int = 1024, tolerance: float = 0.0
+) -> int | None:
     """Largest batch size for which ``fits(batch)`` is true: double until it fails, bisect.
 
     ``fits`` must catch out-of-memory itself and return ``False`` (see :data:`OOM_ERRORS`)
     and free what it allocated. Returns ``None`` if not even ``start`` fits; ``limit`` caps
-    the search (a model that fits ``limit`` is reported as ``limit``).
+    the search (a model that fits ``limit`` is reported as ``limit``). ``tolerance > 0``
+    stops bisecting once the gap between the largest batch that fits and the smallest
+    that does not is at most ``tolerance`` x the former (fewer tries on a slow device; the
+    answer is then a lower bound within that fraction).
     """
     if not fits(start):
         return None
@@ -120,7 +160,7 @@ def largest_batch(fits: Callable[[int], bool], *, start: int, limit: int = 1024)
             good = nxt
         else:
             bad = nxt
-    while bad - good > 1:
+    while bad - good > max(1, int(tolerance * good)):
         mid = (good + bad) // 2
         if fits(mid):
             good = mid

@@ -28,16 +28,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
+import re
+import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-from _common import machine_info, print_table, resolve_device, set_threads, write_json
+from _common import Budget, machine_info, print_table, resolve_device, set_threads, write_json
 from torch.utils.data import DataLoader
 
 from suimseg.config import TrainConfig
@@ -83,9 +88,19 @@ class TimedLoader:
 class EpochClock(Callback):
     """Record wall-clock time per epoch and the loaders' wait time, epoch by epoch."""
 
-    def __init__(self, train: TimedLoader, val: TimedLoader) -> None:
+    def __init__(
+        self,
+        train: TimedLoader,
+        val: TimedLoader,
+        *,
+        budget: Budget | None = None,
+        on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         self.train = train
         self.val = val
+        self.budget = budget
+        self.on_row = on_row
+        self.stopped_by_budget = False
         self.rows: list[dict[str, Any]] = []
         self._t0 = 0.0
         self._w = (0.0, 0.0)
@@ -119,6 +134,12 @@ class EpochClock(Callback):
                 "val_miou": record.val_miou,
             }
         )
+        if self.on_row is not None:
+            self.on_row(self.rows)
+        # Stop when the next epoch (as long as the latest) would overrun the budget.
+        if self.budget is not None and not self.budget.allows(wall):
+            self.stopped_by_budget = True
+            trainer.should_stop = True
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -146,6 +167,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--data-root", type=Path, default=None, help="reuse (or create) the synthetic set here"
     )
+    parser.add_argument(
+        "--gen-workers",
+        type=int,
+        default=None,
+        help="processes writing the synthetic set (default: min(16, CPUs) with --full, else 1)",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="soft time budget in seconds: no new epoch starts if it would end past it "
+        "(at least one epoch always runs); default: no budget",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/epoch.json"), help="JSON output"
@@ -161,9 +195,64 @@ def _wh(text: str) -> tuple[int, int]:
     return w, h
 
 
+_STEM = re.compile(r"^(?P<prefix>.+)_(?P<index>\d+)_$")
+
+
+def _synth_chunk(job: tuple[str, int, tuple[int, int], int]) -> str:
+    """Write one chunk of the synthetic set (a worker process of :func:`make_synthetic`)."""
+    root, n, size, seed = job
+    make_synthetic_suim(root, n_train_val=n, n_test=0, size=size, seed=seed)
+    return root
+
+
+def make_synthetic(root: Path, n: int, size: tuple[int, int], *, workers: int) -> Path:
+    """A synthetic SUIM-layout set of ``n`` ``train_val`` pairs, written by ``workers`` processes.
+
+    With one worker this is ``make_synthetic_suim(root, n_train_val=n, n_test=0, size=size,
+    seed=0)``. With more, chunk ``k`` is written with ``seed=k`` into its own folder and its
+    files are moved into ``root`` with their SUIM prefix kept (the recipe stratifies the
+    split by prefix) and the scene number made unique (``d_r_12_`` of chunk 3 becomes
+    ``d_r_<offset + 12>_``). Rendering and JPEG encoding take about 0.1 s per 640x480
+    pair on one core, so 1525 pairs take minutes in one process.
+
+    Args:
+        root: Output folder (``train_val/`` and an empty ``TEST/`` are created in it).
+        n: Number of ``train_val`` pairs.
+        size: ``(width, height)`` of every image.
+        workers: Processes to use (``<= 1``: the current process).
+
+    Returns:
+        ``root``.
+    """
+    if workers <= 1 or n < 2 * workers:
+        return make_synthetic_suim(root, n_train_val=n, n_test=0, size=size, seed=0)
+    parts = root.parent / f"{root.name}.parts"
+    counts = [n // workers + (1 if k < n % workers else 0) for k in range(workers)]
+    jobs = [(str(parts / str(k)), c, size, k) for k, c in enumerate(counts)]
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        done = list(pool.map(_synth_chunk, jobs))
+    for sub in ("images", "masks"):
+        (root / "train_val" / sub).mkdir(parents=True, exist_ok=True)
+        (root / "TEST" / sub).mkdir(parents=True, exist_ok=True)
+    offset = 0
+    for chunk, count in zip(done, counts, strict=True):
+        for sub in ("images", "masks"):
+            for f in sorted((Path(chunk) / "train_val" / sub).iterdir()):
+                m = _STEM.match(f.stem)
+                if m is None:  # pragma: no cover - make_synthetic_suim's stems always match
+                    raise RuntimeError(f"unexpected synthetic file name {f.name}")
+                stem = f"{m['prefix']}_{offset + int(m['index'])}_"
+                os.replace(f, root / "train_val" / sub / f"{stem}{f.suffix}")
+        offset += count
+    shutil.rmtree(parts)
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
     args = parse_args(argv)
+    budget = Budget(args.budget_s)
     set_threads(args.threads)
     device = resolve_device(args.device)
     full = args.full
@@ -172,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     image_size = args.image_size or (384 if full else 64)
     batch = args.batch_size or (6 if full else 4)
     workers = args.workers if args.workers is not None else (min(16, _cpus()) if full else 0)
+    gen_workers = (
+        args.gen_workers if args.gen_workers is not None else (min(16, _cpus()) if full else 1)
+    )
     epochs = args.epochs or (2 if full else 1)
     model_size = args.model_size or ("design" if full else "tiny")
     arch: dict[str, Any] = (
@@ -179,13 +271,19 @@ def main(argv: list[str] | None = None) -> int:
         if model_size == "tiny"
         else {}
     )
+    info = machine_info(device)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_root or Path(tmp) / "suim"
         t0 = time.perf_counter()
         if not (root / "train_val").is_dir():
-            make_synthetic_suim(root, n_train_val=n_images, n_test=0, size=source, seed=0)
+            make_synthetic(root, n_images, source, workers=gen_workers)
         synth_s = time.perf_counter() - t0
+        print(
+            f"synthetic set: {n_images} images of {source[0]}x{source[1]} in {synth_s:.1f} s "
+            f"({gen_workers} processes)",
+            flush=True,
+        )
         config = TrainConfig(
             data_root=str(root),
             out_dir=str(Path(tmp) / "run"),
@@ -208,9 +306,37 @@ def main(argv: list[str] | None = None) -> int:
         n_val = len(cast(Sized, setup.val_loader.dataset))
         train = TimedLoader(setup.train_loader)
         val = TimedLoader(setup.val_loader)
-        clock = EpochClock(train, val)
-        setup.trainer.callbacks.append(clock)
         trainer = setup.trainer
+        settings = {
+            "train_images": n_train,
+            "val_images": n_val,
+            "source_size_wh": list(source),
+            "image_size": image_size,
+            "batch_size": batch,
+            "workers": workers,
+            "epochs": epochs,
+            "model": args.model,
+            "model_size": model_size,
+            "amp": trainer.amp,
+            "channels_last": trainer.channels_last,
+            "compile": args.compile,
+            "cache": args.cache,
+            "pin_memory": bool(setup.train_loader.pin_memory),
+            "persistent_workers": bool(setup.train_loader.persistent_workers),
+            "prefetch_factor": setup.train_loader.prefetch_factor,
+            "fused_adamw": bool(trainer.optimizer.defaults.get("fused")),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "synthetic_data_s": synth_s,
+            "synthetic_data_processes": gen_workers,
+            "setup_s": setup_s,
+            "budget_s": budget.seconds,
+        }
+
+        def save(rows: list[dict[str, Any]], complete: bool = False) -> None:
+            write_json(args.out, _report(info, settings, rows, complete, stopped=False))
+
+        clock = EpochClock(train, val, budget=budget, on_row=save)
+        trainer.callbacks.append(clock)
         print(
             f"{n_train} train / {n_val} val images of "
             f"{source[0]}x{source[1]} at {image_size}x{image_size}, batch {batch}, "
@@ -221,9 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer.fit(train, val, epochs)  # type: ignore[arg-type]
 
     rows = clock.rows
-    later = [r["wall_s"] for r in rows[1:]]
-    steady = statistics.median(later) if later else rows[0]["wall_s"]
-    estimate = rows[0]["wall_s"] + 49 * steady if later else 50 * rows[0]["wall_s"]
+    report = _report(info, settings, rows, True, stopped=clock.stopped_by_budget)
     print_table(
         [
             "epoch",
@@ -249,42 +373,40 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ],
     )
+    if clock.stopped_by_budget:
+        print(f"stopped after {len(rows)} of {epochs} epochs: time budget")
+    estimate = report["results"]["estimate_50_epochs_s"]
     print(f"50-epoch estimate: {estimate / 60:.1f} min ({estimate:.0f} s)")
-    report = {
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _report(
+    info: dict[str, Any],
+    settings: dict[str, Any],
+    rows: list[dict[str, Any]],
+    complete: bool,
+    *,
+    stopped: bool,
+) -> dict[str, Any]:
+    """The JSON report for the epochs run so far (written after every epoch)."""
+    later = [r["wall_s"] for r in rows[1:]]
+    steady = statistics.median(later) if later else rows[0]["wall_s"]
+    estimate = rows[0]["wall_s"] + 49 * steady if later else 50 * rows[0]["wall_s"]
+    return {
         "benchmark": "suimseg training epoch",
-        "machine": machine_info(device),
-        "settings": {
-            "train_images": n_train,
-            "val_images": n_val,
-            "source_size_wh": list(source),
-            "image_size": image_size,
-            "batch_size": batch,
-            "workers": workers,
-            "epochs": epochs,
-            "model": args.model,
-            "model_size": model_size,
-            "amp": trainer.amp,
-            "channels_last": trainer.channels_last,
-            "compile": args.compile,
-            "cache": args.cache,
-            "pin_memory": bool(setup.train_loader.pin_memory),
-            "persistent_workers": bool(setup.train_loader.persistent_workers),
-            "prefetch_factor": setup.train_loader.prefetch_factor,
-            "fused_adamw": bool(trainer.optimizer.defaults.get("fused")),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "synthetic_data_s": synth_s,
-            "setup_s": setup_s,
-        },
+        "machine": info,
+        "settings": settings,
         "results": {
             "epochs": rows,
             "steady_epoch_s": steady,
             "estimate_50_epochs_s": estimate,
             "estimate_rule": "epoch 1 + 49 x median(later epochs)" if later else "50 x epoch 1",
         },
+        "complete": complete,
+        "stopped_by_budget": stopped,
     }
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
-    return 0
 
 
 def _cpus() -> int:

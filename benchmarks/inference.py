@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from _common import (
     OOM_ERRORS,
+    Budget,
     as_input,
     free_memory,
     machine_info,
@@ -108,6 +109,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls per setting")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per setting")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="soft time budget in seconds: settings not started when it runs out are "
+        "skipped and listed in the JSON; default: no budget",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/inference.json"), help="JSON output"
@@ -118,6 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
     args = parse_args(argv)
+    budget = Budget(args.budget_s)
     set_threads(args.threads)
     device = resolve_device(args.device)
     full = args.full
@@ -152,6 +161,38 @@ def main(argv: list[str] | None = None) -> int:
     }
     amp: AmpMode | None = "bf16" if precision == "bf16" else None
     results: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    info = machine_info(device)
+    settings = {
+        "sizes": [list(s) for s in sizes],
+        "batches": batches,
+        "models": names,
+        "modes": {m: str(MODES[m]) for m in modes},
+        "precision": precision,
+        "channels_last": channels_last,
+        "warmup": warmup,
+        "repeats": repeats,
+        "budget_s": budget.seconds,
+        "measured": "Predictor.probs_normalized (forward + softmax, TTA-averaged) in "
+        "eval mode under inference_mode, on a pre-normalised random batch",
+        "statistic": "median latency over timed calls after warm-up; models alternate "
+        "call by call so load changes hit both alike",
+        "weights_mib": weights_mib,
+        "peak_memory_note": "CUDA max_memory_allocated during a model's calls; both "
+        "models' weights stay resident, so it includes the other model's weights_mib",
+    }
+
+    def report(complete: bool) -> dict[str, Any]:
+        return {
+            "benchmark": "suimseg inference",
+            "machine": info,
+            "settings": settings,
+            "results": results,
+            "v3_vs_deeplabv3": _ratios(results),
+            "skipped": skipped,
+            "complete": complete,
+        }
+
     print(
         f"{'model':<10} {'size':>8} {'batch':>5} {'mode':>6} {'ms/batch':>10} "
         f"{'ms/img':>9} {'img/s':>8} {'peak MiB':>9}"
@@ -163,12 +204,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         for h, w in sizes:
             for b in batches:
+                if budget.exceeded():
+                    skipped.append(
+                        {"size": [h, w], "batch": b, "mode": mode, "reason": "time budget"}
+                    )
+                    continue
                 x = as_input(b, (h, w), device, channels_last)
                 try:
                     timings = _interleaved(predictors, x, device, warmup, repeats)
                 except OOM_ERRORS:
                     free_memory(device)
                     print(f"{'all':<10} {f'{h}x{w}':>8} {b:>5} {mode:>6} out of memory")
+                    skipped.append(
+                        {"size": [h, w], "batch": b, "mode": mode, "reason": "out of memory"}
+                    )
                     continue
                 for name, (runs, peak) in timings.items():
                     med = statistics.median(runs)
@@ -195,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 del x
                 free_memory(device)
+                write_json(args.out, report(complete=False))
 
     ratios = _ratios(results)
     if ratios:
@@ -218,30 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                 for r in ratios
             ],
         )
-    report = {
-        "benchmark": "suimseg inference",
-        "machine": machine_info(device),
-        "settings": {
-            "sizes": [list(s) for s in sizes],
-            "batches": batches,
-            "models": names,
-            "modes": {m: str(MODES[m]) for m in modes},
-            "precision": precision,
-            "channels_last": channels_last,
-            "warmup": warmup,
-            "repeats": repeats,
-            "measured": "Predictor.probs_normalized (forward + softmax, TTA-averaged) in "
-            "eval mode under inference_mode, on a pre-normalised random batch",
-            "statistic": "median latency over timed calls after warm-up; models alternate "
-            "call by call so load changes hit both alike",
-            "weights_mib": weights_mib,
-            "peak_memory_note": "CUDA max_memory_allocated during a model's calls; both "
-            "models' weights stay resident, so it includes the other model's weights_mib",
-        },
-        "results": results,
-        "v3_vs_deeplabv3": ratios,
-    }
-    write_json(args.out, report)
+    for item in skipped:
+        print(f"skipped: {item}")
+    write_json(args.out, report(complete=True))
     print(f"wrote {args.out}")
     return 0
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any
 import torch
 from _common import (
     OOM_ERRORS,
+    Budget,
     as_input,
     free_memory,
     largest_batch,
@@ -243,6 +243,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also find and measure the largest batch that fits (default: with --full on CUDA)",
     )
     parser.add_argument("--max-batch-limit", type=int, default=512, help="cap of that search")
+    parser.add_argument(
+        "--max-batch-tolerance",
+        type=float,
+        default=0.1,
+        help="stop bisecting within this fraction of the largest batch found (0: exact)",
+    )
+    parser.add_argument(
+        "--max-batch-variants",
+        default=None,
+        help="variants searched for the largest batch, in order (default: bf16_cl first, "
+        "then the other non-compiled ones)",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="soft time budget in seconds: batch-size settings run first, then the "
+        "compiled variant, then the largest-batch search, each only while time is left "
+        "(skipped settings are listed in the JSON); default: no budget",
+    )
+    parser.add_argument(
+        "--compile-reserve-s",
+        type=float,
+        default=90.0,
+        help="with --budget-s, start compiling a model only if this much time is left",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per setting")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions")
     parser.add_argument("--steps", type=int, default=None, help="steps per repetition")
@@ -253,9 +279,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclass
+class _Plan:
+    """What one run measures, and how."""
+
+    names: list[str]
+    variants: list[str]
+    batch: int
+    size: tuple[int, int]
+    warmup: int
+    repeats: int
+    steps: int
+    max_batch: bool
+    max_batch_variants: list[str]
+
+
+def _split(text: str | None) -> list[str]:
+    return [t for t in (text or "").split(",") if t]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
     args = parse_args(argv)
+    budget = Budget(args.budget_s)
     set_threads(args.threads)
     device = resolve_device(args.device)
     if device.type == "cuda":
@@ -265,11 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     full = args.full
     size = args.size or (384 if full else 64)
     batch = args.batch or (6 if full else 2)
-    warmup = args.warmup if args.warmup is not None else (5 if full else 1)
-    repeats = args.repeats or (5 if full else 3)
-    steps = args.steps or (5 if full else 1)
     if args.variants:
-        variant_names = args.variants.split(",")
+        variant_names = _split(args.variants)
     elif full:
         variant_names = list(VARIANTS)
     else:  # bf16 autocast on a CPU without native bf16 is ~10x slower than fp32: CUDA only
@@ -280,70 +323,158 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; expected a subset of {list(VARIANTS)}")
     factories = model_factories()
-    names = args.models.split(",") if args.models else list(factories)
+    skipped: list[dict[str, Any]] = []
+    if "smp_unet" not in factories:
+        skipped.append(
+            {
+                "model": "smp_unet",
+                "reason": "segmentation_models_pytorch is not importable "
+                "(pip install 'suimseg[bench]')",
+            }
+        )
+    names = _split(args.models) or list(factories)
     missing = [n for n in names if n not in factories]
     if missing:
         hint = " (pip install 'suimseg[bench]')" if "smp_unet" in missing else ""
         raise SystemExit(f"--models: not available {missing}{hint}; have {list(factories)}")
     max_batch = args.max_batch if args.max_batch is not None else (full and device.type == "cuda")
-    hw = (size, size)
-
-    flops = {name: train_step_flops(factories[name], hw) for name in names}
+    plain = [v for v in variant_names if not VARIANTS[v].compile]
+    mb_variants = _split(args.max_batch_variants) or sorted(plain, key=lambda v: v != "bf16_cl")
+    bad = [v for v in mb_variants if v not in VARIANTS or VARIANTS[v].compile]
+    if bad:
+        raise SystemExit(
+            f"--max-batch-variants: unknown or compiled {bad}; expected a subset of "
+            f"{[v for v in VARIANTS if not VARIANTS[v].compile]}"
+        )
+    plan = _Plan(
+        names=names,
+        variants=variant_names,
+        batch=batch,
+        size=(size, size),
+        warmup=args.warmup if args.warmup is not None else (5 if full else 1),
+        repeats=args.repeats or (5 if full else 3),
+        steps=args.steps or (5 if full else 1),
+        max_batch=bool(max_batch),
+        max_batch_variants=mb_variants if max_batch else [],
+    )
+    info = machine_info(device)
+    flops = {name: train_step_flops(factories[name], plan.size) for name in names}
     results: list[dict[str, Any]] = []
+
+    def save(complete: bool) -> None:
+        _add_ratios(results)
+        report = _report(args, plan, info, results, skipped, budget, complete)
+        write_json(args.out, report)
+
     print(
         f"{'model':<10} {'variant':<16} {'batch':>6} {'img/s':>9} {'peak MiB':>9} "
-        f"{'fwd GFLOP':>9} {'TFLOP/s':>8}"
+        f"{'fwd GFLOP':>9} {'TFLOP/s':>8}",
+        flush=True,
     )
-    for name in names:
-        for vname in variant_names:
-            variant = VARIANTS[vname]
-            batches = [batch]
-            if max_batch:
+
+    def record(name: str, vname: str, b: int, m: dict[str, Any], **extra: Any) -> None:
+        f = flops[name]
+        ips = m.get("images_per_s")
+        tflops = None if ips is None else f["train_gflops"] * ips / 1e3
+        row = {
+            "model": name,
+            "variant": vname,
+            "batch": b,
+            "largest_batch": b != plan.batch,
+            "forward_gflops_per_image": f["forward_gflops"],
+            "train_gflops_per_image": f["train_gflops"],
+            "achieved_tflops": tflops,
+            **m,
+            **extra,
+        }
+        results.append(row)
+        note = f"  ({m['error']})" if "error" in m else ""
+        print(
+            f"{name:<10} {vname:<16} {b:>5}{'*' if b != plan.batch else ' '} "
+            f"{_f(ips):>9} {_f(m.get('peak_memory_mib')):>9} "
+            f"{f['forward_gflops']:>9.1f} {_f(tflops):>8}{note}",
+            flush=True,
+        )
+        save(complete=False)
+
+    def run_setting(name: str, vname: str, b: int, warmup: int, repeats: int, steps: int) -> None:
+        m = _safe_measure(
+            factories[name], VARIANTS[vname], b, plan.size, device, warmup, repeats, steps
+        )
+        record(name, vname, b, m)
+
+    # 1. The batch-size settings without compilation: the comparison the targets need.
+    for vname in [v for v in variant_names if not VARIANTS[v].compile]:
+        for name in names:
+            if budget.exceeded():
+                skipped.append({"model": name, "variant": vname, "reason": "time budget"})
+                continue
+            run_setting(name, vname, plan.batch, plan.warmup, plan.repeats, plan.steps)
+    # 2. The compiled variant (compilation takes a minute or more per model on a GPU).
+    for vname in [v for v in variant_names if VARIANTS[v].compile]:
+        for name in names:
+            if budget.seconds is not None and not budget.allows(args.compile_reserve_s):
+                skipped.append({"model": name, "variant": vname, "reason": "time budget"})
+                continue
+            run_setting(name, vname, plan.batch, plan.warmup, plan.repeats, plan.steps)
+    # 3. The largest batch that fits, bf16 + channels_last first; cut by the budget.
+    for vname in plan.max_batch_variants:
+        for name in names:
+            if budget.exceeded():
+                skipped.append(
+                    {"model": name, "variant": vname, "reason": "time budget (largest batch)"}
+                )
+                continue
+            cut = [False]
+
+            def fits_in_budget(
+                b: int, name: str = name, vname: str = vname, cut: list[bool] = cut
+            ) -> bool:
+                if budget.exceeded():
+                    cut[0] = True
+                    return False
+                return _fits_at(factories[name], VARIANTS[vname], plan.size, device, b)
+
+            try:
                 found = largest_batch(
-                    functools.partial(_fits_at, factories[name], variant, hw, device),
-                    start=batch,
+                    fits_in_budget,
+                    start=plan.batch,
                     limit=args.max_batch_limit,
+                    tolerance=args.max_batch_tolerance,
                 )
-                if found is not None and found != batch:
-                    batches.append(found)
-            for b in batches:
-                try:
-                    m = measure(
-                        factories[name],
-                        variant,
-                        b,
-                        hw,
-                        device,
-                        warmup=warmup,
-                        repeats=repeats,
-                        steps=steps,
-                    )
-                except OOM_ERRORS:
-                    free_memory(device)
-                    m = {"images_per_s": None, "peak_memory_mib": None, "error": "out of memory"}
-                f = flops[name]
-                ips = m["images_per_s"]
-                tflops = None if ips is None else f["train_gflops"] * ips / 1e3
-                row = {
-                    "model": name,
-                    "variant": vname,
-                    "batch": b,
-                    "largest_batch": b != batch,
-                    "forward_gflops_per_image": f["forward_gflops"],
-                    "train_gflops_per_image": f["train_gflops"],
-                    "achieved_tflops": tflops,
-                    **m,
-                }
-                results.append(row)
-                print(
-                    f"{name:<10} {vname:<16} {b:>5}{'*' if b != batch else ' '} "
-                    f"{_f(ips):>9} {_f(m.get('peak_memory_mib')):>9} "
-                    f"{f['forward_gflops']:>9.1f} {_f(tflops):>8}",
-                    flush=True,
+            except Exception as exc:  # keep the run going: one setting failing is a result
+                free_memory(device)
+                skipped.append(
+                    {
+                        "model": name,
+                        "variant": vname,
+                        "reason": f"largest batch search failed: {_describe(exc)}",
+                    }
                 )
-    _add_ratios(results)
+                continue
+            if found is None or found == plan.batch:
+                skipped.append(
+                    {
+                        "model": name,
+                        "variant": vname,
+                        "reason": f"largest batch search found {found} (the base batch "
+                        f"{plan.batch} or less){' before the budget ran out' if cut[0] else ''}",
+                    }
+                )
+                continue
+            # Large batches: fewer, longer steps keep this phase short.
+            m = _safe_measure(factories[name], VARIANTS[vname], found, plan.size, device, 2, 3, 1)
+            record(
+                name,
+                vname,
+                found,
+                m,
+                search_cut_by_budget=cut[0],
+                search_tolerance=args.max_batch_tolerance,
+            )
+    save(complete=True)
     print()
-    print(f"device: {machine_info(device)['device_name']}; size {size}x{size}; * = largest batch")
+    print(f"device: {info['device_name']}; size {size}x{size}; * = largest batch")
     print_table(
         ["model", "variant", "batch", "img/s", "peak MiB", "x DeepLabV3 img/s"],
         [
@@ -352,35 +483,89 @@ def main(argv: list[str] | None = None) -> int:
                 r["variant"],
                 r["batch"],
                 r["images_per_s"],
-                r["peak_memory_mib"],
+                r.get("peak_memory_mib"),
                 r.get("speedup_vs_deeplabv3"),
             ]
             for r in results
         ],
     )
-    report = {
+    for s in skipped:
+        print(f"skipped: {s}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _safe_measure(
+    make_model: Callable[[], nn.Module],
+    variant: Variant,
+    batch: int,
+    size: tuple[int, int],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    steps: int,
+) -> dict[str, Any]:
+    """:func:`measure`, with out-of-memory and any other failure recorded, not raised."""
+    try:
+        return measure(
+            make_model,
+            variant,
+            batch,
+            size,
+            device,
+            warmup=warmup,
+            repeats=repeats,
+            steps=steps,
+        )
+    except OOM_ERRORS:
+        free_memory(device)
+        return {"images_per_s": None, "peak_memory_mib": None, "error": "out of memory"}
+    except Exception as exc:  # e.g. a compile failure: one setting failing is a result
+        free_memory(device)
+        return {"images_per_s": None, "peak_memory_mib": None, "error": _describe(exc)}
+
+
+def _report(
+    args: argparse.Namespace,
+    plan: _Plan,
+    info: dict[str, Any],
+    results: list[dict[str, Any]],
+    skipped: list[dict[str, Any]],
+    budget: Budget,
+    complete: bool,
+) -> dict[str, Any]:
+    return {
         "benchmark": "suimseg training step",
-        "machine": machine_info(device),
+        "machine": info,
         "settings": {
-            "image_size": [size, size],
-            "batch_size": batch,
-            "models": names,
-            "variants": variant_names,
-            "largest_batch_search": bool(max_batch),
+            "image_size": list(plan.size),
+            "batch_size": plan.batch,
+            "models": plan.names,
+            "variants": plan.variants,
+            "largest_batch_search": plan.max_batch,
+            "largest_batch_variants": plan.max_batch_variants,
             "largest_batch_limit": args.max_batch_limit,
-            "warmup_steps": warmup,
-            "repeats": repeats,
-            "steps_per_repeat": steps,
+            "largest_batch_tolerance": args.max_batch_tolerance,
+            "largest_batch_timing": "2 warm-up steps, 3 timed repetitions of 1 step",
+            "warmup_steps": plan.warmup,
+            "repeats": plan.repeats,
+            "steps_per_repeat": plan.steps,
+            "budget_s": budget.seconds,
             "loss": "DiceFocalLoss()",
             "optimizer": "AdamW(param_groups(model, 0.1), fused on CUDA), clip_grad_norm 1.0",
             "statistic": "median seconds per repetition / steps; images/s = batch / that",
             "flops": "torch.utils.flop_counter, per image, multiply-add = 2 FLOPs",
         },
         "results": results,
+        "skipped": skipped,
+        "complete": complete,
+        "elapsed_s": budget.elapsed(),
     }
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
-    return 0
 
 
 def _f(v: float | None) -> str:
@@ -390,24 +575,26 @@ def _f(v: float | None) -> str:
 def _add_ratios(results: list[dict[str, Any]]) -> None:
     """Add ``speedup_vs_deeplabv3`` (images/s ratio) and ``memory_vs_fp32`` to each row."""
     base = {
-        (r["variant"], r["batch"]): r["images_per_s"]
+        (r["variant"], r["batch"]): r.get("images_per_s")
         for r in results
         if r["model"] == "deeplabv3" and not r["largest_batch"]
     }
     fp32 = {
-        (r["model"], r["batch"]): r["peak_memory_mib"]
+        (r["model"], r["batch"]): r.get("peak_memory_mib")
         for r in results
         if r["variant"] == "fp32" and not r["largest_batch"]
     }
     for r in results:
         b = base.get((r["variant"], r["batch"]))
-        ips = r["images_per_s"]
+        ips = r.get("images_per_s")
         r["speedup_vs_deeplabv3"] = (
             ips / b if ips is not None and b and not r["largest_batch"] else None
         )
         m32 = fp32.get((r["model"], r["batch"]))
-        mem = r["peak_memory_mib"]
-        r["memory_vs_fp32"] = mem / m32 if mem is not None and m32 else None
+        mem = r.get("peak_memory_mib")
+        r["memory_vs_fp32"] = (
+            mem / m32 if mem is not None and m32 and not r["largest_batch"] else None
+        )
 
 
 if __name__ == "__main__":
