@@ -12,18 +12,22 @@ one is handled by an explicit policy, and unreadable files raise :class:`Dataset
 naming the file (or, with ``on_corrupt="skip"``, are skipped and counted). Files are read
 by the rules of :mod:`suimseg.data.readers` (colour modes, EXIF orientation, pixel limit),
 the same rules ``predict`` and ``evaluate`` use.
+
+Decoded pairs can be kept in memory (``cache=True``: one cache per process) or in one
+shared-memory cache that every DataLoader worker fills and reads (``cache="shared"``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +57,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MASK_EXTENSIONS",
     "SPLIT_FOLDERS",
+    "CacheMode",
     "CorruptPolicy",
     "OrphanPolicy",
     "SUIMDataset",
@@ -66,6 +71,9 @@ Split = Literal["train", "val", "train_val", "test"]
 SizeMismatchPolicy = Literal["resize", "skip", "error"]
 OrphanPolicy = Literal["error", "skip"]
 CorruptPolicy = Literal["error", "skip"]
+#: ``False`` (no cache), ``True`` (one in-memory cache per process) or ``"shared"`` (one
+#: preallocated cache in shared memory, filled and read by every DataLoader worker).
+CacheMode: TypeAlias = bool | Literal["shared"]
 
 #: Image file extensions accepted (compared case-insensitively).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
@@ -88,6 +96,8 @@ _LAYOUT = (
     "synthetic copy with suimseg.data.make_synthetic_suim(ROOT) / `suimseg synth ROOT`."
 )
 _MAX_LISTED = 20
+#: The shared-memory filesystem checked before a ``cache="shared"`` allocation (Linux).
+_SHM_DIR = Path("/dev/shm")
 _PREFIX_RE = re.compile(r"^([^_]+_[^_]+)_")
 
 
@@ -175,6 +185,38 @@ def _listing(names: Sequence[str]) -> str:
     return shown + (f" ... and {more} more" if more > 0 else "")
 
 
+def _shared_cache_nbytes(n: int, size: tuple[int, int]) -> int:
+    """Bytes of a shared cache of ``n`` pairs at ``size`` (h, w): RGB + labels + flags."""
+    h, w = size
+    return n * (h * w * 4 + 1)
+
+
+def _check_shm_space(n: int, size: tuple[int, int]) -> None:
+    """Refuse a shared cache larger than the free space of ``/dev/shm``.
+
+    Shared tensors live in the shared-memory filesystem (tmpfs), whose pages are only
+    taken when written; a cache larger than its free space would kill a process with a
+    bus error (SIGBUS) in the middle of an epoch. Systems without ``/dev/shm`` (macOS,
+    Windows) are not checked.
+    """
+    if not _SHM_DIR.is_dir():
+        return
+    needed = _shared_cache_nbytes(n, size)
+    st = os.statvfs(_SHM_DIR)
+    available = st.f_bavail * st.f_frsize
+    if needed <= available:
+        return
+    suggest_gb = math.ceil(needed * 1.5 / 2**30)
+    raise ConfigError(
+        f"cache='shared': the shared cache of {n} samples at image_size {size[0]}x{size[1]} "
+        f"needs {needed / 1e6:.1f} MB ({needed} bytes; 4 bytes per pixel) in {_SHM_DIR}, but "
+        f"only {available / 1e6:.1f} MB ({available} bytes) are free there. Use cache=True "
+        "(a cache per process, in ordinary memory), a smaller image_size, or give the "
+        f"container more shared memory (docker run --shm-size={suggest_gb}g ...; DataLoader "
+        "workers also pass every batch through it)."
+    )
+
+
 class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """The SUIM dataset in its official folder layout.
 
@@ -200,8 +242,18 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         on_orphan: Images without masks and masks without images raise one
             :class:`DatasetError` naming them (``"error"``), or are skipped with a warning
             (``"skip"``).
-        cache: Keep decoded, resized uint8 pairs in memory (each DataLoader worker holds
-            its own cache; use ``persistent_workers=True`` so it survives epochs).
+        cache: Keep decoded, resized uint8 pairs in memory. ``False`` (default): no
+            cache. ``True``: a dict per process (each DataLoader worker fills its own
+            copy; use ``persistent_workers=True`` so it survives epochs). ``"shared"``:
+            one cache in shared memory, preallocated here in the constructor as a uint8
+            tensor ``(N, H, W, 3)`` of images, one ``(N, H, W)`` of labels and a
+            "filled" flag per sample; any process (main, or a worker started by fork,
+            spawn or forkserver) fills a slot on its first access and every process reads
+            it after, so the second epoch reads no files whatever the worker count, and
+            memory does not grow with it. Needs a fixed ``image_size``; takes
+            ``N * H * W * 4`` bytes of ``/dev/shm`` (~0.6 MB per sample at 384x384: the
+            1525 SUIM images need ~0.9 GB), checked before allocating (Docker's default
+            ``--shm-size`` is 64 MB).
         fast_decode: Allow reduced-scale JPEG decoding and direct reads of 24-bit BMP
             masks (``False`` decodes both at full size with Pillow; results are the same
             for masks and nearly the same for images).
@@ -221,7 +273,8 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         DatasetError: For orphans (under ``"error"``), size mismatches (under
             ``"error"``), unknown explicit stems, or unreadable files (under
             ``on_corrupt="error"``).
-        ConfigError: For invalid arguments.
+        ConfigError: For invalid arguments, ``cache="shared"`` with ``image_size=None``,
+            or a shared cache larger than the free space of ``/dev/shm``.
 
     Shape:
         ``dataset[i]`` is ``(image, mask)``: float32 ``(3, H, W)`` normalised with ImageNet
@@ -253,7 +306,7 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         stems: Sequence[str] | None = None,
         on_size_mismatch: SizeMismatchPolicy = "resize",
         on_orphan: OrphanPolicy = "error",
-        cache: bool = False,
+        cache: CacheMode = False,
         fast_decode: bool = True,
         on_corrupt: CorruptPolicy = "error",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -275,11 +328,24 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             )
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"val_fraction: expected a fraction in [0, 1), got {val_fraction!r}")
+        if not (isinstance(cache, bool) or (isinstance(cache, str) and cache == "shared")):
+            raise ConfigError(
+                "cache: expected False (no cache), True (a cache per process) or 'shared' "
+                f"(one cache in shared memory for all DataLoader workers), got {cache!r}"
+            )
         self.max_pixels = check_max_pixels(max_pixels)
         self.on_corrupt: CorruptPolicy = on_corrupt
         self.root = Path(root).expanduser()
         self.split: Split = split
         self.image_size: tuple[int, int] | None = normalize_size(image_size, name="image_size")
+        if cache == "shared" and self.image_size is None:
+            raise ConfigError(
+                "cache='shared' needs a fixed image_size (an int or (height, width)) to "
+                "preallocate the shared arrays, got image_size=None; pass e.g. "
+                "image_size=384, or use cache=True for native-resolution pairs"
+            )
+        #: The cache mode: ``False``, ``True`` (per process) or ``"shared"``.
+        self.cache: CacheMode = cache
         self.val_fraction = val_fraction
         self.seed = seed
         self.on_size_mismatch: SizeMismatchPolicy = on_size_mismatch
@@ -294,8 +360,11 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._image_sizes: list[tuple[int, int]] = []
         self._check_sizes()
         self._cache: dict[int, tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] | None = (
-            {} if cache else None
+            {} if cache is True else None
         )
+        self._shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        if cache == "shared" and self.image_size is not None:
+            self._shared = self._allocate_shared(self.image_size)
         self._count_cache: dict[tuple[str, int, int], npt.NDArray[np.int64]] = {}
         # Per-index skip counts in shared memory: DataLoader workers (fork or spawn)
         # write into the same buffer, so the parent sees skips made in any worker.
@@ -303,6 +372,28 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._skips: torch.Tensor = skips.share_memory_()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ construction
+    def _allocate_shared(
+        self, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Preallocate the shared cache: images, labels and the per-sample filled flags.
+
+        Shared tensors are pickled by reference (a file descriptor) when DataLoader
+        starts spawn/forkserver workers, and inherited by forked ones, so every process
+        works on the same memory.
+        """
+        n = len(self._stems)
+        _check_shm_space(n, size)
+        h, w = size
+        slots = max(n, 1)  # shared memory cannot be empty
+        images = torch.empty((slots, h, w, 3), dtype=torch.uint8)
+        masks = torch.empty((slots, h, w), dtype=torch.uint8)
+        filled = torch.zeros(slots, dtype=torch.uint8)
+        return (
+            images.share_memory_(),  # type: ignore[no-untyped-call]
+            masks.share_memory_(),  # type: ignore[no-untyped-call]
+            filled.share_memory_(),  # type: ignore[no-untyped-call]
+        )
+
     def _default_transform(self) -> Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]]:
         if self.split in ("train", "train_val"):
             return train_transforms(self.image_size)
@@ -510,18 +601,80 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             ``[0, 8)``.
         """
         i = self._index(index)
+        if self._shared is not None and self._shared[2][i]:
+            return self._shared_views(i)
         if self._cache is not None and i in self._cache:
             return self._cache[i]
         target = None if self.image_size is None else (self.image_size[1], self.image_size[0])
         image = self._read_image(i, target)
         mask = self._read_mask(i, (image.shape[1], image.shape[0]))
         pair = (image, mask)
+        if self._shared is not None:
+            return self._fill_shared(i, image, mask)
         if self._cache is not None:
             # Read-only, so a transform cannot corrupt the cache in place.
             for arr in pair:
                 arr.flags.writeable = False
             self._cache[i] = pair
         return pair
+
+    def _shared_views(self, i: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        """Read-only numpy views of shared slot ``i`` (no copy; transforms copy them)."""
+        if self._shared is None:  # pragma: no cover - callers check
+            raise RuntimeError("the dataset has no shared cache")
+        image = self._shared[0][i].numpy()
+        mask = self._shared[1][i].numpy()
+        # Only these views are read-only; a transform cannot write into the cache
+        # through them (numpy raises "assignment destination is read-only").
+        image.flags.writeable = False
+        mask.flags.writeable = False
+        return image, mask
+
+    def _fill_shared(
+        self, i: int, image: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8]
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        """Copy a decoded pair into shared slot ``i``, then set its flag.
+
+        Ordering: the flag is stored only after both copies have returned, and readers
+        test the flag before touching the slot. Within a process that is program order.
+        Across processes, x86-64 keeps a core's stores in order for every other core
+        (TSO), and the two copies and the flag store are separate opaque C calls, so the
+        compiler cannot move them either: a reader that sees the flag sees the whole slot.
+        On weakly ordered CPUs (ARM64, POWER) the slot written in one epoch is read in a
+        later one only after the DataLoader's pipe and queue round trips (kernel locks,
+        full synchronisation); only the same index loaded by two workers in the same epoch
+        (a sampler with replacement) could, in principle, see the flag before the data
+        there. Two processes that fill the same slot at once write identical bytes
+        (decoding is deterministic), so that race is harmless.
+        """
+        if self._shared is None:  # pragma: no cover - callers check
+            raise RuntimeError("the dataset has no shared cache")
+        images, masks, filled = self._shared
+        slot_image, slot_mask = images[i].numpy(), masks[i].numpy()
+        if image.shape != slot_image.shape or mask.shape != slot_mask.shape:
+            raise DatasetError(
+                f"cache='shared': sample {i} ({self._stems[i]}) decoded to image "
+                f"{image.shape} and mask {mask.shape}, expected {slot_image.shape} and "
+                f"{slot_mask.shape}; use cache=True"
+            )
+        np.copyto(slot_image, image)
+        np.copyto(slot_mask, mask)
+        filled[i] = 1
+        return self._shared_views(i)
+
+    @property
+    def cached_samples(self) -> int:
+        """Number of samples held by the cache (0 without one).
+
+        With ``cache="shared"`` this counts the slots filled by any process (main or
+        DataLoader workers); with ``cache=True`` only this process's own cache.
+
+        Example:
+            >>> # loader epoch done -> dataset.cached_samples == len(dataset)
+        """
+        if self._shared is not None:
+            return int(self._shared[2][: len(self)].sum())
+        return 0 if self._cache is None else len(self._cache)
 
     def get_raw(self, index: int) -> tuple[Image.Image, npt.NDArray[np.int64]]:
         """Return the untransformed pair at the image's native resolution.
