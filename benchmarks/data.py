@@ -1,7 +1,7 @@
 """Benchmark the SUIM data pipeline (images/s) against a naive "full-size decode" pipeline.
 
 Pipelines, all producing the same tensors (float32 ``(3, S, S)`` image, int64 ``(S, S)``
-mask, ImageNet-normalised, with ``eval_transforms(S)``):
+mask, ImageNet-normalised, with ``eval_transforms(S)``) unless marked ``uint8``:
 
 - ``naive``: open the JPEG and the BMP at full size, decode the whole mask, then let
   torchvision resize the full-size tensors (what a plain loader does).
@@ -9,8 +9,15 @@ mask, ImageNet-normalised, with ``eval_transforms(S)``):
   JPEG and mask decode, then the uint8 resize and a contiguous tensor layout.
 - ``suimseg``: the default: JPEGs decoded at reduced scale (Pillow ``draft``) and BMP
   masks read directly, sampling only the pixels the nearest resize needs.
+- ``suimseg, uint8 output``: ``suimseg`` with ``eval_transforms(S, output="uint8")``:
+  the loader yields a uint8 ``(3, S, S)`` image and a uint8 ``(S, S)`` mask, so a quarter
+  and an eighth of the bytes pass between worker processes (and to the GPU); the image is
+  normalised later on the device, which is not timed here.
 - ``suimseg + cache``: ``cache=True``; the first epoch fills the cache (reported as
-  ``cache, epoch 1``) and later epochs read decoded, resized uint8 arrays from memory.
+  ``cache, ep. 1``) and later epochs read decoded, resized uint8 arrays from memory. Each
+  worker process holds its own cache (persistent workers keep it across epochs).
+- ``suimseg + shared cache``: ``cache="shared"``: one preallocated cache in shared
+  memory that every worker fills and reads; also with ``uint8`` output.
 
 Each setting runs one warm-up epoch and then ``--repeats`` timed epochs through a
 ``DataLoader`` (batch 8); the median images/s is reported. Images are synthetic
@@ -20,11 +27,13 @@ Usage::
 
     python benchmarks/data.py            # small and quick (640x480 source, 0 workers)
     python benchmarks/data.py --full     # 640x480 and 1920x1080 sources, 0/2/N workers
+    python benchmarks/data.py --full --sources 1920x1080 --workers 0,2   # a subset
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -44,7 +53,8 @@ from torchvision.transforms import v2
 
 from suimseg.classes import rgb_to_index
 from suimseg.data import SUIMDataset, eval_transforms, make_synthetic_suim
-from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from suimseg.data.dataset import CacheMode
+from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, OutputKind
 
 
 class NaiveSUIM(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -85,6 +95,33 @@ class NaiveSUIM(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             ).astype(np.int64)
         out_image, out_mask = self.transform(image, tv_tensors.Mask(torch.from_numpy(labels)))
         return out_image.as_subclass(torch.Tensor), out_mask.as_subclass(torch.Tensor)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated worker counts such as 0,2, got {text!r}"
+        ) from None
+    if not values or values[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected worker counts >= 0, got {text!r}")
+    return values
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        try:
+            w, h = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected source sizes WxH[,WxH], e.g. 1920x1080, got {text!r}"
+            ) from None
+        if w < 1 or h < 1:
+            raise argparse.ArgumentTypeError(f"expected positive sizes, got {part!r}")
+        out.append((w, h))
+    return out
 
 
 def _epoch(loader: DataLoader[Any]) -> float:
@@ -135,6 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed epochs per setting")
     parser.add_argument("--real", type=Path, default=None, help="extra SUIM-layout root (TEST)")
     parser.add_argument(
+        "--sources",
+        type=_sizes,
+        default=None,
+        help="synthetic source sizes WxH[,WxH] (default: 640x480, and 1920x1080 with --full)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_int_list,
+        default=None,
+        help="DataLoader worker counts, e.g. 0,2 (default: 0, and 0,2,N with --full)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/data.json"), help="JSON output"
     )
     parser.add_argument(
@@ -158,9 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         n_images = args.n_images or 16
         repeats = args.repeats or 2
         workers = [0]
+    sources = args.sources or sources
+    workers = args.workers or workers
     size = args.size
     load_start = os.getloadavg()
-    transform = eval_transforms(size)
+    transforms: dict[OutputKind, Any] = {
+        "float": eval_transforms(size),
+        "uint8": eval_transforms(size, output="uint8"),
+    }
     results: list[dict[str, Any]] = []
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,43 +227,53 @@ def main(argv: list[str] | None = None) -> int:
         if args.real is not None:
             roots.append((f"real ({args.real.name})", args.real))
 
-        print(f"{'source':<24} {'pipeline':<25} {'workers':>7} {'img/s':>9} {'speed-up':>9}")
+        print(f"{'source':<24} {'pipeline':<38} {'workers':>7} {'img/s':>9} {'speed-up':>9}")
         for label, root in roots:
             for nw in workers:
-                pipelines: list[tuple[str, Callable[[], Dataset[Any]], bool]] = [
-                    ("naive", lambda r=root: NaiveSUIM(r, "TEST", size), False),
-                    (
-                        "suimseg, no fast decode",
-                        lambda r=root: SUIMDataset(
-                            r, "test", image_size=size, transform=transform, fast_decode=False
-                        ),
-                        False,
-                    ),
-                    (
-                        "suimseg",
-                        lambda r=root: SUIMDataset(r, "test", image_size=size, transform=transform),
-                        False,
-                    ),
-                    (
-                        "suimseg + cache",
-                        lambda r=root: SUIMDataset(
-                            r, "test", image_size=size, transform=transform, cache=True
-                        ),
-                        True,
-                    ),
+                # (name, cache, output, fast_decode); the naive baseline comes first.
+                variants: list[tuple[str, CacheMode, OutputKind, bool]] = [
+                    ("suimseg, no fast decode", False, "float", False),
+                    ("suimseg", False, "float", True),
+                    ("suimseg, uint8 output", False, "uint8", True),
+                    ("suimseg + cache", True, "float", True),
+                    ("suimseg + shared cache", "shared", "float", True),
+                    ("suimseg + shared cache, uint8", "shared", "uint8", True),
                 ]
-                measured = _measure_interleaved([(n, mk) for n, mk, _ in pipelines], nw, repeats)
-                for name, _, cached in pipelines:
+                makers: list[tuple[str, Callable[[], Dataset[Any]]]] = [
+                    ("naive", functools.partial(NaiveSUIM, root, "TEST", size))
+                ]
+                makers += [
+                    (
+                        name,
+                        functools.partial(
+                            SUIMDataset,
+                            root,
+                            "test",
+                            image_size=size,
+                            transform=transforms[output],
+                            fast_decode=fast,
+                            cache=cache,
+                        ),
+                    )
+                    for name, cache, output, fast in variants
+                ]
+                settings_of: dict[str, tuple[CacheMode, OutputKind]] = {
+                    name: (cache, output) for name, cache, output, _ in variants
+                }
+                settings_of["naive"] = (False, "float")
+                measured = _measure_interleaved(makers, nw, repeats)
+                for name, _ in makers:
                     m = measured[name]
+                    cache, output = settings_of[name]
                     rows = [(name, m["median"], m["median_ratio"])]
-                    if cached:
+                    if cache is not False:
                         rows = [
-                            ("suimseg + cache, ep. 1", m["first_epoch"], m["first_epoch_ratio"]),
-                            ("suimseg + cache, ep. 2+", m["median"], m["median_ratio"]),
+                            (f"{name}, ep. 1", m["first_epoch"], m["first_epoch_ratio"]),
+                            (f"{name}, ep. 2+", m["median"], m["median_ratio"]),
                         ]
                     for row_name, ips, ratio in rows:
                         print(
-                            f"{label:<24} {row_name:<25} {nw:>7} {ips:>9.1f} {ratio:>8.2f}x",
+                            f"{label:<24} {row_name:<38} {nw:>7} {ips:>9.1f} {ratio:>8.2f}x",
                             flush=True,
                         )
                         results.append(
@@ -217,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "source": label,
                                 "pipeline": row_name,
                                 "workers": nw,
+                                "cache": cache,
+                                "output": output,
                                 "images_per_s": ips,
                                 "speedup_vs_naive": ratio,
                                 "runs": m["runs"],
@@ -235,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": 8,
             "torch_threads_main_process": torch.get_num_threads(),
             "workers": workers,
-            "transform": "eval_transforms(size)",
+            "transform": "eval_transforms(size); output='uint8' rows: "
+            "eval_transforms(size, output='uint8') (normalisation then happens on the "
+            "device, not timed here)",
+            "bytes_per_sample_between_processes": {
+                "float": size * size * (3 * 4 + 8),
+                "uint8": size * size * (3 + 1),
+            },
             "statistic": "median images/s over timed epochs after one warm-up epoch; "
             "speed-up = median over rounds of (images/s / naive images/s in the same round); "
             "pipelines are interleaved round by round",
