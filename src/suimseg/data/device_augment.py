@@ -1,0 +1,744 @@
+"""Batched augmentation and normalisation on the training device (GPU-side augmentation).
+
+The DataLoader yields compact uint8 batches (``train_transforms(size, output="uint8")`` or
+``eval_transforms(size, output="uint8")``: images ``(N, 3, H, W)`` uint8, masks
+``(N, H, W)`` uint8, already resized) and the modules here finish the job on whichever
+device the batch lives on:
+
+- :class:`DeviceNormalize`: uint8 to float32, ImageNet normalisation; masks to int64. Use it
+  for validation and for training batches already augmented by the loader.
+- :class:`DeviceAugment`: the augmentations of :func:`~suimseg.data.train_transforms`
+  (flips, shift-scale-rotate, colour jitter or blur), applied per sample with independent
+  random parameters but in batched tensor operations, then the same normalisation. It
+  *always* augments (also in ``eval()`` mode); validation uses :class:`DeviceNormalize`.
+
+Everything is plain tensor code: no host synchronisation (no ``.item()``, ``.tolist()``
+or ``nonzero`` on device tensors) and no Python loop over the batch, so it runs unchanged on
+the CPU and on CUDA. Random parameters are drawn on the images' device from ``generator``
+or, by default, from that device's global RNG, whose state the trainer's checkpoints hold.
+
+Differences from the torchvision v2 pipeline of :func:`~suimseg.data.train_transforms`
+(same distributions of every random parameter otherwise):
+
+- Work is in float32 from the start (``image / 255``): torchvision runs the affine warp,
+  colour jitter and blur on the uint8 image and converts back to uint8 after each step
+  (rounding after the warp and the blur, truncating after the jitter operations, and
+  flooring the grayscale used by contrast and saturation); here nothing is quantised,
+  so values differ from torchvision's by up to about one grey level per step.
+- The order of the four colour-jitter operations is drawn once per batch (on the CPU, so
+  no device-to-host sync is needed) instead of once per sample; the factors are per
+  sample.
+- Bilinear sampling is computed directly (four gathers from a zero-padded copy) rather
+  than with ``grid_sample``, so that an identity warp, a pure whole-pixel shift and a
+  flip reproduce the input bit for bit; otherwise it equals torchvision's
+  ``grid_sample(align_corners=False)`` with its fill blending
+  ``(sample - fill) * coverage + fill``, up to float rounding (about 1e-5 of the range).
+  The mask uses the nearest pixel, rounding half to even as ``grid_sample`` does.
+- Hue uses a closed-form HSV -> RGB (``v - v s clamp(min(k, 4 - k), 0, 1)``), the same
+  map as torchvision's sector table up to float rounding.
+- The blur is separable (a horizontal then a vertical pass of torchvision's 1-D kernel)
+  with reflect padding, where torchvision convolves once with the 2-D outer product; the
+  results agree up to float rounding.
+
+Shape:
+    - images in: uint8 ``(N, 3, H, W)`` (contiguous or channels_last)
+    - masks in: integer ``(N, H, W)`` (uint8 with 255 = ignore, or int64)
+    - images out: float32 ``(N, 3, H, W)``, normalised, in the input's memory format
+    - masks out: int64 ``(N, H, W)``
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from suimseg.classes import IGNORE_INDEX
+from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _check_p
+from suimseg.errors import ConfigError
+
+__all__ = ["DeviceAugment", "DeviceAugmentParams", "DeviceNormalize"]
+
+# ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
+_GRAY = (0.2989, 0.587, 0.114)
+# Jitter operation ids, in torchvision's numbering (ColorJitter's fn_idx).
+_BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
+
+
+def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
+    if len(mean) != 3:
+        raise ConfigError(f"mean: expected 3 values (R, G, B), got {tuple(mean)!r}")
+    if len(std) != 3 or not all(s > 0 for s in std):
+        raise ConfigError(f"std: expected 3 positive values (R, G, B), got {tuple(std)!r}")
+    return (
+        torch.tensor([float(m) for m in mean], dtype=torch.float32).view(1, 3, 1, 1),
+        torch.tensor([float(s) for s in std], dtype=torch.float32).view(1, 3, 1, 1),
+    )
+
+
+def _check_batch(owner: str, images: Tensor, masks: Tensor) -> None:
+    """Shape and dtype checks (Python-level metadata only: no device sync)."""
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ConfigError(f"{owner}: expected images of shape (N, 3, H, W), got {got}")
+    if images.dtype != torch.uint8:
+        raise ConfigError(
+            f"{owner}: expected uint8 images (N, 3, H, W), got dtype {images.dtype}; build the "
+            "DataLoader's transforms with output='uint8' (train_transforms(..., "
+            "output='uint8') or eval_transforms(..., output='uint8')): float images from the "
+            "loader are already normalised and would be normalised twice"
+        )
+    if not isinstance(masks, Tensor) or masks.ndim != 3:
+        got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+        raise ConfigError(f"{owner}: expected masks of shape (N, H, W), got {got}")
+    if masks.is_floating_point() or masks.is_complex() or masks.dtype == torch.bool:
+        raise ConfigError(f"{owner}: expected integer masks (uint8 or int64), got {masks.dtype}")
+    if masks.shape[0] != images.shape[0] or masks.shape[1:] != images.shape[2:]:
+        raise ConfigError(
+            f"{owner}: images {tuple(images.shape)} and masks {tuple(masks.shape)} do not match; "
+            "expected masks (N, H, W) for images (N, 3, H, W)"
+        )
+    if masks.device != images.device:
+        raise ConfigError(
+            f"{owner}: images are on {images.device} but masks on {masks.device}; move both "
+            "to the same device"
+        )
+
+
+def _memory_format(images: Tensor) -> torch.memory_format:
+    if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _to_unit_float(images: Tensor) -> Tensor:
+    # The same two operations as torchvision's ToDtype(float32, scale=True) on uint8.
+    return images.to(torch.float32).mul_(1.0 / 255)
+
+
+class DeviceNormalize(nn.Module):
+    """uint8 batch to a normalised float32 batch on its own device; masks to int64.
+
+    The device-side counterpart of the last two steps of
+    :func:`~suimseg.data.eval_transforms` (``ToDtype(float32, scale=True)`` then
+    ``Normalize(mean, std)``), with the same operations, so the result equals what
+    ``eval_transforms(size)`` gives for the same resized image. Use it for validation
+    batches from ``eval_transforms(size, output="uint8")``.
+
+    Args:
+        mean: Per-channel means (ImageNet by default).
+        std: Per-channel standard deviations (ImageNet by default).
+
+    Raises:
+        ConfigError: For a ``mean``/``std`` that is not three (positive) numbers, and in
+            ``forward`` for float or misshapen images or non-integer masks.
+
+    Shape:
+        - images: uint8 ``(N, 3, H, W)`` -> float32 ``(N, 3, H, W)`` (memory format kept)
+        - masks: integer ``(N, H, W)`` -> int64 ``(N, H, W)``
+
+    Example:
+        >>> import torch
+        >>> norm = DeviceNormalize()
+        >>> images = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
+        >>> x, y = norm(images, torch.zeros(2, 4, 4, dtype=torch.uint8))
+        >>> x.dtype, y.dtype, round(float(x[0, 0, 0, 0]), 4)
+        (torch.float32, torch.int64, 2.2489)
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self, *, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    ) -> None:
+        super().__init__()
+        mean_t, std_t = _check_mean_std(mean, std)
+        self.register_buffer("mean", mean_t, persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
+
+    def forward(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalise a batch.
+
+        Args:
+            images: uint8 ``(N, 3, H, W)`` images in ``[0, 255]``.
+            masks: Integer ``(N, H, W)`` class ids (255 = ignore is kept).
+
+        Returns:
+            ``(images, masks)``: float32 normalised images and int64 masks.
+        """
+        _check_batch(type(self).__name__, images, masks)
+        fmt = _memory_format(images)
+        x = _to_unit_float(images)
+        x = x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+        return x.contiguous(memory_format=fmt), masks.to(torch.int64)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+@dataclass(frozen=True)
+class DeviceAugmentParams:
+    """The random parameters of one :class:`DeviceAugment` call, one entry per sample.
+
+    Made by :meth:`DeviceAugment.sample_params`; tests and users can also build one by
+    hand and pass it to :meth:`DeviceAugment.apply_params` to apply a known augmentation.
+    Parameters of steps a sample does not take (e.g. ``angle`` where ``affine`` is
+    ``False``) are drawn anyway and ignored.
+
+    Attributes:
+        hflip: bool ``(N,)``: flip left-right.
+        vflip: bool ``(N,)``: flip upside-down.
+        affine: bool ``(N,)``: apply the shift-scale-rotate warp.
+        angle: float ``(N,)``: rotation in degrees (torchvision's sign convention).
+        translate: float ``(N, 2)``: whole-pixel shift ``(tx, ty)``.
+        scale: float ``(N,)``: zoom factor.
+        color: bool ``(N,)``: apply the photometric step (jitter or blur).
+        blur: bool ``(N,)``: where ``color``, blur (``True``) or colour jitter (``False``).
+        brightness: float ``(N,)``: brightness factor.
+        contrast: float ``(N,)``: contrast factor.
+        saturation: float ``(N,)``: saturation factor.
+        hue: float ``(N,)``: hue shift in ``[-0.5, 0.5]``.
+        sigma: float ``(N,)``: Gaussian blur sigma.
+        jitter_order: The order of the jitter operations for the whole batch
+            (0 brightness, 1 contrast, 2 saturation, 3 hue; torchvision's numbering).
+    """
+
+    hflip: Tensor
+    vflip: Tensor
+    affine: Tensor
+    angle: Tensor
+    translate: Tensor
+    scale: Tensor
+    color: Tensor
+    blur: Tensor
+    brightness: Tensor
+    contrast: Tensor
+    saturation: Tensor
+    hue: Tensor
+    sigma: Tensor
+    jitter_order: tuple[int, ...] = (0, 1, 2, 3)
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples the parameters are for."""
+        return int(self.hflip.shape[0])
+
+    def to(self, device: torch.device | str) -> DeviceAugmentParams:
+        """The same parameters with every tensor moved to ``device``."""
+        values = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        return DeviceAugmentParams(**values, jitter_order=self.jitter_order)
+
+
+class DeviceAugment(nn.Module):
+    """:func:`~suimseg.data.train_transforms`' augmentations, batched on the device.
+
+    Takes the uint8 batch of a loader built with ``train_transforms(size,
+    output="uint8", augment=False)`` (resize only) and applies, per sample with
+    independent random parameters, in torchvision's order:
+
+    1. horizontal flip with probability ``hflip_p`` (``RandomHorizontalFlip``);
+    2. vertical flip with probability ``vflip_p`` (``RandomVerticalFlip``);
+    3. with probability ``affine_p``, ``RandomAffine(degrees=±rotate_limit,
+       translate=(shift_limit, shift_limit), scale=scale_limit)``: angle uniform, shift
+       uniform in ``±shift_limit`` of the width/height then rounded to whole pixels, scale
+       uniform; bilinear for the image, nearest for the mask; pixels from outside get
+       ``image_fill`` in the image and ``ignore_index`` in the mask;
+    4. with probability ``color_p``, either (chosen uniformly per sample)
+       ``ColorJitter(brightness, contrast, saturation, hue)`` with per-sample factors, or
+       ``GaussianBlur(blur_kernel, blur_sigma)`` with a per-sample sigma (reflect padding);
+    5. clamp to ``[0, 1]`` and normalise with ``mean``/``std``.
+
+    Flips and the warp are one resampling pass: an identity warp, a pure whole-pixel shift
+    and a flip reproduce pixels exactly. Samples that skip a step are returned unchanged
+    by it (exactly), so with every probability 0 the output equals
+    :class:`DeviceNormalize`'s. The module always augments, also in ``eval()`` mode;
+    validation batches go through :class:`DeviceNormalize`. See the module docstring for
+    the differences from torchvision (float32 throughout, one jitter order per batch).
+
+    Args:
+        hflip_p: Probability of a horizontal flip.
+        vflip_p: Probability of a vertical flip.
+        affine_p: Probability of the shift-scale-rotate step.
+        shift_limit: Maximum shift as a fraction of the width/height.
+        scale_limit: ``(min, max)`` zoom factor.
+        rotate_limit: Maximum absolute rotation in degrees.
+        color_p: Probability of the colour-jitter-or-blur step.
+        brightness: ColorJitter brightness (factor in ``[max(0, 1-b), 1+b]``).
+        contrast: ColorJitter contrast.
+        saturation: ColorJitter saturation.
+        hue: ColorJitter hue (shift in ``[-hue, hue]``, ``hue <= 0.5``).
+        blur_kernel: Odd Gaussian blur kernel size.
+        blur_sigma: ``(min, max)`` blur sigma.
+        ignore_index: Mask value for pixels brought in from outside the image.
+        image_fill: Image value (0-255) for those pixels.
+        mean: Normalisation means.
+        std: Normalisation standard deviations.
+
+    Raises:
+        ConfigError: If a probability or limit is out of range (the messages of
+            :func:`~suimseg.data.train_transforms`), and in ``forward`` for float or
+            misshapen inputs, or a ``generator`` on another device than the images.
+
+    Shape:
+        - images: uint8 ``(N, 3, H, W)`` -> float32 ``(N, 3, H, W)`` (memory format kept)
+        - masks: integer ``(N, H, W)`` -> int64 ``(N, H, W)``
+
+    Example:
+        >>> import torch
+        >>> augment = DeviceAugment(affine_p=1.0)
+        >>> images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+        >>> masks = torch.randint(0, 8, (4, 32, 32), dtype=torch.uint8)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = augment(images, masks, generator=g)
+        >>> x.shape, x.dtype, y.dtype
+        (torch.Size([4, 3, 32, 32]), torch.float32, torch.int64)
+        >>> set(y.unique().tolist()) <= set(range(8)) | {255}
+        True
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self,
+        *,
+        hflip_p: float = 0.5,
+        vflip_p: float = 0.5,
+        affine_p: float = 0.5,
+        shift_limit: float = 0.0625,
+        scale_limit: tuple[float, float] = (0.9, 1.1),
+        rotate_limit: float = 45.0,
+        color_p: float = 0.5,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.05,
+        blur_kernel: int = 5,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        ignore_index: int = IGNORE_INDEX,
+        image_fill: int = 0,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        # The checks and messages of train_transforms, then the ones torchvision's
+        # ColorJitter / GaussianBlur would raise there (as ConfigError here).
+        for name, p in (
+            ("hflip_p", hflip_p),
+            ("vflip_p", vflip_p),
+            ("affine_p", affine_p),
+            ("color_p", color_p),
+        ):
+            _check_p(name, p)
+        if not 0.0 <= shift_limit <= 1.0:
+            raise ConfigError(f"shift_limit: expected a fraction in [0, 1], got {shift_limit!r}")
+        if not (0.0 < scale_limit[0] <= scale_limit[1]):
+            raise ConfigError(
+                f"scale_limit: expected (min, max) with 0 < min <= max, got {scale_limit!r}"
+            )
+        if rotate_limit < 0:
+            raise ConfigError(f"rotate_limit: expected degrees >= 0, got {rotate_limit!r}")
+        if blur_kernel < 1 or blur_kernel % 2 == 0:
+            raise ConfigError(f"blur_kernel: expected an odd positive int, got {blur_kernel!r}")
+        if not 0 <= ignore_index <= 255:
+            raise ConfigError(f"ignore_index: expected a value in [0, 255], got {ignore_index!r}")
+        if not 0 <= image_fill <= 255:
+            raise ConfigError(f"image_fill: expected a value in [0, 255], got {image_fill!r}")
+        for name, v in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+        ):
+            if v < 0:
+                raise ConfigError(f"{name}: expected a jitter strength >= 0, got {v!r}")
+        if not 0.0 <= hue <= 0.5:
+            raise ConfigError(f"hue: expected a value in [0, 0.5], got {hue!r}")
+        if not (0.0 < blur_sigma[0] <= blur_sigma[1]):
+            raise ConfigError(
+                f"blur_sigma: expected (min, max) with 0 < min <= max, got {blur_sigma!r}"
+            )
+        self.hflip_p = float(hflip_p)
+        self.vflip_p = float(vflip_p)
+        self.affine_p = float(affine_p)
+        self.shift_limit = float(shift_limit)
+        self.scale_limit = (float(scale_limit[0]), float(scale_limit[1]))
+        self.rotate_limit = float(rotate_limit)
+        self.color_p = float(color_p)
+        self.brightness = float(brightness)
+        self.contrast = float(contrast)
+        self.saturation = float(saturation)
+        self.hue = float(hue)
+        self.blur_kernel = int(blur_kernel)
+        self.blur_sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
+        self.ignore_index = int(ignore_index)
+        self.image_fill = int(image_fill)
+        mean_t, std_t = _check_mean_std(mean, std)
+        self.register_buffer("mean", mean_t, persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
+
+    # ------------------------------------------------------------------ parameters
+    def _jitter_ops(self) -> set[int]:
+        """The jitter operations that can change an image (torchvision skips the others)."""
+        ops: set[int] = set()
+        if self.brightness > 0:
+            ops.add(_BRIGHTNESS)
+        if self.contrast > 0:
+            ops.add(_CONTRAST)
+        if self.saturation > 0:
+            ops.add(_SATURATION)
+        if self.hue > 0:
+            ops.add(_HUE)
+        return ops
+
+    def sample_params(
+        self,
+        batch_size: int,
+        *,
+        size: tuple[int, int],
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> DeviceAugmentParams:
+        """Draw independent random parameters for ``batch_size`` samples.
+
+        Args:
+            batch_size: Number of samples ``N``.
+            size: ``(H, W)`` of the images (the shift limit is a fraction of it).
+            device: Where to draw and keep the parameters (the images' device).
+            generator: Random generator on ``device``; ``None`` uses the device's global
+                RNG. The batch's jitter order is drawn on the CPU: from ``generator`` when
+                it is a CPU generator, else from torch's global CPU RNG.
+
+        Returns:
+            A :class:`DeviceAugmentParams` with tensors on ``device``.
+
+        Raises:
+            ConfigError: If ``generator`` is on another device type than ``device``.
+        """
+        dev = torch.device(device)
+        if generator is not None and generator.device.type != dev.type:
+            raise ConfigError(
+                f"generator: expected a torch.Generator on {dev.type} (the images' device), "
+                f"got one on {generator.device}; create it with "
+                f"torch.Generator(device={str(dev)!r})"
+            )
+        n = batch_size
+        h, w = size
+
+        def uniform(low: float, high: float, *shape: int) -> Tensor:
+            u = torch.rand(n, *shape, device=dev, generator=generator)
+            return u.mul_(high - low).add_(low)
+
+        def coin(p: float) -> Tensor:
+            return torch.rand(n, device=dev, generator=generator) < p
+
+        hflip = coin(self.hflip_p)
+        vflip = coin(self.vflip_p)
+        affine = coin(self.affine_p)
+        angle = uniform(-self.rotate_limit, self.rotate_limit)
+        # Whole pixels, as torchvision's int(round(uniform(-max, max))).
+        tx = uniform(-self.shift_limit * w, self.shift_limit * w)
+        ty = uniform(-self.shift_limit * h, self.shift_limit * h)
+        translate = torch.stack((tx, ty), dim=1).round_()
+        scale = uniform(*self.scale_limit)
+        color = coin(self.color_p)
+        blur = coin(0.5)  # RandomChoice of two: uniform
+        brightness = uniform(max(0.0, 1.0 - self.brightness), 1.0 + self.brightness)
+        contrast = uniform(max(0.0, 1.0 - self.contrast), 1.0 + self.contrast)
+        saturation = uniform(max(0.0, 1.0 - self.saturation), 1.0 + self.saturation)
+        hue = uniform(-self.hue, self.hue)
+        sigma = uniform(*self.blur_sigma)
+        cpu_gen = generator if generator is not None and generator.device.type == "cpu" else None
+        order: list[int] = torch.randperm(4, generator=cpu_gen).tolist()  # CPU: no sync
+        return DeviceAugmentParams(
+            hflip=hflip,
+            vflip=vflip,
+            affine=affine,
+            angle=angle,
+            translate=translate,
+            scale=scale,
+            color=color,
+            blur=blur,
+            brightness=brightness,
+            contrast=contrast,
+            saturation=saturation,
+            hue=hue,
+            sigma=sigma,
+            jitter_order=tuple(order),
+        )
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, images: Tensor, masks: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Augment and normalise a batch with fresh random parameters.
+
+        Args:
+            images: uint8 ``(N, 3, H, W)`` images.
+            masks: Integer ``(N, H, W)`` class ids.
+            generator: Optional random generator on the images' device; ``None`` uses the
+                device's global RNG (reproducible through the trainer's RNG checkpoints).
+
+        Returns:
+            ``(images, masks)``: float32 normalised images and int64 masks.
+        """
+        _check_batch(type(self).__name__, images, masks)
+        params = self.sample_params(
+            images.shape[0],
+            size=(images.shape[2], images.shape[3]),
+            device=images.device,
+            generator=generator,
+        )
+        return self.apply_params(images, masks, params)
+
+    def apply_params(
+        self, images: Tensor, masks: Tensor, params: DeviceAugmentParams
+    ) -> tuple[Tensor, Tensor]:
+        """Augment and normalise a batch with the given parameters.
+
+        Steps whose probability is 0 are skipped for the whole batch; for the others,
+        the ``params`` flags decide per sample.
+
+        Args:
+            images: uint8 ``(N, 3, H, W)`` images.
+            masks: Integer ``(N, H, W)`` class ids.
+            params: Per-sample parameters for this batch (:meth:`sample_params`).
+
+        Returns:
+            ``(images, masks)``: float32 normalised images and int64 masks.
+
+        Raises:
+            ConfigError: For bad inputs, parameters for another batch size, or images
+                too small for the blur's reflect padding.
+        """
+        _check_batch(type(self).__name__, images, masks)
+        n, _, h, w = images.shape
+        if params.batch_size != n:
+            raise ConfigError(
+                f"params: drawn for a batch of {params.batch_size}, got images of batch {n}; "
+                "draw them with sample_params(images.shape[0], ...)"
+            )
+        fmt = _memory_format(images)
+        x = _to_unit_float(images).contiguous()
+        y = masks if masks.dtype == torch.uint8 else masks.to(torch.int64)
+
+        if self.affine_p > 0:
+            x, y = _warp(x, y, params, fill=self.image_fill / 255, ignore_index=self.ignore_index)
+        elif self.hflip_p > 0 or self.vflip_p > 0:
+            x, y = _flip(x, y, params.hflip, params.vflip)
+
+        if self.color_p > 0:
+            pick_blur = params.color & params.blur
+            pick_jitter = params.color & ~params.blur
+            ops = self._jitter_ops()
+            if ops:
+                jittered = _color_jitter(x, params, [op for op in params.jitter_order if op in ops])
+                x = torch.where(pick_jitter.view(n, 1, 1, 1), jittered, x)
+            if self.blur_kernel > 1:
+                if min(h, w) <= self.blur_kernel // 2:
+                    raise ConfigError(
+                        f"{type(self).__name__}: images of {h}x{w} are too small for "
+                        f"blur_kernel={self.blur_kernel} (reflect padding needs H and W > "
+                        f"{self.blur_kernel // 2}); use a smaller blur_kernel"
+                    )
+                blurred = _gaussian_blur(x, params.sigma, self.blur_kernel)
+                x = torch.where(pick_blur.view(n, 1, 1, 1), blurred, x)
+            x = x.clamp_(0.0, 1.0)
+
+        x = x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+        return x.contiguous(memory_format=fmt), y.to(torch.int64)
+
+    def extra_repr(self) -> str:
+        return (
+            f"hflip_p={self.hflip_p}, vflip_p={self.vflip_p}, affine_p={self.affine_p}, "
+            f"shift_limit={self.shift_limit}, scale_limit={self.scale_limit}, "
+            f"rotate_limit={self.rotate_limit}, color_p={self.color_p}, "
+            f"brightness={self.brightness}, contrast={self.contrast}, "
+            f"saturation={self.saturation}, hue={self.hue}, blur_kernel={self.blur_kernel}, "
+            f"blur_sigma={self.blur_sigma}, ignore_index={self.ignore_index}, "
+            f"image_fill={self.image_fill}"
+        )
+
+
+# ---------------------------------------------------------------------- geometry
+def _flip(x: Tensor, y: Tensor, hflip: Tensor, vflip: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample flips by selection (no resampling)."""
+    n = x.shape[0]
+    h4, h3 = hflip.view(n, 1, 1, 1), hflip.view(n, 1, 1)
+    x = torch.where(h4, x.flip(-1), x)
+    y = torch.where(h3, y.flip(-1), y)
+    v4, v3 = vflip.view(n, 1, 1, 1), vflip.view(n, 1, 1)
+    x = torch.where(v4, x.flip(-2), x)
+    y = torch.where(v3, y.flip(-2), y)
+    return x, y
+
+
+def _warp(
+    x: Tensor, y: Tensor, params: DeviceAugmentParams, *, fill: float, ignore_index: int
+) -> tuple[Tensor, Tensor]:
+    """Flips then the affine warp, as one inverse mapping per sample.
+
+    For an output pixel ``p`` (centred coordinates), torchvision computes the source
+    ``A^-1 p`` of the warp (its ``_get_inverse_affine_matrix`` with centre 0 and no
+    shear), then the flips map that point to ``(±x, ±y)``. Sampling is bilinear with zero
+    padding and a coverage weight, i.e. ``grid_sample(align_corners=False)`` plus
+    torchvision's fill blending ``out = (sample - fill) * coverage + fill``; the mask is
+    sampled at the nearest pixel (half to even, as ``grid_sample``) and gets
+    ``ignore_index`` outside.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+    affine = params.affine
+    one = torch.ones((), device=dev)
+    zero = torch.zeros((), device=dev)
+    rad = torch.deg2rad(params.angle)
+    cos = torch.where(affine, torch.cos(rad), one)
+    sin = torch.where(affine, torch.sin(rad), zero)
+    scale = torch.where(affine, params.scale, one)
+    shift = torch.where(affine.view(n, 1), params.translate, zero)
+    # Inverse rotation-scale: [[cos, sin], [-sin, cos]] / scale (torchvision's matrix).
+    m0 = (cos / scale).view(n, 1, 1)
+    m1 = (sin / scale).view(n, 1, 1)
+    xs = torch.arange(w, device=dev, dtype=torch.float32).sub_((w - 1) / 2)
+    ys = torch.arange(h, device=dev, dtype=torch.float32).sub_((h - 1) / 2)
+    u = xs.view(1, 1, w) - shift[:, 0].view(n, 1, 1)  # (N, 1, W), exact for whole pixels
+    v = ys.view(1, h, 1) - shift[:, 1].view(n, 1, 1)  # (N, H, 1)
+    src_x = m0 * u + m1 * v  # (N, H, W)
+    src_y = m0 * v - m1 * u
+    # Flips are applied before the warp, so they act on the warp's source point.
+    src_x = torch.where(params.hflip.view(n, 1, 1), -src_x, src_x).add_((w - 1) / 2)
+    src_y = torch.where(params.vflip.view(n, 1, 1), -src_y, src_y).add_((h - 1) / 2)
+
+    # Pad by one pixel: zeros around the image and a ones channel whose sampled value is
+    # the coverage; source points further out are clamped onto that ring, so no
+    # per-tap bounds checks are needed. Index arithmetic is in floating point (exact for
+    # integers below 2**24, float64 beyond).
+    idx_dtype = torch.float32 if (h + 2) * (w + 2) < 2**24 else torch.float64
+    src_x = src_x.to(idx_dtype)
+    src_y = src_y.to(idx_dtype)
+    hw, w2 = h * w, w + 2
+    padded = F.pad(torch.cat((x, x.new_ones(n, 1, h, w)), dim=1), (1, 1, 1, 1))
+    padded = padded.reshape(n, c + 1, (h + 2) * w2)
+    x0 = torch.floor(src_x)
+    y0 = torch.floor(src_y)
+    wx1 = (src_x - x0).to(x.dtype).view(n, 1, hw)
+    wy1 = (src_y - y0).to(x.dtype).view(n, 1, hw)
+    wx0 = 1.0 - wx1
+    wy0 = 1.0 - wy1
+    col0 = x0.clamp(-1, w).add_(1)
+    col1 = (x0 + 1).clamp_(-1, w).add_(1)
+    row0 = y0.clamp(-1, h).add_(1).mul_(w2)
+    row1 = (y0 + 1).clamp_(-1, h).add_(1).mul_(w2)
+
+    def tap(row: Tensor, col: Tensor) -> Tensor:
+        index = (row + col).to(torch.int64).view(n, 1, hw).expand(n, c + 1, hw)
+        return torch.gather(padded, 2, index)
+
+    top = tap(row0, col0).mul_(wx0).addcmul_(tap(row0, col1), wx1)
+    bottom = tap(row1, col0).mul_(wx0).addcmul_(tap(row1, col1), wx1)
+    sampled = top.mul_(wy0).addcmul_(bottom, wy1)  # exact where wx1 = wy1 = 0
+    out, coverage = sampled[:, :c], sampled[:, c:]
+    # torchvision's fill blending: (sample - fill) * coverage + fill, written so that full
+    # coverage returns the sample bit for bit.
+    x_out = (out * coverage).add_(coverage.neg().add_(1.0).mul_(fill)).view(n, c, h, w)
+
+    # The mask: nearest pixel (half to even, as grid_sample), ignore_index on the ring.
+    padded_y = F.pad(y, (1, 1, 1, 1), value=ignore_index).reshape(n, (h + 2) * w2)
+    col = torch.round(src_x).clamp_(-1, w).add_(1)
+    row = torch.round(src_y).clamp_(-1, h).add_(1).mul_(w2)
+    index = (row + col).to(torch.int64).view(n, hw)
+    y_out = torch.gather(padded_y, 1, index).view(n, h, w)
+    return x_out, y_out
+
+
+# ---------------------------------------------------------------------- photometric
+def _grayscale(x: Tensor) -> Tensor:
+    r, g, b = x.unbind(dim=1)
+    return r.mul(_GRAY[0]).add_(g, alpha=_GRAY[1]).add_(b, alpha=_GRAY[2]).unsqueeze(1)
+
+
+def _blend(x: Tensor, other: Tensor, ratio: Tensor) -> Tensor:
+    """``clamp(ratio * x + (1 - ratio) * other, 0, 1)`` with a per-sample ratio."""
+    r = ratio.view(-1, 1, 1, 1)
+    return (x * r).add_(other * (1.0 - r)).clamp_(0.0, 1.0)
+
+
+def _color_jitter(x: Tensor, params: DeviceAugmentParams, order: Sequence[int]) -> Tensor:
+    """torchvision's ColorJitter kernels with per-sample factors, in ``order``."""
+    for op in order:
+        if op == _BRIGHTNESS:
+            x = (x * params.brightness.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+        elif op == _CONTRAST:
+            mean = _grayscale(x).mean(dim=(-3, -2, -1), keepdim=True)
+            x = _blend(x, mean, params.contrast)
+        elif op == _SATURATION:
+            x = _blend(x, _grayscale(x), params.saturation)
+        elif op == _HUE:
+            x = _adjust_hue(x, params.hue)
+    return x
+
+
+def _rgb_to_hsv(x: Tensor) -> Tensor:
+    """Batched RGB -> HSV in ``[0, 1]`` (torchvision's / Pillow's definition).
+
+    Hue is ``(g - b) / C``, ``2 + (b - r) / C`` or ``4 + (r - g) / C`` (divided by 6,
+    modulo 1) when the maximum is in R, G or B respectively (ties go to R, then G), with
+    chroma ``C = max - min``; grey pixels (``C = 0``) get hue and saturation 0.
+    """
+    r, g, b = x.unbind(dim=1)
+    minc, maxc = torch.aminmax(x, dim=1)
+    chroma = maxc - minc
+    tiny = torch.finfo(x.dtype).tiny  # C = 0 implies a zero numerator: 0 / tiny = 0
+    s = chroma / maxc.clamp_min(tiny)
+    is_r = maxc == r
+    is_g = maxc == g
+    diff = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g))
+    offset = torch.where(is_r, 0.0, torch.where(is_g, 2.0, 4.0))
+    hue = diff.div_(chroma.clamp_min(tiny)).add_(offset)
+    hue = hue.mul_(1.0 / 6.0).add_(1.0).fmod_(1.0)
+    return torch.stack((hue, s, maxc), dim=1)
+
+
+def _hsv_to_rgb(hsv: Tensor) -> Tensor:
+    """Batched HSV -> RGB in closed form: ``c = v - v s clamp(min(k, 4 - k), 0, 1)``.
+
+    ``k = (n + 6 h) mod 6`` with ``n = 5, 3, 1`` for R, G, B: the same piecewise-linear
+    map as torchvision's sector table (``p``, ``q``, ``t``), in a few batched operations.
+    """
+    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
+    n = torch.arange(5, 0, -2, device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + h * 6.0, 6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return v - (v * s) * ramp
+
+
+def _adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
+    hsv = _rgb_to_hsv(x)
+    h = torch.remainder(hsv[:, 0] + shift.view(-1, 1, 1), 1.0)
+    return _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
+
+
+def _gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Per-sample Gaussian blur: a separable grouped convolution with reflect padding.
+
+    The 1-D kernel is torchvision's (``softmax(-(t / sigma)^2)`` over ``kernel_size``
+    points in ``±(k - 1) / (2 sqrt 2)``, i.e. a normalised Gaussian of std ``sigma``).
+    """
+    n, c, h, w = x.shape
+    lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
+    t = torch.linspace(-lim, lim, steps=kernel_size, device=x.device, dtype=x.dtype)
+    kernel = torch.softmax(t.view(1, -1).div(sigma.view(-1, 1)).pow(2).neg(), dim=1)
+    kernel = kernel.repeat_interleave(c, dim=0)  # (N*C, k): one kernel per channel
+    pad = kernel_size // 2
+    out = F.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
+    out = F.conv2d(out, kernel.view(n * c, 1, 1, kernel_size), groups=n * c)
+    out = F.conv2d(out, kernel.view(n * c, 1, kernel_size, 1), groups=n * c)
+    return out.view(n, c, h, w)

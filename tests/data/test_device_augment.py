@@ -1,0 +1,510 @@
+"""Tests for the device-side batched augmentation (suimseg.data.device_augment)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from suimseg.classes import IGNORE_INDEX
+from suimseg.data.device_augment import DeviceAugment, DeviceAugmentParams, DeviceNormalize
+from suimseg.data.transforms import eval_transforms
+from suimseg.errors import ConfigError
+
+# Image value that encodes each label (as in test_transforms.py; distinct from fill 0).
+CODES = torch.tensor([20, 45, 70, 95, 120, 145, 170, 195], dtype=torch.uint8)
+RAW = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # output = image / 255
+OFF = {"hflip_p": 0.0, "vflip_p": 0.0, "affine_p": 0.0, "color_p": 0.0}
+
+
+def _label_encoded_batch(
+    n: int = 4, h: int = 40, w: int = 48, block: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocky random label maps (with fine stripes) and images whose pixels encode them."""
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.randint(0, 8, (n, h // block, w // block), generator=g)
+    labels = coarse.repeat_interleave(block, dim=1).repeat_interleave(block, dim=2)
+    labels = labels.to(torch.uint8)
+    labels[:, :, : w // 3] = (torch.arange(w // 3) % 8).to(torch.uint8)
+    images = CODES[labels.long()].unsqueeze(1).expand(n, 3, h, w).contiguous()
+    return images, labels
+
+
+def _random_batch(n: int = 4, h: int = 32, w: int = 40, seed: int = 0) -> tuple[Any, Any]:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=g)
+    images = TF.gaussian_blur(images, [5, 5], [1.5, 1.5])  # smooth, like photographs
+    masks = torch.randint(0, 8, (n, h, w), dtype=torch.uint8, generator=g)
+    return images, masks
+
+
+def _params(n: int, **overrides: Any) -> DeviceAugmentParams:
+    """Neutral parameters (nothing applied) with some fields replaced."""
+    false = torch.zeros(n, dtype=torch.bool)
+    base: dict[str, Any] = {
+        "hflip": false,
+        "vflip": false,
+        "affine": false,
+        "angle": torch.zeros(n),
+        "translate": torch.zeros(n, 2),
+        "scale": torch.ones(n),
+        "color": false,
+        "blur": false,
+        "brightness": torch.ones(n),
+        "contrast": torch.ones(n),
+        "saturation": torch.ones(n),
+        "hue": torch.zeros(n),
+        "sigma": torch.ones(n),
+    }
+    base.update(overrides)
+    return DeviceAugmentParams(**base)
+
+
+def _is_hflipped(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Per sample: does ``out`` equal the horizontally flipped input (vs the input)?"""
+    ref = DeviceNormalize(**RAW)(images, images[:, 0])[0]
+    flipped = (out - ref.flip(-1)).abs().amax(dim=(1, 2, 3)) < 1e-6
+    same = (out - ref).abs().amax(dim=(1, 2, 3)) < 1e-6
+    assert bool((flipped ^ same).all()), "every sample is either flipped or not"
+    return flipped
+
+
+# ---------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize("module", [DeviceNormalize(), DeviceAugment()])
+@pytest.mark.parametrize("mask_dtype", [torch.uint8, torch.int64, torch.int32])
+def test_output_dtypes_and_shapes(module: torch.nn.Module, mask_dtype: torch.dtype) -> None:
+    images, masks = _random_batch(n=3, h=32, w=48)
+    x, y = module(images, masks.to(mask_dtype))
+    assert x.shape == (3, 3, 32, 48)
+    assert x.dtype == torch.float32
+    assert y.shape == (3, 32, 48)
+    assert y.dtype == torch.int64
+
+
+def test_normalize_equals_eval_transforms_float_output() -> None:
+    images, masks = _random_batch(n=2, h=24, w=40)
+    x, y = DeviceNormalize()(images, masks)
+    for i in range(2):
+        ref_img, ref_mask = eval_transforms(None)(images[i], masks[i])
+        torch.testing.assert_close(x[i], ref_img, rtol=0, atol=1e-6)
+        assert torch.equal(y[i], ref_mask)
+
+
+def test_normalize_keeps_channels_last() -> None:
+    images, masks = _random_batch()
+    cl = images.contiguous(memory_format=torch.channels_last)
+    x, _ = DeviceNormalize()(cl, masks)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, DeviceNormalize()(images, masks)[0])
+
+
+def test_all_probabilities_zero_is_exactly_normalize() -> None:
+    images, masks = _random_batch()
+    x, y = DeviceAugment(**OFF)(images, masks)
+    ref_x, ref_y = DeviceNormalize()(images, masks)
+    assert torch.equal(x, ref_x)
+    assert torch.equal(y, ref_y)
+
+
+@pytest.mark.parametrize("module", [DeviceNormalize(), DeviceAugment()])
+def test_float_images_are_rejected(module: torch.nn.Module) -> None:
+    images, masks = _random_batch()
+    with pytest.raises(ConfigError, match=r"output='uint8'.*normalised twice"):
+        module(images.float() / 255, masks)
+
+
+@pytest.mark.parametrize(
+    ("images", "masks", "match"),
+    [
+        (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8), r"\(N, 3, H, W\)"),
+        (torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(8, 8), r"\(N, 3, H, W\)"),
+        (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 1, 8, 8), r"\(N, H, W\)"),
+        (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2, 8, 8), "integer masks"),
+        (
+            torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+            torch.zeros(2, 8, 8, dtype=torch.bool),
+            "integer masks",
+        ),
+        (
+            torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+            torch.zeros(2, 8, 9, dtype=torch.uint8),
+            "do not match",
+        ),
+        (
+            torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+            torch.zeros(3, 8, 8, dtype=torch.uint8),
+            "do not match",
+        ),
+    ],
+)
+@pytest.mark.parametrize("module_cls", [DeviceNormalize, DeviceAugment])
+def test_bad_batches_are_rejected(
+    module_cls: type[torch.nn.Module], images: torch.Tensor, masks: torch.Tensor, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        module_cls()(images, masks)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"hflip_p": 1.5}, r"hflip_p: expected a probability in \[0, 1\]"),
+        ({"vflip_p": -0.1}, "vflip_p: expected a probability"),
+        ({"affine_p": 2.0}, "affine_p: expected a probability"),
+        ({"color_p": -1.0}, "color_p: expected a probability"),
+        ({"shift_limit": 1.5}, r"shift_limit: expected a fraction in \[0, 1\]"),
+        ({"scale_limit": (1.1, 0.9)}, "scale_limit: expected .min, max. with 0 < min <= max"),
+        ({"scale_limit": (0.0, 1.0)}, "scale_limit"),
+        ({"rotate_limit": -5.0}, "rotate_limit: expected degrees >= 0"),
+        ({"blur_kernel": 4}, "blur_kernel: expected an odd positive int"),
+        ({"blur_kernel": 0}, "blur_kernel"),
+        ({"ignore_index": 256}, r"ignore_index: expected a value in \[0, 255\]"),
+        ({"image_fill": -1}, r"image_fill: expected a value in \[0, 255\]"),
+        ({"brightness": -0.1}, "brightness: expected a jitter strength >= 0"),
+        ({"contrast": -0.1}, "contrast"),
+        ({"saturation": -0.1}, "saturation"),
+        ({"hue": 0.6}, r"hue: expected a value in \[0, 0.5\]"),
+        ({"blur_sigma": (2.0, 1.0)}, "blur_sigma: expected"),
+        ({"blur_sigma": (0.0, 1.0)}, "blur_sigma"),
+        ({"mean": (0.5, 0.5)}, "mean: expected 3 values"),
+        ({"std": (0.2, 0.0, 0.2)}, "std: expected 3 positive values"),
+    ],
+)
+def test_bad_arguments_raise_config_error(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        DeviceAugment(**kwargs)
+
+
+def test_normalize_bad_statistics() -> None:
+    with pytest.raises(ConfigError, match="std: expected 3 positive values"):
+        DeviceNormalize(std=(1.0, -1.0, 1.0))
+    with pytest.raises(ConfigError, match="mean: expected 3 values"):
+        DeviceNormalize(mean=(0.1,))
+
+
+def test_params_for_another_batch_size_are_rejected() -> None:
+    images, masks = _random_batch(n=4)
+    with pytest.raises(ConfigError, match="drawn for a batch of 3"):
+        DeviceAugment().apply_params(images, masks, _params(3))
+
+
+def test_generator_on_another_device_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"generator: expected a torch.Generator on meta"):
+        DeviceAugment().sample_params(2, size=(8, 8), device="meta", generator=torch.Generator())
+
+
+def test_blur_kernel_larger_than_image_is_rejected() -> None:
+    images, masks = _random_batch(n=2, h=4, w=16)
+    with pytest.raises(ConfigError, match="too small for blur_kernel=9"):
+        DeviceAugment(blur_kernel=9)(images, masks)
+
+
+# ---------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("affine_path", [False, True])
+@pytest.mark.parametrize(("hflip", "vflip"), [(True, False), (False, True), (True, True)])
+def test_flips_move_image_and_mask_together(affine_path: bool, hflip: bool, vflip: bool) -> None:
+    """Both code paths: flips alone (selection) and flips inside the resampling pass."""
+    images, labels = _label_encoded_batch()
+    affine: dict[str, Any] = (
+        {"affine_p": 1.0, "rotate_limit": 0.0, "shift_limit": 0.0, "scale_limit": (1.0, 1.0)}
+        if affine_path
+        else {"affine_p": 0.0}
+    )
+    aug = DeviceAugment(hflip_p=float(hflip), vflip_p=float(vflip), color_p=0.0, **affine, **RAW)
+    x, y = aug(images, labels)
+    dims = [d for d, on in ((-1, hflip), (-2, vflip)) if on]
+    ref_x, ref_y = DeviceNormalize(**RAW)(images.flip(dims), labels.flip(dims))
+    assert torch.equal(x, ref_x)
+    assert torch.equal(y, ref_y)
+
+
+def test_identity_affine_is_exact() -> None:
+    images, masks = _random_batch()
+    masks[:, :3] = IGNORE_INDEX
+    aug = DeviceAugment(
+        hflip_p=0.0,
+        vflip_p=0.0,
+        affine_p=1.0,
+        rotate_limit=0.0,
+        shift_limit=0.0,
+        scale_limit=(1.0, 1.0),
+        color_p=0.0,
+        image_fill=255,
+    )
+    x, y = aug(images, masks)
+    ref_x, ref_y = DeviceNormalize()(images, masks)
+    assert torch.equal(x, ref_x)
+    assert torch.equal(y, ref_y)
+
+
+def test_whole_pixel_shift_is_exact_and_fills_outside() -> None:
+    images, masks = _random_batch(n=2, h=16, w=20)
+    aug = DeviceAugment(**OFF | {"affine_p": 1.0}, image_fill=200, **RAW)
+    shift = torch.tensor([[3.0, -2.0], [0.0, 5.0]])
+    params = _params(2, affine=torch.ones(2, dtype=torch.bool), translate=shift)
+    x, y = aug.apply_params(images, masks, params)
+    raw = DeviceNormalize(**RAW)(images, masks)[0]
+    # Sample 0: moved right by 3 and up by 2.
+    torch.testing.assert_close(x[0, :, :-2, 3:], raw[0, :, 2:, :-3], rtol=0, atol=0)
+    assert torch.equal(y[0, :-2, 3:], masks[0, 2:, :-3].long())
+    assert bool((y[0, :, :3] == IGNORE_INDEX).all())
+    assert bool((y[0, -2:] == IGNORE_INDEX).all())
+    torch.testing.assert_close(x[0, :, :, :3], torch.full((3, 16, 3), 200 / 255))
+    # Sample 1: moved down by 5.
+    assert torch.equal(x[1, :, 5:], raw[1, :, :-5])
+    assert bool((y[1, :5] == IGNORE_INDEX).all())
+
+
+def test_affine_keeps_labels_aligned_and_fills_ignore() -> None:
+    images, labels = _label_encoded_batch(n=8, h=48, w=64, block=8)
+    aug = DeviceAugment(
+        hflip_p=0.5,
+        vflip_p=0.5,
+        affine_p=1.0,
+        rotate_limit=45.0,
+        scale_limit=(0.6, 0.8),  # zoom out: every sample brings in outside pixels
+        color_p=0.0,
+        image_fill=0,
+        **RAW,
+    )
+    x, y = aug(images, labels, generator=torch.Generator().manual_seed(1))
+    gray = x[:, 0] * 255
+    valid = y != IGNORE_INDEX
+    assert bool((~valid).flatten(1).any(dim=1).all()), "every sample has ignore pixels"
+    decoded = (gray.unsqueeze(-1) - CODES.float()).abs().argmin(-1)
+    # Away from label edges (a uniform 3x3 neighbourhood in the output mask) bilinear
+    # sampling does not blend labels, so the image must decode to the mask's label.
+    yf = y.float().unsqueeze(1)
+    pool = torch.nn.functional.max_pool2d
+    interior = ((pool(yf, 3, 1, 1) == -pool(-yf, 3, 1, 1)).squeeze(1) & valid)[:, 1:-1, 1:-1]
+    assert int(interior.sum()) > 1000
+    hits = (decoded == y)[:, 1:-1, 1:-1][interior]
+    assert float(hits.float().mean()) > 0.99
+    # The check can tell a mask that did not move with the image apart.
+    unwarped = (decoded == labels.long())[:, 1:-1, 1:-1][interior]
+    assert float(unwarped.float().mean()) < 0.5
+    # Pixels whose whole 3x3 neighbourhood is outside get exactly the fill value.
+    outside = -torch.nn.functional.max_pool2d(-(~valid).float().unsqueeze(1), 3, 1, 1)
+    outside = outside.squeeze(1).bool()
+    assert bool(outside.any())
+    assert bool((gray[outside] == 0).all())
+
+
+def test_affine_matches_torchvision_for_the_same_parameters() -> None:
+    images, masks = _random_batch(n=3, h=40, w=48)
+    params = _params(
+        3,
+        affine=torch.ones(3, dtype=torch.bool),
+        angle=torch.tensor([-32.5, 10.0, 44.0]),
+        translate=torch.tensor([[-3.0, -2.0], [1.0, 0.0], [2.0, 3.0]]),
+        scale=torch.tensor([0.93, 1.0, 1.09]),
+    )
+    aug = DeviceAugment(**OFF | {"affine_p": 1.0}, image_fill=30, **RAW)
+    x, y = aug.apply_params(images, masks, params)
+    for i in range(3):
+        kwargs: dict[str, Any] = {
+            "angle": float(params.angle[i]),
+            "translate": [int(v) for v in params.translate[i]],
+            "scale": float(params.scale[i]),
+            "shear": [0.0, 0.0],
+        }
+        ref = TF.affine(
+            images[i].float() / 255,
+            interpolation=InterpolationMode.BILINEAR,
+            fill=30 / 255,
+            **kwargs,
+        )
+        torch.testing.assert_close(x[i], ref, rtol=0, atol=1e-4)
+        ref_mask = TF.affine(tv_tensors.Mask(masks[i]), fill=IGNORE_INDEX, **kwargs)
+        mismatch = (y[i] != ref_mask.long()).float().mean()
+        assert mismatch < 0.01  # only exact .5 ties may round differently
+
+
+# ---------------------------------------------------------------------- photometric
+
+
+def test_color_and_blur_change_only_the_image() -> None:
+    images, masks = _random_batch(n=16)
+    aug = DeviceAugment(**OFF | {"color_p": 1.0}, hue=0.2)
+    x, y = aug(images, masks, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(y, masks.long())
+    changed = (x - DeviceNormalize()(images, masks)[0]).abs().amax(dim=(1, 2, 3)) > 1e-3
+    assert bool(changed.all())
+
+
+def test_color_jitter_matches_torchvision_kernels() -> None:
+    images, masks = _random_batch(n=4)
+    n = 4
+    params = _params(
+        n,
+        color=torch.ones(n, dtype=torch.bool),
+        blur=torch.zeros(n, dtype=torch.bool),
+        brightness=torch.tensor([0.8, 1.2, 1.0, 0.9]),
+        contrast=torch.tensor([1.2, 0.8, 1.1, 0.85]),
+        saturation=torch.tensor([0.8, 1.15, 1.2, 0.9]),
+        hue=torch.tensor([0.05, -0.05, 0.2, -0.3]),
+        jitter_order=(2, 0, 3, 1),
+    )
+    aug = DeviceAugment(**OFF | {"color_p": 1.0}, hue=0.3, **RAW)
+    x, _ = aug.apply_params(images, masks, params)
+    for i in range(n):
+        ref = images[i].float() / 255
+        ref = TF.adjust_saturation(ref, float(params.saturation[i]))
+        ref = TF.adjust_brightness(ref, float(params.brightness[i]))
+        ref = TF.adjust_hue(ref, float(params.hue[i]))
+        ref = TF.adjust_contrast(ref, float(params.contrast[i]))
+        torch.testing.assert_close(x[i], ref, rtol=0, atol=1e-5)
+
+
+def test_blur_matches_torchvision_kernel() -> None:
+    images, masks = _random_batch(n=3)
+    n = 3
+    sigma = torch.tensor([0.3, 1.0, 2.0])
+    params = _params(
+        n, color=torch.ones(n, dtype=torch.bool), blur=torch.ones(n, dtype=torch.bool), sigma=sigma
+    )
+    aug = DeviceAugment(**OFF | {"color_p": 1.0}, blur_kernel=5, **RAW)
+    x, _ = aug.apply_params(images, masks, params)
+    for i in range(n):
+        s = float(sigma[i])
+        ref = TF.gaussian_blur(images[i].float() / 255, [5, 5], [s, s])
+        torch.testing.assert_close(x[i], ref, rtol=0, atol=1e-5)
+
+
+def test_brightness_factors_stay_in_range() -> None:
+    n, b = 256, 0.2
+    images = torch.full((n, 3, 8, 8), 128, dtype=torch.uint8)
+    masks = torch.zeros(n, 8, 8, dtype=torch.uint8)
+    aug = DeviceAugment(
+        **OFF | {"color_p": 1.0}, brightness=b, contrast=0.0, saturation=0.0, hue=0.0, **RAW
+    )
+    x, _ = aug(images, masks, generator=torch.Generator().manual_seed(0))
+    ratio = x.mean(dim=(1, 2, 3)) / (128 / 255)  # a flat image: blur keeps it flat
+    assert bool((ratio >= 1 - b - 1e-5).all())
+    assert bool((ratio <= 1 + b + 1e-5).all())
+    assert float(ratio.min()) < 1 - b / 2  # the factors do vary over the range
+    assert float(ratio.max()) > 1 + b / 2
+
+
+def test_sampled_parameters_follow_the_limits() -> None:
+    aug = DeviceAugment(shift_limit=0.1, rotate_limit=30.0, scale_limit=(0.8, 1.2), hue=0.1)
+    p = aug.sample_params(4000, size=(40, 50), generator=torch.Generator().manual_seed(0))
+    assert float(p.angle.abs().max()) <= 30.0
+    assert float(p.angle.abs().max()) > 29.0
+    assert torch.equal(p.translate, p.translate.round())
+    assert float(p.translate[:, 0].abs().max()) == 5.0  # 0.1 * 50
+    assert float(p.translate[:, 1].abs().max()) == 4.0  # 0.1 * 40
+    assert float(p.scale.min()) >= 0.8
+    assert float(p.scale.max()) <= 1.2
+    assert float(p.hue.abs().max()) <= 0.1
+    assert float(p.sigma.min()) >= 0.1
+    assert float(p.sigma.max()) <= 2.0
+    for name in ("hflip", "vflip", "affine", "color", "blur"):
+        assert abs(float(getattr(p, name).float().mean()) - 0.5) < 0.03, name
+    assert sorted(p.jitter_order) == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------------- randomness
+
+
+def test_samples_are_augmented_independently() -> None:
+    images, masks = _random_batch(n=64, h=8, w=12)
+    aug = DeviceAugment(**OFF | {"hflip_p": 0.5}, **RAW)
+    x, _ = aug(images, masks, generator=torch.Generator().manual_seed(0))
+    flipped = _is_hflipped(x, images)
+    assert 0 < int(flipped.sum()) < 64
+
+
+def test_flip_fraction_matches_probability() -> None:
+    n = 2000
+    images, masks = _random_batch(n=n, h=4, w=6, seed=1)
+    aug = DeviceAugment(**OFF | {"hflip_p": 0.3}, **RAW)
+    x, _ = aug(images, masks, generator=torch.Generator().manual_seed(0))
+    assert abs(float(_is_hflipped(x, images).float().mean()) - 0.3) < 0.03
+
+
+def test_same_generator_seed_reproduces_and_another_differs() -> None:
+    images, masks = _random_batch(n=8)
+    aug = DeviceAugment(affine_p=0.8, color_p=0.8)
+    a = aug(images, masks, generator=torch.Generator().manual_seed(3))
+    b = aug(images, masks, generator=torch.Generator().manual_seed(3))
+    c = aug(images, masks, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a[0], b[0])
+    assert torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_global_rng_is_used_by_default() -> None:
+    images, masks = _random_batch(n=8)
+    aug = DeviceAugment(affine_p=0.8, color_p=0.8)
+    torch.manual_seed(11)
+    a, _ = aug(images, masks)
+    b, _ = aug(images, masks)  # the global state moved on
+    torch.manual_seed(11)
+    c, _ = aug(images, masks)
+    assert torch.equal(a, c)
+    assert not torch.equal(a, b)
+
+
+def test_eval_mode_still_augments() -> None:
+    images, masks = _random_batch(n=8)
+    aug = DeviceAugment(**OFF | {"hflip_p": 1.0}).eval()
+    x, _ = aug(images, masks)
+    assert not torch.equal(x, DeviceNormalize()(images, masks)[0])
+
+
+# ---------------------------------------------------------------------- masks and layout
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.uint8, torch.int64])
+def test_ignore_pixels_survive_flips_and_warps(mask_dtype: torch.dtype) -> None:
+    images, masks = _random_batch(n=2, h=16, w=16)
+    masks = masks.to(mask_dtype)
+    masks[:, 2:5, 1:4] = IGNORE_INDEX
+    params = _params(
+        2,
+        hflip=torch.tensor([True, False]),
+        affine=torch.tensor([False, True]),
+        translate=torch.tensor([[0.0, 0.0], [2.0, 1.0]]),
+    )
+    aug = DeviceAugment(hflip_p=0.5, affine_p=0.5, color_p=0.0)
+    _, y = aug.apply_params(images, masks, params)
+    assert y.dtype == torch.int64
+    assert bool((y[0, 2:5, 12:15] == IGNORE_INDEX).all())  # 1:4 mirrored in 16 columns
+    assert bool((y[1, 3:6, 3:6] == IGNORE_INDEX).all())  # shifted by (+2, +1)
+    assert int((y[0] == IGNORE_INDEX).sum()) == 9
+
+
+def test_channels_last_input_gives_the_same_result_in_channels_last() -> None:
+    images, masks = _random_batch(n=4)
+    cl = images.contiguous(memory_format=torch.channels_last)
+    aug = DeviceAugment(affine_p=1.0, color_p=1.0)
+    a, ya = aug(images, masks, generator=torch.Generator().manual_seed(5))
+    b, yb = aug(cl, masks, generator=torch.Generator().manual_seed(5))
+    assert b.is_contiguous(memory_format=torch.channels_last)
+    assert a.is_contiguous()
+    assert torch.equal(a, b)
+    assert torch.equal(ya, yb)
+
+
+def test_params_move_between_devices_and_repr_lists_settings() -> None:
+    p = DeviceAugment().sample_params(2, size=(8, 8))
+    q = p.to("cpu")
+    for f in dataclasses.fields(p):
+        if f.name == "jitter_order":
+            assert q.jitter_order == p.jitter_order
+        else:
+            assert torch.equal(getattr(q, f.name), getattr(p, f.name))
+    assert q.batch_size == 2
+    text = repr(DeviceAugment(hflip_p=0.25))
+    assert "hflip_p=0.25" in text
+    assert "mean=" in repr(DeviceNormalize())
