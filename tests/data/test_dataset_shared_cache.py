@@ -91,6 +91,10 @@ def test_cache_modes_and_cached_samples(synthetic_root: Path) -> None:
     per_process[0]
     plain[0]
     assert (plain.cached_samples, per_process.cached_samples) == (0, 1)
+    empty = SUIMDataset(synthetic_root, "test", image_size=SIZE, cache="shared", stems=[])
+    assert (len(empty), empty.cached_samples) == (0, 0)
+    with pytest.raises(IndexError, match="out of range"):
+        empty.load(0)
 
 
 # ---------------------------------------------------------------- DataLoader workers
