@@ -508,3 +508,37 @@ def test_params_move_between_devices_and_repr_lists_settings() -> None:
     text = repr(DeviceAugment(hflip_p=0.25))
     assert "hflip_p=0.25" in text
     assert "mean=" in repr(DeviceNormalize())
+
+
+def test_photometric_step_touches_only_the_selected_samples() -> None:
+    """Per sample: no photometric step, blur only, or jitter only (never both)."""
+    images, masks = _random_batch(n=3)
+    params = _params(
+        3,
+        color=torch.tensor([False, True, True]),
+        blur=torch.tensor([True, True, False]),
+        brightness=torch.full((3,), 1.2),
+        sigma=torch.full((3,), 1.5),
+    )
+    aug = DeviceAugment(**OFF | {"color_p": 0.5}, **RAW)
+    x, _ = aug.apply_params(images, masks, params)
+    raw = DeviceNormalize(**RAW)(images, masks)[0]
+    assert torch.equal(x[0], raw[0])
+    blurred = TF.gaussian_blur(images[1].float() / 255, [5, 5], [1.5, 1.5])
+    torch.testing.assert_close(x[1], blurred, rtol=0, atol=1e-5)
+    torch.testing.assert_close(x[2], (raw[2] * 1.2).clamp(0, 1), rtol=0, atol=1e-6)
+
+
+def test_unselected_samples_ignore_their_drawn_warp_parameters() -> None:
+    images, masks = _random_batch(n=2)
+    params = _params(
+        2,
+        affine=torch.tensor([False, True]),
+        angle=torch.tensor([30.0, 0.0]),
+        scale=torch.tensor([0.7, 1.0]),
+        translate=torch.tensor([[3.0, -3.0], [0.0, 0.0]]),
+    )
+    x, y = DeviceAugment(**OFF | {"affine_p": 0.5}).apply_params(images, masks, params)
+    ref_x, ref_y = DeviceNormalize()(images, masks)
+    assert torch.equal(x, ref_x)
+    assert torch.equal(y, ref_y)
