@@ -43,6 +43,7 @@ __all__ = [
     "set_threads",
     "synchronize",
     "time_repeats",
+    "tiny_factories",
     "train_step_flops",
     "write_json",
 ]
@@ -83,6 +84,26 @@ class Budget:
     def exceeded(self) -> bool:
         """Whether the budget is spent."""
         return self.remaining() <= 0
+
+
+def tiny_factories() -> dict[str, Callable[[], nn.Module]]:
+    """Small stand-ins for ``v3`` and ``deeplabv3`` (``--tiny-models``): plumbing checks only.
+
+    Both are :class:`~suimseg.models.UNetResAttnV3` with a ResNet-18 encoder and a narrow
+    decoder (``deeplabv3``'s twice as wide), so a CPU runs a step in milliseconds. Their
+    figures say nothing about the real models; reports mark them (``tiny_models``).
+    """
+    from suimseg.models import UNetResAttnV3
+
+    def tiny(width: int) -> nn.Module:
+        return UNetResAttnV3(
+            encoder="resnet18",
+            decoder_channels=(width, width, 8, 8),
+            bridge_channels=width,
+            encoder_weights=None,
+        )
+
+    return {"v3": lambda: tiny(8), "deeplabv3": lambda: tiny(16)}
 
 
 def set_threads(threads: int) -> None:

@@ -94,11 +94,13 @@ class EpochClock(Callback):
         val: TimedLoader,
         *,
         budget: Budget | None = None,
+        epochs: int | None = None,
         on_row: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.train = train
         self.val = val
         self.budget = budget
+        self.epochs = epochs
         self.on_row = on_row
         self.stopped_by_budget = False
         self.rows: list[dict[str, Any]] = []
@@ -137,7 +139,8 @@ class EpochClock(Callback):
         if self.on_row is not None:
             self.on_row(self.rows)
         # Stop when the next epoch (as long as the latest) would overrun the budget.
-        if self.budget is not None and not self.budget.allows(wall):
+        more = self.epochs is None or record.epoch < self.epochs
+        if more and self.budget is not None and not self.budget.allows(wall):
             self.stopped_by_budget = True
             trainer.should_stop = True
 
@@ -229,7 +232,10 @@ def make_synthetic(root: Path, n: int, size: tuple[int, int], *, workers: int) -
     parts = root.parent / f"{root.name}.parts"
     counts = [n // workers + (1 if k < n % workers else 0) for k in range(workers)]
     jobs = [(str(parts / str(k)), c, size, k) for k, c in enumerate(counts)]
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch
+    # fork: the children only render with numpy and Pillow (no torch, no CUDA), and main()
+    # calls this before it touches the GPU; spawn would re-import torch in every child.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         done = list(pool.map(_synth_chunk, jobs))
     for sub in ("images", "masks"):
@@ -271,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
         if model_size == "tiny"
         else {}
     )
-    info = machine_info(device)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_root or Path(tmp) / "suim"
@@ -279,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (root / "train_val").is_dir():
             make_synthetic(root, n_images, source, workers=gen_workers)
         synth_s = time.perf_counter() - t0
+        info = machine_info(device)  # after the forks above: this initialises CUDA
         print(
             f"synthetic set: {n_images} images of {source[0]}x{source[1]} in {synth_s:.1f} s "
             f"({gen_workers} processes)",
@@ -335,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         def save(rows: list[dict[str, Any]], complete: bool = False) -> None:
             write_json(args.out, _report(info, settings, rows, complete, stopped=False))
 
-        clock = EpochClock(train, val, budget=budget, on_row=save)
+        clock = EpochClock(train, val, budget=budget, epochs=epochs, on_row=save)
         trainer.callbacks.append(clock)
         print(
             f"{n_train} train / {n_val} val images of "

@@ -45,6 +45,7 @@ from _common import (
     resolve_device,
     set_threads,
     synchronize,
+    tiny_factories,
     write_json,
 )
 from torch import Tensor, nn
@@ -107,6 +108,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="channels_last models and inputs (default: on for CUDA, off on the CPU)",
     )
+    parser.add_argument(
+        "--tiny-models",
+        action="store_true",
+        help="small stand-in models (plumbing checks only; figures say nothing of the real models)",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls per setting")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per setting")
     parser.add_argument(
@@ -151,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
+    makers = {**MODELS, **tiny_factories()} if args.tiny_models else MODELS
     models: dict[str, nn.Module] = {}
     for name in names:
-        model = MODELS[name]().to(device).eval()
+        model = makers[name]().to(device).eval()
         models[name] = model.to(memory_format=torch.channels_last) if channels_last else model
     weights_mib = {
         n: sum(p.numel() * p.element_size() for p in m.parameters()) / 2**20
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": warmup,
         "repeats": repeats,
         "budget_s": budget.seconds,
+        "tiny_models": bool(args.tiny_models),
         "measured": "Predictor.probs_normalized (forward + softmax, TTA-averaged) in "
         "eval mode under inference_mode, on a pre-normalised random batch",
         "statistic": "median latency over timed calls after warm-up; models alternate "

@@ -221,6 +221,8 @@ def _ok_rows(r: Report) -> list[dict[str, Any]]:
 def _gpu_context(r: Report, **want: Any) -> tuple[bool, str]:
     """Whether ``r`` ran on CUDA with the settings in ``want`` (name -> (actual, expected))."""
     why = [] if r.on_cuda else ["not a GPU run"]
+    if r.settings.get("tiny_models"):
+        why.append("tiny stand-in models")
     for label, (actual, expected) in want.items():
         if actual != expected:
             why.append(f"{label} {_size(actual)}, target {_size(expected)}")
@@ -321,7 +323,7 @@ def _epoch_targets(r: Report) -> list[Target]:
 
 
 def _inference_targets(r: Report) -> list[Target]:
-    if r.on_cuda:  # the latency target is a CPU target
+    if r.on_cuda or r.settings.get("tiny_models"):  # a CPU target, for the real models
         return []
     out = []
     for x in r.data.get("v3_vs_deeplabv3") or []:
@@ -433,6 +435,7 @@ def _train_step_table(r: Report) -> str:
         f"Training step, {_size(s.get('image_size'))}, batch {s.get('batch_size')}; "
         f"{s.get('warmup_steps')} warm-up steps, median of {s.get('repeats')} x "
         f"{s.get('steps_per_repeat')} steps."
+        + (" Tiny stand-in models (a plumbing check)." if s.get("tiny_models") else "")
     )
     return (
         head
@@ -539,6 +542,7 @@ def _inference_table(r: Report) -> str:
     head = (
         f"Inference, precision {s.get('precision')}, channels_last {s.get('channels_last')}; "
         f"median of {s.get('repeats')} calls after {s.get('warmup')} warm-up."
+        + (" Tiny stand-in models (a plumbing check)." if s.get("tiny_models") else "")
     )
     return (
         head

@@ -52,6 +52,7 @@ from _common import (
     set_threads,
     synchronize,
     time_repeats,
+    tiny_factories,
     train_step_flops,
     write_json,
 )
@@ -93,20 +94,30 @@ def smp_available() -> bool:
     return True
 
 
-def model_factories() -> dict[str, Callable[[], nn.Module]]:
-    """Name -> constructor of every model this machine can build (random weights)."""
-    factories: dict[str, Callable[[], nn.Module]] = {
-        "v3": lambda: UNetResAttnV3(num_classes=NUM_CLASSES, encoder_weights=None),
-        "deeplabv3": lambda: deeplabv3_resnet50(num_classes=NUM_CLASSES, encoder_weights=None),
-    }
+def model_factories(tiny: bool = False) -> dict[str, Callable[[], nn.Module]]:
+    """Name -> constructor of every model this machine can build (random weights).
+
+    ``tiny=True`` gives small stand-ins (:func:`_common.tiny_factories`, and smp's Unet
+    on ResNet-18 with a narrow decoder) for plumbing checks such as the quick suite.
+    """
+    factories: dict[str, Callable[[], nn.Module]] = (
+        tiny_factories()
+        if tiny
+        else {
+            "v3": lambda: UNetResAttnV3(num_classes=NUM_CLASSES, encoder_weights=None),
+            "deeplabv3": lambda: deeplabv3_resnet50(num_classes=NUM_CLASSES, encoder_weights=None),
+        }
+    )
     if smp_available():
         import segmentation_models_pytorch as smp
 
+        narrow: dict[str, Any] = {"decoder_channels": (32, 32, 16, 16, 16)} if tiny else {}
         factories["smp_unet"] = lambda: smp.Unet(
-            "resnet50",
+            "resnet18" if tiny else "resnet50",
             encoder_weights=None,
             decoder_attention_type="scse",
             classes=NUM_CLASSES,
+            **narrow,
         )
     return factories
 
@@ -269,6 +280,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=90.0,
         help="with --budget-s, start compiling a model only if this much time is left",
     )
+    parser.add_argument(
+        "--tiny-models",
+        action="store_true",
+        help="small stand-in models (plumbing checks only; figures say nothing of the real models)",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per setting")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions")
     parser.add_argument("--steps", type=int, default=None, help="steps per repetition")
@@ -322,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variant_names if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; expected a subset of {list(VARIANTS)}")
-    factories = model_factories()
+    factories = model_factories(tiny=args.tiny_models) if args.tiny_models else model_factories()
     skipped: list[dict[str, Any]] = []
     if "smp_unet" not in factories:
         skipped.append(
@@ -358,7 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_variants=mb_variants if max_batch else [],
     )
     info = machine_info(device)
-    flops = {name: train_step_flops(factories[name], plan.size) for name in names}
+    flops: dict[str, dict[str, float | None]] = {}
+    for name in names:
+        try:
+            flops[name] = dict(train_step_flops(factories[name], plan.size))
+        except Exception as exc:  # the timing still means something without the count
+            flops[name] = {"forward_gflops": None, "train_gflops": None}
+            skipped.append({"model": name, "reason": f"FLOP count failed: {_describe(exc)}"})
     results: list[dict[str, Any]] = []
 
     def save(complete: bool) -> None:
@@ -375,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     def record(name: str, vname: str, b: int, m: dict[str, Any], **extra: Any) -> None:
         f = flops[name]
         ips = m.get("images_per_s")
-        tflops = None if ips is None else f["train_gflops"] * ips / 1e3
+        train_gflops = f["train_gflops"]
+        tflops = None if ips is None or train_gflops is None else train_gflops * ips / 1e3
         row = {
             "model": name,
             "variant": vname,
@@ -392,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:<10} {vname:<16} {b:>5}{'*' if b != plan.batch else ' '} "
             f"{_f(ips):>9} {_f(m.get('peak_memory_mib')):>9} "
-            f"{f['forward_gflops']:>9.1f} {_f(tflops):>8}{note}",
+            f"{_f(f['forward_gflops']):>9} {_f(tflops):>8}{note}",
             flush=True,
         )
         save(complete=False)
@@ -556,6 +579,7 @@ def _report(
             "repeats": plan.repeats,
             "steps_per_repeat": plan.steps,
             "budget_s": budget.seconds,
+            "tiny_models": bool(args.tiny_models),
             "loss": "DiceFocalLoss()",
             "optimizer": "AdamW(param_groups(model, 0.1), fused on CUDA), clip_grad_norm 1.0",
             "statistic": "median seconds per repetition / steps; images/s = batch / that",
