@@ -202,3 +202,32 @@ def test_data_writes_report(bench: Any, tmp_path: Path) -> None:
     pipelines = {r["pipeline"] for r in report["results"]}
     assert {"naive", "suimseg", "suimseg + cache, ep. 2+"} <= pipelines
     assert all(r["images_per_s"] > 0 for r in report["results"])
+
+
+def test_augment_writes_report(bench: Any, tmp_path: Path) -> None:
+    out = tmp_path / "augment.json"
+    argv = ["--device", "cpu", "--size", "32", "--batch", "2", "--n-images", "1"]
+    argv += ["--warmup", "0", "--repeats", "1", "--threads", "1", "--out", str(out)]
+    try:
+        assert bench("augment").main(argv) == 0
+    finally:
+        sys.modules.pop("augment", None)
+    report = _report(out, "suimseg augmentation")
+    assert report["settings"]["device_batch"] == 2
+    loader = report["results"]["loader"]
+    steps = {r["step"] for r in loader}
+    assert {"resize (antialias)", "hflip", "vflip", "RandomAffine", "ColorJitter"} <= steps
+    assert {"GaussianBlur", "ToDtype + Normalize"} <= steps
+    assert {r["input"] for r in loader if r["step"] == "resize (antialias)"} == {
+        "640x480",
+        "1920x1080",
+    }
+    for r in loader:
+        assert r["ms_per_image"] > 0
+        assert r["expected_ms_per_image"] == pytest.approx(r["probability"] * r["ms_per_image"])
+    device = {r["module"]: r for r in report["results"]["device"]}
+    assert {"DeviceNormalize", "DeviceAugment (defaults)"} <= set(device)
+    for r in device.values():
+        assert r["batch"] == 2
+        assert r["ms_per_image"] == pytest.approx(r["ms_per_batch"] / 2)
+        assert r["images_per_s"] > 0
