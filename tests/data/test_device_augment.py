@@ -542,3 +542,42 @@ def test_unselected_samples_ignore_their_drawn_warp_parameters() -> None:
     ref_x, ref_y = DeviceNormalize()(images, masks)
     assert torch.equal(x, ref_x)
     assert torch.equal(y, ref_y)
+
+
+@pytest.mark.parametrize("module_cls", [DeviceNormalize, DeviceAugment])
+def test_forward_needs_no_host_access_to_the_data(module_cls: type[torch.nn.Module]) -> None:
+    """On the meta device any ``.item()``, ``.tolist()`` or ``nonzero`` on the batch (a
+    device-to-host sync on CUDA) would raise: the forward must be pure tensor code."""
+    kwargs = {"hflip_p": 1.0, "vflip_p": 1.0, "affine_p": 1.0, "color_p": 1.0}
+    module = (module_cls(**kwargs) if module_cls is DeviceAugment else module_cls()).to("meta")
+    images = torch.empty(4, 3, 32, 32, dtype=torch.uint8, device="meta")
+    masks = torch.empty(4, 32, 32, dtype=torch.uint8, device="meta")
+    x, y = module(images, masks)
+    assert x.device.type == "meta"
+    assert (x.dtype, y.dtype) == (torch.float32, torch.int64)
+    assert x.shape == (4, 3, 32, 32)
+    with pytest.raises(RuntimeError):
+        x.sum().item()  # the check above would catch a sync
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_forward_does_not_synchronise() -> None:
+    images, masks = _random_batch(n=8)
+    images, masks = images.cuda(), masks.cuda()
+    augment = DeviceAugment(hflip_p=1.0, vflip_p=1.0, affine_p=1.0, color_p=1.0).cuda()
+    normalize = DeviceNormalize().cuda()
+    augment(images, masks)  # warm-up (cuDNN set-up may synchronise once)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        augment(images, masks)
+        normalize(images, masks)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    # A CUDA generator draws the per-sample parameters; the batch's jitter order comes
+    # from the CPU RNG, seeded here as well.
+    torch.manual_seed(0)
+    a = augment(images, masks, generator=torch.Generator(device="cuda").manual_seed(0))[0]
+    torch.manual_seed(0)
+    b = augment(images, masks, generator=torch.Generator(device="cuda").manual_seed(0))[0]
+    assert torch.equal(a, b)

@@ -486,6 +486,9 @@ class DeviceAugment(nn.Module):
             masks: Integer ``(N, H, W)`` class ids.
             generator: Optional random generator on the images' device; ``None`` uses the
                 device's global RNG (reproducible through the trainer's RNG checkpoints).
+                The batch's jitter order is drawn on the CPU: from ``generator`` if it is
+                a CPU generator, else from torch's global CPU RNG (seed that too, e.g.
+                ``torch.manual_seed``, to repeat a run with a CUDA generator).
 
         Returns:
             ``(images, masks)``: float32 normalised images and int64 masks.
