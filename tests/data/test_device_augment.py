@@ -581,3 +581,10 @@ def test_cuda_forward_does_not_synchronise() -> None:
     torch.manual_seed(0)
     b = augment(images, masks, generator=torch.Generator(device="cuda").manual_seed(0))[0]
     assert torch.equal(a, b)
+
+
+def test_params_on_another_device_are_rejected() -> None:
+    images, masks = _random_batch(n=2)
+    params = DeviceAugment().sample_params(2, size=(32, 40), device="meta")
+    with pytest.raises(ConfigError, match="params: on meta but the images are on cpu"):
+        DeviceAugment().apply_params(images, masks, params)

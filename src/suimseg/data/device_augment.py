@@ -258,11 +258,16 @@ class DeviceAugment(nn.Module):
     5. clamp to ``[0, 1]`` and normalise with ``mean``/``std``.
 
     Flips and the warp are one resampling pass: an identity warp, a pure whole-pixel shift
-    and a flip reproduce pixels exactly. Samples that skip a step are returned unchanged
-    by it (exactly), so with every probability 0 the output equals
-    :class:`DeviceNormalize`'s. The module always augments, also in ``eval()`` mode;
+    and a flip reproduce pixels exactly. Every step whose probability is above 0 runs on
+    the whole batch and ``torch.where`` keeps the samples it did not select (finding
+    them would need a device-to-host sync), so the cost does not depend on how many
+    samples a step picks; a step with probability 0 costs nothing. Samples that skip a
+    step are returned unchanged by it (exactly), so with every probability 0 the output
+    equals :class:`DeviceNormalize`'s. The module always augments, also in ``eval()`` mode;
     validation batches go through :class:`DeviceNormalize`. See the module docstring for
     the differences from torchvision (float32 throughout, one jitter order per batch).
+    Move the module to the training device (``.to(device)``) so that its ``mean``/``std``
+    buffers live there; otherwise each call copies them.
 
     Args:
         hflip_p: Probability of a horizontal flip.
@@ -529,6 +534,17 @@ class DeviceAugment(nn.Module):
                 f"params: drawn for a batch of {params.batch_size}, got images of batch {n}; "
                 "draw them with sample_params(images.shape[0], ...)"
             )
+        if params.hflip.device != images.device:
+            raise ConfigError(
+                f"params: on {params.hflip.device} but the images are on {images.device}; "
+                "draw them on the images' device or move them with params.to(device)"
+            )
+        if self.color_p > 0 and self.blur_kernel > 1 and min(h, w) <= self.blur_kernel // 2:
+            raise ConfigError(
+                f"{type(self).__name__}: images of {h}x{w} are too small for "
+                f"blur_kernel={self.blur_kernel} (reflect padding needs H and W > "
+                f"{self.blur_kernel // 2}); use a smaller blur_kernel"
+            )
         fmt = _memory_format(images)
         x = _to_unit_float(images).contiguous()
         y = masks if masks.dtype == torch.uint8 else masks.to(torch.int64)
@@ -546,12 +562,6 @@ class DeviceAugment(nn.Module):
                 jittered = _color_jitter(x, params, [op for op in params.jitter_order if op in ops])
                 x = torch.where(pick_jitter.view(n, 1, 1, 1), jittered, x)
             if self.blur_kernel > 1:
-                if min(h, w) <= self.blur_kernel // 2:
-                    raise ConfigError(
-                        f"{type(self).__name__}: images of {h}x{w} are too small for "
-                        f"blur_kernel={self.blur_kernel} (reflect padding needs H and W > "
-                        f"{self.blur_kernel // 2}); use a smaller blur_kernel"
-                    )
                 blurred = _gaussian_blur(x, params.sigma, self.blur_kernel)
                 x = torch.where(pick_blur.view(n, 1, 1, 1), blurred, x)
             x = x.clamp_(0.0, 1.0)
