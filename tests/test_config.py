@@ -30,6 +30,23 @@ def test_json_round_trip(tmp_path: Path) -> None:
     assert not list(path.parent.glob(".*tmp*"))
 
 
+def test_speed_options_round_trip(tmp_path: Path) -> None:
+    c = TrainConfig(cache="shared", augment_on="device", val_batch_size=12, async_checkpoint=True)
+    assert TrainConfig.from_json(c.to_json(tmp_path / "config.json")) == c
+    # A config.json written before these options existed still loads, with the defaults.
+    old = {
+        k: v
+        for k, v in TrainConfig().to_dict().items()
+        if k not in ("augment_on", "val_batch_size", "async_checkpoint")
+    }
+    restored = TrainConfig.from_dict(old)
+    assert (restored.augment_on, restored.val_batch_size, restored.async_checkpoint) == (
+        "loader",
+        None,
+        None,
+    )
+
+
 def test_frozen_and_replace() -> None:
     c = TrainConfig()
     with pytest.raises(AttributeError):
@@ -54,6 +71,12 @@ def test_frozen_and_replace() -> None:
         ({"decoder_channels": (8, 8)}, "decoder_channels: expected 4 positive ints"),
         ({"early_stopping_patience": 0}, "early_stopping_patience"),
         ({"workers": -1}, "workers: expected an int >= 0"),
+        ({"cache": "yes"}, "cache: expected False, True or 'shared', got 'yes'"),
+        ({"cache": 1}, "cache: expected False, True or 'shared', got 1"),
+        ({"augment_on": "gpu"}, "augment_on: expected one of loader, device, got 'gpu'"),
+        ({"val_batch_size": 0}, "val_batch_size: expected None or a positive int, got 0"),
+        ({"async_checkpoint": "on"}, "async_checkpoint: expected True, False or None"),
+        ({"compile": 1}, "compile: expected True or False, got 1"),
     ],
 )
 def test_bad_values_raise(kwargs: dict[str, object], match: str) -> None:

@@ -233,3 +233,51 @@ def test_every_config_field_has_a_train_option() -> None:
     dests = {a.dest for a in train_parser._actions}
     missing = {f.name for f in dataclasses.fields(TrainConfig)} - dests
     assert not missing, f"TrainConfig fields without a `suimseg train` option: {missing}"
+
+
+def test_loaders_decode_at_the_training_size(data_root: Path, tmp_path: Path) -> None:
+    """The datasets decode (and cache) at image_size, not at the dataset's 384 default."""
+    setup = build_training(_tiny_config(data_root, tmp_path / "r", val_batch_size=3))
+    for loader in (setup.train_loader, setup.val_loader):
+        assert loader.dataset.image_size == (32, 32)  # type: ignore[attr-defined]
+    assert setup.val_loader.batch_size == 3
+    assert setup.train_loader.batch_size == 4
+    assert setup.trainer.batch_transform is None
+    assert setup.trainer.async_checkpoint is False  # CPU default
+
+
+def test_device_augmentation_recipe_trains_and_stores_its_config(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from suimseg.data import DeviceAugment, DeviceNormalize
+    from suimseg.evaluate import input_size_for
+
+    config = _tiny_config(
+        data_root, tmp_path / "r", augment_on="device", cache="shared", async_checkpoint=True
+    )
+    setup = build_training(config, progress=False, verbose=False)
+    images, masks = next(iter(setup.train_loader))
+    assert images.dtype == torch.uint8  # a quarter of the bytes between processes
+    assert masks.dtype == torch.uint8
+    assert isinstance(setup.trainer.batch_transform, DeviceAugment)
+    assert isinstance(setup.trainer.eval_batch_transform, DeviceNormalize)
+    assert setup.trainer.async_checkpoint is True
+    assert setup.train_loader.dataset.cache == "shared"  # type: ignore[attr-defined]
+    history = setup.trainer.fit(setup.train_loader, setup.val_loader, 1)
+    assert np.isfinite(history[-1].train_loss)
+    assert 0.0 <= history[-1].val_miou <= 1.0
+    # The run's config travels inside the checkpoint: a moved file keeps its input size.
+    moved = tmp_path / "elsewhere" / "best.pt"
+    moved.parent.mkdir()
+    (tmp_path / "r" / "best.pt").rename(moved)
+    assert input_size_for(moved) == 32
+    ckpt = load_checkpoint(moved)
+    assert TrainConfig.from_dict(ckpt["extra"]["run_config"]) == config
+
+
+def test_no_augment_on_device_only_normalises(data_root: Path, tmp_path: Path) -> None:
+    from suimseg.data import DeviceNormalize
+
+    config = _tiny_config(data_root, tmp_path / "r", augment_on="device", augment=False)
+    setup = build_training(config, progress=False)
+    assert isinstance(setup.trainer.batch_transform, DeviceNormalize)

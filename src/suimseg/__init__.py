@@ -25,6 +25,8 @@ if TYPE_CHECKING:
         rgb_to_index,
     )
     from suimseg.data import (
+        DeviceAugment,
+        DeviceNormalize,
         SUIMDataset,
         colorize,
         eval_transforms,
@@ -118,6 +120,8 @@ _EXPORTS: dict[str, str] = {
     "Predictor": "suimseg.inference",
     "SUIMClass": "suimseg.classes",
     "SUIMDataset": "suimseg.data",
+    "DeviceAugment": "suimseg.data",
+    "DeviceNormalize": "suimseg.data",
     "SUIMSegError": "suimseg.errors",
     "SUIM_CLASSES": "suimseg.classes",
     "SegmentationMetrics": "suimseg.metrics",
@@ -165,6 +169,8 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "DeepLabV3ResNet50",
+    "DeviceAugment",
+    "DeviceNormalize",
     "DiceFocalLoss",
     "DiceLoss",
     "EpochRecord",

@@ -54,6 +54,14 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _cache_mode(text: str) -> str:
+    if text != "shared":
+        raise argparse.ArgumentTypeError(
+            f"expected nothing (--cache) or 'shared' (--cache shared), got {text!r}"
+        )
+    return text
+
+
 def _channels(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -294,6 +302,7 @@ def _train_parser(sub: Any) -> None:
     _add(p, "--bridge-channels", type=_positive_int, help="V3 bridge width (default 1024)")
     _add(p, "--image-size", type=_positive_int)
     _add(p, "--batch-size", type=_positive_int)
+    _add(p, "--val-batch-size", type=_positive_int, help="validation batch (default: --batch-size)")
     _add(p, "--epochs", type=_positive_int)
     _add(p, "--lr", type=float, help="decoder learning rate (default 1e-4)")
     _add(p, "--enc-lr-mult", type=float, help="encoder LR multiplier (default 0.1)")
@@ -314,6 +323,9 @@ def _train_parser(sub: Any) -> None:
     _add(p, "--early-stopping", dest="early_stopping_patience", type=_positive_int,
          metavar="PATIENCE")  # fmt: skip
     _add(p, "--no-augment", dest="augment", action="store_const", const=False)
+    _add(p, "--augment-on", choices=["loader", "device"],
+         help="augment and normalise in the DataLoader workers (default) or batched on the "
+         "training device (uint8 batches from the workers)")  # fmt: skip
     _add(p, "--val-fraction", type=float)
     _add(p, "--seed", type=int)
     _add(p, "--workers", type=int)
@@ -321,7 +333,11 @@ def _train_parser(sub: Any) -> None:
     _add(p, "--amp", choices=["auto", "bf16", "fp16", "none"])
     _add(p, "--channels-last", action=argparse.BooleanOptionalAction, default=None)
     _add(p, "--compile", action="store_const", const=True)
-    _add(p, "--cache", action="store_const", const=True, help="cache decoded images in memory")
+    _add(p, "--cache", nargs="?", const=True, type=_cache_mode, metavar="shared",
+         help="cache decoded images in memory (one cache per loader process); "
+         "--cache shared: one cache in shared memory for all workers")  # fmt: skip
+    _add(p, "--async-checkpoint", action=argparse.BooleanOptionalAction, default=None,
+         help="write checkpoints in a background thread (default: on for CUDA)")  # fmt: skip
     _add(p, "--lenient", dest="on_corrupt", action="store_const", const="skip",
          help="skip unreadable samples with a warning (counted in the history)")  # fmt: skip
     _add(p, "--max-pixels", type=_positive_int, metavar="N",

@@ -17,7 +17,15 @@ from typing import Any, Literal, get_args
 from suimseg._atomic import atomic_write_text
 from suimseg.errors import ConfigError
 
-__all__ = ["AmpMode", "DeviceName", "LossName", "ModelName", "TrainConfig"]
+__all__ = [
+    "AmpMode",
+    "AugmentOn",
+    "CacheSetting",
+    "DeviceName",
+    "LossName",
+    "ModelName",
+    "TrainConfig",
+]
 
 ModelName = Literal["v3", "deeplabv3"]
 LossName = Literal["dice_focal", "ce"]
@@ -25,6 +33,10 @@ AmpMode = Literal["auto", "bf16", "fp16", "none"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 WeightMethod = Literal["inverse_sqrt", "inverse", "median_frequency", "enet", "none"]
 CorruptPolicy = Literal["error", "skip"]
+AugmentOn = Literal["loader", "device"]
+#: ``False`` (no cache), ``True`` (one in-memory cache per process) or ``"shared"`` (one
+#: cache in shared memory for all DataLoader workers).
+CacheSetting = bool | Literal["shared"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model": get_args(ModelName),
@@ -33,6 +45,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "device": get_args(DeviceName),
     "class_weight_method": get_args(WeightMethod),
     "on_corrupt": get_args(CorruptPolicy),
+    "augment_on": get_args(AugmentOn),
 }
 
 
@@ -50,6 +63,8 @@ class TrainConfig:
         bridge_channels: V3 bridge width.
         image_size: Training and validation resolution (square).
         batch_size: Images per step (per process under DDP).
+        val_batch_size: Images per validation batch (no gradients, so it can be larger);
+            ``None`` uses ``batch_size``.
         epochs: Number of epochs.
         lr: Decoder learning rate (AdamW).
         enc_lr_mult: Encoder learning rate as a multiple of ``lr``.
@@ -66,6 +81,12 @@ class TrainConfig:
         min_lr: ReduceLROnPlateau minimum learning rate.
         early_stopping_patience: Stop after this many epochs without improvement (None: off).
         augment: Apply the training augmentations.
+        augment_on: Where augmentation and normalisation run. ``"loader"`` (default): in
+            the DataLoader workers, per sample. ``"device"``: the workers only decode and
+            resize, pass uint8 batches (a quarter of the bytes), and
+            :class:`~suimseg.data.DeviceAugment` augments and normalises each batch on
+            the training device; use it when the loader cannot keep up with the GPU
+            (``benchmarks/epoch.py`` shows the data wait).
         val_fraction: Fraction of ``train_val`` held out for validation (stratified).
         seed: Seed of the split, the initialisation and the data order.
         workers: DataLoader worker processes.
@@ -73,12 +94,16 @@ class TrainConfig:
         amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` or ``"none"``.
         channels_last: Use the channels-last memory format (``None``: on for CUDA).
         compile: Wrap the model with ``torch.compile``.
-        cache: Keep decoded, resized images in memory (small datasets).
+        cache: Keep decoded, resized images in memory: ``True`` (one cache per loader
+            process), ``"shared"`` (one cache in shared memory for all workers, about
+            0.6 MB per 384x384 sample) or ``False``.
         on_corrupt: ``"error"`` stops at an unreadable sample, naming the file; ``"skip"``
             (lenient) replaces it with the next readable one, warns, and counts it in the
             history's ``skipped_samples``.
         max_pixels: Refuse images above this many pixels (decompression bombs); ``None``
             uses the loader's default (100 million).
+        async_checkpoint: Write ``last.pt``/``best.pt`` in a background thread while the
+            next epoch trains (``None``: on for CUDA).
     """
 
     data_root: str = "SUIM"
@@ -90,6 +115,7 @@ class TrainConfig:
     bridge_channels: int = 1024
     image_size: int = 384
     batch_size: int = 6
+    val_batch_size: int | None = None
     epochs: int = 50
     lr: float = 1e-4
     enc_lr_mult: float = 0.1
@@ -105,6 +131,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     early_stopping_patience: int | None = None
     augment: bool = True
+    augment_on: AugmentOn = "loader"
     val_fraction: float = 0.2
     seed: int = 0
     workers: int = 4
@@ -112,9 +139,10 @@ class TrainConfig:
     amp: AmpMode = "auto"
     channels_last: bool | None = None
     compile: bool = False
-    cache: bool = False
+    cache: CacheSetting = False
     on_corrupt: CorruptPolicy = "error"
     max_pixels: int | None = None
+    async_checkpoint: bool | None = None
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -151,6 +179,23 @@ class TrainConfig:
         if not 0 < self.val_fraction < 1:
             raise ConfigError(
                 f"val_fraction: expected a fraction in (0, 1), got {self.val_fraction!r}"
+            )
+        if not (isinstance(self.cache, bool) or self.cache == "shared"):
+            raise ConfigError(f"cache: expected False, True or 'shared', got {self.cache!r}")
+        for name in ("compile", "augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        for name in ("channels_last", "async_checkpoint"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(f"{name}: expected True, False or None, got {value!r}")
+        if self.val_batch_size is not None and (
+            isinstance(self.val_batch_size, bool)
+            or not isinstance(self.val_batch_size, int)
+            or self.val_batch_size < 1
+        ):
+            raise ConfigError(
+                f"val_batch_size: expected None or a positive int, got {self.val_batch_size!r}"
             )
         if self.max_pixels is not None and (
             isinstance(self.max_pixels, bool)

@@ -20,7 +20,14 @@ from torch.utils.data import DataLoader
 
 from suimseg.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from suimseg.config import TrainConfig
-from suimseg.data import SUIMDataset, eval_transforms, train_transforms
+from suimseg.data import (
+    DeviceAugment,
+    DeviceNormalize,
+    OutputKind,
+    SUIMDataset,
+    eval_transforms,
+    train_transforms,
+)
 from suimseg.engine import Callback, EpochRecord, Trainer, resolve_device
 from suimseg.errors import ConfigError
 from suimseg.losses import DiceFocalLoss, class_weights
@@ -34,6 +41,7 @@ __all__ = [
     "build_loss",
     "build_model_from_config",
     "build_training",
+    "device_batch_transforms",
     "train",
 ]
 
@@ -72,9 +80,14 @@ def build_loaders(
 
     The training loader shuffles (its order follows the torch RNG, which checkpoints
     restore, so a resumed run sees the same order) and drops the last incomplete batch so
-    BatchNorm never trains on a single image.
+    BatchNorm never trains on a single image. Images are decoded straight at
+    ``config.image_size``. With ``config.augment_on == "device"`` both loaders yield uint8
+    images and masks (``output="uint8"``), to be augmented and normalised on the device
+    (:func:`device_batch_transforms`).
     """
+    output: OutputKind = "uint8" if config.augment_on == "device" else "float"
     common: dict[str, Any] = {
+        "image_size": config.image_size,
         "val_fraction": config.val_fraction,
         "seed": config.seed,
         "cache": config.cache,
@@ -82,11 +95,12 @@ def build_loaders(
     }
     if config.max_pixels is not None:
         common["max_pixels"] = config.max_pixels
-    train_tf = train_transforms(config.image_size, augment=config.augment)
+    # With device-side augmentation the loader only decodes and resizes.
+    loader_augment = config.augment and config.augment_on == "loader"
+    train_tf = train_transforms(config.image_size, augment=loader_augment, output=output)
     train_ds = SUIMDataset(config.data_root, "train", transform=train_tf, **common)
-    val_ds = SUIMDataset(
-        config.data_root, "val", transform=eval_transforms(config.image_size), **common
-    )
+    val_tf = eval_transforms(config.image_size, output=output)
+    val_ds = SUIMDataset(config.data_root, "val", transform=val_tf, **common)
     if len(train_ds) < 2:
         raise ConfigError(
             f"data_root: the training split of {config.data_root!r} has {len(train_ds)} "
@@ -102,8 +116,25 @@ def build_loaders(
         loader_kw["prefetch_factor"] = 4
     batch = min(config.batch_size, len(train_ds))
     train_loader = DataLoader(train_ds, batch_size=batch, shuffle=True, drop_last=True, **loader_kw)
-    val_loader = DataLoader(val_ds, batch_size=config.batch_size, shuffle=False, **loader_kw)
+    val_batch = config.val_batch_size or config.batch_size
+    val_loader = DataLoader(val_ds, batch_size=val_batch, shuffle=False, **loader_kw)
     return train_loader, val_loader
+
+
+def device_batch_transforms(
+    config: TrainConfig,
+) -> tuple[nn.Module | None, nn.Module | None]:
+    """The trainer's ``(batch_transform, eval_batch_transform)`` for ``config.augment_on``.
+
+    ``(None, None)`` for ``"loader"`` (the loaders normalise); for ``"device"``, a
+    :class:`~suimseg.data.DeviceAugment` with ``train_transforms``' defaults (or a
+    :class:`~suimseg.data.DeviceNormalize` when ``augment`` is off) for training and a
+    ``DeviceNormalize`` for validation.
+    """
+    if config.augment_on == "loader":
+        return None, None
+    train_tf: nn.Module = DeviceAugment() if config.augment else DeviceNormalize()
+    return train_tf, DeviceNormalize()
 
 
 def build_loss(config: TrainConfig, train_dataset: SUIMDataset) -> tuple[nn.Module, Tensor | None]:
@@ -184,6 +215,10 @@ def build_training(
         min_lr=group_min_lrs(groups, config.min_lr),
     )
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    async_ckpt = (
+        device.type == "cuda" if config.async_checkpoint is None else config.async_checkpoint
+    )
+    batch_tf, eval_batch_tf = device_batch_transforms(config)
     trainer = Trainer(
         model,
         loss_fn,
@@ -203,6 +238,10 @@ def build_training(
         verbose=verbose,
         overwrite=overwrite,
         callbacks=(_SaveConfig(config),),
+        batch_transform=batch_tf,
+        eval_batch_transform=eval_batch_tf,
+        async_checkpoint=async_ckpt,
+        run_config=config.to_dict(),
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

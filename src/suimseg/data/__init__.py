@@ -11,6 +11,7 @@ Example:
 from suimseg.data.dataset import (
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
+    CacheMode,
     CorruptPolicy,
     OrphanPolicy,
     SizeMismatchPolicy,
@@ -19,12 +20,14 @@ from suimseg.data.dataset import (
     stem_prefix,
     stratified_split,
 )
+from suimseg.data.device_augment import DeviceAugment, DeviceAugmentParams, DeviceNormalize
 from suimseg.data.readers import DEFAULT_MAX_PIXELS, read_image, read_mask_labels, to_rgb
 from suimseg.data.synthetic import make_synthetic_suim, render_scene
 from suimseg.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     JointTransform,
+    OutputKind,
     denormalize,
     eval_transforms,
     train_transforms,
@@ -37,9 +40,14 @@ __all__ = [
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "MASK_EXTENSIONS",
+    "CacheMode",
     "CorruptPolicy",
+    "DeviceAugment",
+    "DeviceAugmentParams",
+    "DeviceNormalize",
     "JointTransform",
     "OrphanPolicy",
+    "OutputKind",
     "SUIMDataset",
     "SizeMismatchPolicy",
     "Split",
