@@ -219,8 +219,17 @@ PYEOF
         help=$("$PY" $B/augment.py --help 2>&1 || true)
         [[ $help == *--out* ]] && extra+=(--out "$OUTDIR/augment.json")
         [ "$QUICK" = 0 ] && [[ $help == *--full* ]] && extra+=(--full)
-        [ "$QUICK" = 1 ] && [[ $help == *--device* ]] && extra+=(--device cpu)
-        run_stage augment 120 20 augment.json "$PY" $B/augment.py "${extra[@]}"
+        if [ "$QUICK" = 1 ]; then  # the smallest run its flags allow
+            local flag
+            for flag in "--device cpu" "--repeats 1" "--warmup 0" "--n-images 1" "--batch 2"; do
+                [[ $help == *"${flag% *}"* ]] && extra+=($flag)
+            done
+        fi
+        if [ "$QUICK" = 1 ]; then
+            run_stage augment 30 8 augment.json "$PY" $B/augment.py "${extra[@]}"
+        else
+            run_stage augment 120 20 augment.json "$PY" $B/augment.py "${extra[@]}"
+        fi
     else
         STAGES+=("augment|skipped (benchmarks/augment.py absent)||||")
         write_suite_json

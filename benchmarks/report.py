@@ -53,6 +53,7 @@ KNOWN = {
     "suimseg training epoch": "epoch",
     "suimseg inference": "inference",
     "suimseg data pipeline": "data",
+    "suimseg augmentation": "augment",
     "suimseg gpu suite": "suite",
 }
 
@@ -66,7 +67,7 @@ class Report:
 
     @property
     def kind(self) -> str:
-        """``train_step``, ``epoch``, ``inference``, ``data``, ``suite`` or ``other``."""
+        """The script that wrote it (``train_step``, ``augment``, ...), ``suite`` or ``other``."""
         return KNOWN.get(str(self.data.get("benchmark", "")), "other")
 
     @property
@@ -606,8 +607,25 @@ def _suite_table(r: Report) -> str:
     )
 
 
+def _augment_table(r: Report) -> str:
+    """augment.py: one table per part (``loader`` per transform, ``device`` per module)."""
+    res = r.data.get("results")
+    if not isinstance(res, dict):
+        return _generic_table(r)
+    parts = []
+    for part, rows in res.items():
+        if isinstance(rows, list) and rows:
+            parts.append(f"Augmentation, {part} side:\n\n" + _rows_table(rows))
+    return "\n\n".join(parts) or "(no tabular results)"
+
+
 def _generic_table(r: Report) -> str:
-    rows = _ok_rows(r)
+    return _rows_table(_ok_rows(r))
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> str:
+    """Every scalar column of a list of flat rows (lists and dicts left out)."""
+    rows = [x for x in rows if isinstance(x, dict)]
     keys = [
         k
         for k in dict.fromkeys(k for x in rows for k in x)
@@ -615,7 +633,11 @@ def _generic_table(r: Report) -> str:
     ]
     if not rows or not keys:
         return "(no tabular results)"
-    return table(keys, [[x.get(k) for k in keys] for x in rows], "l" * len(keys))
+    numeric = [
+        all(isinstance(x.get(k), (int, float)) or x.get(k) is None for x in rows) for k in keys
+    ]
+    align = "".join("r" if n else "l" for n in numeric)
+    return table(keys, [[x.get(k) for k in keys] for x in rows], align)
 
 
 def render(reports: Sequence[Report]) -> str:
@@ -646,11 +668,13 @@ def render(reports: Sequence[Report]) -> str:
         "epoch": _epoch_table,
         "inference": _inference_table,
         "data": _data_table,
+        "augment": _augment_table,
         "suite": _suite_table,
     }
     for r in reports:
         out += ["", f"### `{r.path.name}` ({r.data.get('benchmark')})", ""]
-        out.append(f"Machine: {machine_line(r)}.")
+        if r.kind != "suite":  # the suite's environment is listed under Machines
+            out.append(f"Machine: {machine_line(r)}.")
         if r.data.get("complete") is False:
             out.append("")
             out.append("*Partial: the run stopped before it finished (time limit or error).*")

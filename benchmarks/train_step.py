@@ -209,7 +209,12 @@ def fits(
     size: tuple[int, int],
     device: torch.device,
 ) -> bool:
-    """Whether two training steps at ``batch`` run without running out of memory."""
+    """Whether two training steps at ``batch`` run without running out of memory.
+
+    On CUDA a batch too large for the card can also fail as a ``RuntimeError`` that is not
+    ``torch.OutOfMemoryError`` (a cuDNN or cuBLAS allocation failure, or a kernel's 32-bit
+    indexing limit); those count as "does not fit" too, and the message is printed.
+    """
     step: _Step | None = None
     try:
         step = _Step(make_model, variant, batch, size, device)
@@ -217,6 +222,11 @@ def fits(
         step()
         synchronize(device)
     except OOM_ERRORS:
+        return False
+    except RuntimeError as exc:
+        if device.type != "cuda":
+            raise
+        print(f"  batch {batch}: {_describe(exc)} (counted as not fitting)", flush=True)
         return False
     finally:
         del step
@@ -426,8 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         record(name, vname, b, m)
 
-    # 1. The batch-size settings without compilation: the comparison the targets need.
-    for vname in [v for v in variant_names if not VARIANTS[v].compile]:
+    # 1. The batch-size settings without compilation: the comparison the targets need
+    #    (fp32 and bf16 + channels_last first: the memory target compares those two).
+    first = {"fp32": 0, "bf16_cl": 1}
+    for vname in sorted(plain, key=lambda v: first.get(v, 2)):
         for name in names:
             if budget.exceeded():
                 skipped.append({"model": name, "variant": vname, "reason": "time budget"})

@@ -344,6 +344,29 @@ def test_report_writes_markdown_file(
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.md"]
 
 
+@pytest.mark.skipif(not (BENCH / "augment.py").is_file(), reason="no benchmarks/augment.py")
+def test_report_renders_augment_tables(
+    mods: dict[str, ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "augment.json"
+    argv = ["--device", "cpu", "--repeats", "1", "--warmup", "0", "--n-images", "1"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(BENCH))
+        augment = importlib.import_module("augment")
+        try:
+            assert augment.main([*argv, "--batch", "2", "--out", str(out)]) == 0
+        finally:
+            sys.modules.pop("augment", None)
+    data = json.loads(out.read_text(encoding="utf-8"))
+    text = _render(mods, tmp_path, capsys)
+    fmt = mods["report"].fmt
+    for part, rows in data["results"].items():
+        assert f"Augmentation, {part} side:" in text
+        for r in rows:
+            first = next(iter(r.values()))
+            assert f"| {fmt(first)} |" in text
+
+
 @pytest.mark.skipif(
     not list((BENCH / "results").glob("*.json")), reason="no benchmarks/results/*.json here"
 )
