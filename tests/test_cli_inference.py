@@ -141,18 +141,19 @@ def test_runtime_errors_exit_1_without_traceback(
     assert "missing.json" in capsys.readouterr().err
 
 
-def test_input_size_comes_from_the_run_or_warns(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_input_size_comes_from_the_run(trained: tuple[Path, Path], tmp_path: Path) -> None:
     import shutil
     import warnings
 
-    from suimseg.evaluate import DEFAULT_IMAGE_SIZE, input_size_for
+    from suimseg.evaluate import input_size_for
 
     _, ckpt = trained
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert input_size_for(ckpt) == 32  # the run's config.json
+        assert input_size_for(ckpt) == 32  # the run config stored in the checkpoint
         assert input_size_for(ckpt, 48) == 48
-    alone = tmp_path / "best.pt"
-    shutil.copy(ckpt, alone)
-    with pytest.warns(UserWarning, match="no config.json beside"):
-        assert input_size_for(alone) == DEFAULT_IMAGE_SIZE
+        # Moved away from its config.json, the checkpoint still knows its training size
+        # (the fallback warning is tested in tests/test_evaluate_input_size.py).
+        alone = tmp_path / "best.pt"
+        shutil.copy(ckpt, alone)
+        assert input_size_for(alone) == 32

@@ -8,6 +8,7 @@ from suimseg.engine.checkpoint import (
     load_checkpoint,
     load_model,
     make_checkpoint,
+    read_run_config,
     restore_rng_state,
     save_safetensors,
 )
@@ -15,6 +16,7 @@ from suimseg.engine.distributed import ShardSampler, destroy_distributed, shard_
 from suimseg.engine.history import EpochRecord, HistoryWriter, read_history
 from suimseg.engine.lock import LOCK_NAME, RunLock
 from suimseg.engine.trainer import (
+    BatchTransform,
     Callback,
     Trainer,
     TrainStats,
@@ -27,6 +29,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "FORMAT_VERSION",
     "LOCK_NAME",
+    "BatchTransform",
     "Callback",
     "EpochRecord",
     "HistoryWriter",
@@ -41,6 +44,7 @@ __all__ = [
     "load_model",
     "make_checkpoint",
     "read_history",
+    "read_run_config",
     "reduce_on_plateau",
     "resolve_device",
     "restore_rng_state",
