@@ -649,8 +649,9 @@ def render(reports: Sequence[Report]) -> str:
     suite = [r for r in reports if r.kind == "suite"]
     for r in suite:
         env = r.data.get("environment") or {}
-        for k, v in env.items():
-            out.append(f"- {k}: {fmt(v)}")
+        if isinstance(env, dict) and env:
+            probe = ", ".join(f"{k} {fmt(v)}" for k, v in env.items())
+            out.append(f"- `{r.path.name}` (the suite's environment probe): {probe}")
     for title, targets in (
         ("GPU targets", evaluate_targets(reports, "gpu")),
         ("CPU targets", evaluate_targets(reports, "cpu")),

@@ -425,6 +425,7 @@ def test_suite_quick_end_to_end(tmp_path: Path) -> None:
     log = (out / "suite.log").read_text(encoding="utf-8")
     assert "## GPU targets" in log
     assert "=== done in" in log
+    assert "(the suite's environment probe): python" in log
     for name in ("train_step", "epoch", "inference", "data"):
         data = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
         assert data["machine"]["cuda"] is False
