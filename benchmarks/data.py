@@ -231,6 +231,37 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: list[dict[str, Any]] = []
 
+    def _report() -> dict[str, Any]:
+        # Written after every setting, so a run killed by a time limit keeps its rows.
+        return {
+            "benchmark": "suimseg data pipeline",
+            "machine": machine_info(torch.device("cpu")),
+            "settings": {
+                "target_size": size,
+                "sources": [f"{w}x{h}" for w, h in sources],
+                "n_images": n_images,
+                "repeats": repeats,
+                "warmup_epochs": 1,
+                "batch_size": 8,
+                "shuffle": args.shuffle,
+                "torch_threads_main_process": torch.get_num_threads(),
+                "workers": workers,
+                "transform": "eval_transforms(size); output='uint8' rows: "
+                "eval_transforms(size, output='uint8') (normalisation then happens on the "
+                "device, not timed here)",
+                "bytes_per_sample_between_processes": {
+                    "float": size * size * (3 * 4 + 8),
+                    "uint8": size * size * (3 + 1),
+                },
+                "statistic": "median images/s over timed epochs after one warm-up epoch; "
+                "speed-up = median over rounds of (images/s / naive images/s in the same round); "
+                "pipelines are interleaved round by round",
+                "load_average_start": load_start,
+                "load_average_end": os.getloadavg(),
+            },
+            "results": results,
+        }
+
     with tempfile.TemporaryDirectory() as tmp:
         roots: list[tuple[str, Path]] = []
         for w, h in sources:
@@ -307,36 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "runs": runs,
                             }
                         )
+                write_json(args.out, _report())
 
-    report = {
-        "benchmark": "suimseg data pipeline",
-        "machine": machine_info(torch.device("cpu")),
-        "settings": {
-            "target_size": size,
-            "sources": [f"{w}x{h}" for w, h in sources],
-            "n_images": n_images,
-            "repeats": repeats,
-            "warmup_epochs": 1,
-            "batch_size": 8,
-            "shuffle": args.shuffle,
-            "torch_threads_main_process": torch.get_num_threads(),
-            "workers": workers,
-            "transform": "eval_transforms(size); output='uint8' rows: "
-            "eval_transforms(size, output='uint8') (normalisation then happens on the "
-            "device, not timed here)",
-            "bytes_per_sample_between_processes": {
-                "float": size * size * (3 * 4 + 8),
-                "uint8": size * size * (3 + 1),
-            },
-            "statistic": "median images/s over timed epochs after one warm-up epoch; "
-            "speed-up = median over rounds of (images/s / naive images/s in the same round); "
-            "pipelines are interleaved round by round",
-            "load_average_start": load_start,
-            "load_average_end": os.getloadavg(),
-        },
-        "results": results,
-    }
-    write_json(args.out, report)
+    write_json(args.out, _report())
     print(f"wrote {args.out}")
     return 0
 
