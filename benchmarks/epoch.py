@@ -145,6 +145,12 @@ class EpochClock(Callback):
             trainer.should_stop = True
 
 
+def _cache_arg(text: str) -> str:
+    if text != "shared":
+        raise argparse.ArgumentTypeError(f"expected nothing or 'shared', got {text!r}")
+    return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--full", action="store_true", help="SUIM-sized run (see above)")
@@ -166,7 +172,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", choices=["v3", "deeplabv3"], default="v3")
     parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default="auto")
     parser.add_argument("--compile", action="store_true", help="TrainConfig(compile=True)")
-    parser.add_argument("--cache", action="store_true", help="TrainConfig(cache=True)")
+    parser.add_argument(
+        "--cache",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_cache_arg,
+        metavar="shared",
+        help="TrainConfig(cache=True); --cache shared: TrainConfig(cache='shared')",
+    )
+    parser.add_argument(
+        "--augment-on",
+        choices=["loader", "device"],
+        default="loader",
+        help="TrainConfig(augment_on=...): augment in the loader workers or on the device",
+    )
+    parser.add_argument(
+        "--val-batch-size", type=int, default=None, help="TrainConfig(val_batch_size=...)"
+    )
+    parser.add_argument(
+        "--async-checkpoint",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TrainConfig(async_checkpoint=...) (default: on for CUDA)",
+    )
     parser.add_argument(
         "--data-root", type=Path, default=None, help="reuse (or create) the synthetic set here"
     )
@@ -303,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
             amp=args.amp,
             compile=args.compile,
             cache=args.cache,
+            augment_on=args.augment_on,
+            val_batch_size=args.val_batch_size,
+            async_checkpoint=args.async_checkpoint,
             **arch,
         )
         t0 = time.perf_counter()
@@ -327,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
             "channels_last": trainer.channels_last,
             "compile": args.compile,
             "cache": args.cache,
+            "augment_on": args.augment_on,
+            "val_batch_size": setup.val_loader.batch_size,
+            "async_checkpoint": trainer.async_checkpoint,
             "pin_memory": bool(setup.train_loader.pin_memory),
             "persistent_workers": bool(setup.train_loader.persistent_workers),
             "prefetch_factor": setup.train_loader.prefetch_factor,

@@ -12,10 +12,13 @@
 #   epoch       epoch.py --full: 1525 synthetic 640x480 images (1220/305), 2 epochs,
 #               min(16, CPUs) workers, 50-epoch estimate        -> epoch.json
 #   inference   inference.py --full                             -> inference.json
+#   epoch_device  the same epochs with augment_on="device" and cache="shared" (uint8
+#               batches, DeviceAugment on the GPU), on the same synthetic set
+#                                                               -> epoch_device.json
 #   data        data.py --full with the time left               -> data.json
 #   augment     benchmarks/augment.py, if present, with the time left -> augment.json
 # then suite.json (stage, status, exit code, seconds) and the markdown tables of
-# benchmarks/report.py, printed into the log. DIR holds at most 7 files (the device tool
+# benchmarks/report.py, printed into the log. DIR holds at most 8 files (the device tool
 # brings back 8): suite.log, suite.json and one JSON per stage.
 #
 # Options (or environment variables):
@@ -58,6 +61,10 @@ case "$BUDGET" in ''|*[!0-9]*) echo "gpu_suite.sh: --budget-s must be a whole nu
 mkdir -p "$OUTDIR" || exit 2
 OUTDIR=$(cd "$OUTDIR" && pwd)
 LOG=$OUTDIR/suite.log
+# The synthetic SUIM set the two epoch stages share (outside DIR: it is not brought back).
+SYNTH=$(mktemp -d "${TMPDIR:-/tmp}/suimseg_suite_synth.XXXXXX") || exit 2
+trap 'rm -rf "$SYNTH"' EXIT
+SYNTH=$SYNTH/suim
 cd "$REPO" || exit 2
 export PYTHONUNBUFFERED=1
 export PYTHONPATH=$REPO/src${PYTHONPATH:+:$PYTHONPATH}
@@ -198,19 +205,26 @@ PYEOF
             --budget-s "{BUDGET}" --out "$OUTDIR/train_step.json"
         run_stage epoch 40 10 epoch.json "$PY" $B/epoch.py --device cpu --n-images 12 \
             --source-size 64x48 --image-size 32 --batch-size 2 --epochs 2 --gen-workers 2 \
-            --threads 1 --budget-s "{BUDGET}" --out "$OUTDIR/epoch.json"
+            --threads 1 --data-root "$SYNTH" --budget-s "{BUDGET}" --out "$OUTDIR/epoch.json"
         run_stage inference 30 10 inference.json "$PY" $B/inference.py --device cpu \
             --sizes 32 --batches 1 --warmup 0 --repeats 1 --threads 1 --tiny-models \
             --budget-s "{BUDGET}" --out "$OUTDIR/inference.json"
+        run_stage epoch_device 40 10 epoch_device.json "$PY" $B/epoch.py --device cpu \
+            --n-images 12 --source-size 64x48 --image-size 32 --batch-size 2 --epochs 2 \
+            --threads 1 --data-root "$SYNTH" --augment-on device --cache shared \
+            --budget-s "{BUDGET}" --out "$OUTDIR/epoch_device.json"
         run_stage data 30 10 data.json "$PY" $B/data.py --n-images 4 --repeats 1 \
             --out "$OUTDIR/data.json"
     else
         run_stage train_step 200 60 train_step.json "$PY" $B/train_step.py --full \
             --compile-reserve-s 60 --budget-s "{BUDGET}" --out "$OUTDIR/train_step.json"
-        run_stage epoch 170 60 epoch.json "$PY" $B/epoch.py --full \
+        run_stage epoch 170 60 epoch.json "$PY" $B/epoch.py --full --data-root "$SYNTH" \
             --budget-s "{BUDGET}" --out "$OUTDIR/epoch.json"
         run_stage inference 60 30 inference.json "$PY" $B/inference.py --full \
             --budget-s "{BUDGET}" --out "$OUTDIR/inference.json"
+        run_stage epoch_device 120 60 epoch_device.json "$PY" $B/epoch.py --full \
+            --data-root "$SYNTH" --augment-on device --cache shared \
+            --budget-s "{BUDGET}" --out "$OUTDIR/epoch_device.json"
         run_stage data 150 45 data.json "$PY" $B/data.py --full --repeats 2 \
             --out "$OUTDIR/data.json"
     fi

@@ -472,8 +472,13 @@ def _epoch_table(r: Report) -> str:
         f"of {_size(s.get('source_size_wh'))} at {s.get('image_size')}x{s.get('image_size')}, "
         f"{s.get('model_size')} {s.get('model')}, batch {s.get('batch_size')}, "
         f"{s.get('workers')} workers, amp={s.get('amp')}, channels_last="
-        f"{s.get('channels_last')}, compile={s.get('compile')}; synthetic set written in "
-        f"{fmt(s.get('synthetic_data_s'))} s."
+        f"{s.get('channels_last')}, compile={s.get('compile')}"
+        + "".join(
+            f", {key}={s[key]}"
+            for key in ("augment_on", "cache", "val_batch_size", "async_checkpoint")
+            if key in s  # recorded by newer epoch.py runs
+        )
+        + f"; synthetic set written in {fmt(s.get('synthetic_data_s'))} s."
     )
     rows = [
         [

@@ -414,12 +414,16 @@ def test_suite_quick_end_to_end(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:]
     names = {p.name for p in out.iterdir()}
     required = {"suite.log", "suite.json", "train_step.json", "epoch.json", "inference.json"}
-    assert names - {"augment.json"} == required | {"data.json"}  # augment: if augment.py exists
-    assert len(names) <= 7  # the device tool brings back at most 8 files
+    required |= {"epoch_device.json", "data.json"}
+    assert names - {"augment.json"} == required  # augment: if augment.py exists
+    assert len(names) <= 8  # the device tool brings back at most 8 files
     suite = json.loads((out / "suite.json").read_text(encoding="utf-8"))
     stages = {s["stage"]: s for s in suite["results"]}
-    for name in ("env", "train_step", "epoch", "inference", "data"):
+    for name in ("env", "train_step", "epoch", "inference", "epoch_device", "data"):
         assert stages[name]["status"] == "ok", stages[name]
+    device_run = json.loads((out / "epoch_device.json").read_text(encoding="utf-8"))
+    assert device_run["settings"]["augment_on"] == "device"
+    assert device_run["settings"]["cache"] == "shared"
     assert stages["train_step"]["json"] == "train_step.json"
     assert suite["environment"]["torch"]
     log = (out / "suite.log").read_text(encoding="utf-8")
