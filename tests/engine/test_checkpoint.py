@@ -251,3 +251,36 @@ def test_trainer_refuses_mismatched_optimizer(
     trainer = Trainer(model, CE, torch.optim.SGD(model.parameters(), lr=0.1), device="cpu")
     with pytest.raises(CheckpointError, match="optimizer state does not match"):
         trainer.load_checkpoint(tmp_path / "c.pt")
+
+
+def test_atomic_link_shares_the_file_until_the_source_is_replaced(tmp_path: Path) -> None:
+    from suimseg.engine.checkpoint import atomic_link
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    atomic_save({"epoch": torch.tensor(1)}, last)
+    atomic_link(last, best)
+    assert best.stat().st_ino == last.stat().st_ino  # no second copy written
+    atomic_link(last, best)  # already the same file: still fine, no temporary left
+    atomic_save({"epoch": torch.tensor(2)}, last)  # a rename: best keeps epoch 1
+    assert int(torch.load(best, weights_only=True)["epoch"]) == 1
+    assert int(torch.load(last, weights_only=True)["epoch"]) == 2
+    atomic_link(last, best)
+    assert int(torch.load(best, weights_only=True)["epoch"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_atomic_link_copies_where_hard_links_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from suimseg.engine.checkpoint import atomic_link
+
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    atomic_save({"epoch": torch.tensor(1)}, last)
+    atomic_link(last, best)
+    assert best.stat().st_ino != last.stat().st_ino
+    assert best.read_bytes() == last.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]

@@ -460,3 +460,54 @@ def test_run_config_round_trips_as_json(tiny_model: Callable[..., nn.Module]) ->
     config = {"a": [1, 2.5, "x", True, None], "b": {"c": "d"}}
     trainer = _trainer(tiny_model(), run_config=config)
     assert json.loads(json.dumps(trainer.run_config)) == config
+
+
+# ----------------------------------------------------------------------------- best.pt link
+
+
+@pytest.mark.parametrize("async_checkpoint", [False, True])
+def test_best_is_a_link_that_survives_the_next_last(
+    tmp_path: Path,
+    tiny_model: Callable[..., nn.Module],
+    dataset: Callable[..., TensorDataset],
+    async_checkpoint: bool,
+) -> None:
+    """best.pt is not a second 0.9 GB write, and it keeps its epoch when last.pt moves on."""
+
+    class Worse(Callback):  # epoch 1 is the best; later epochs only rewrite last.pt
+        def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+            if record.epoch == 1 and not async_checkpoint:  # async: may still be writing
+                best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+                assert best.stat().st_ino == last.stat().st_ino
+            trainer.best_metric = 2.0  # nothing can beat it from now on
+
+    trainer = _trainer(
+        tiny_model(),
+        checkpoint_dir=tmp_path,
+        async_checkpoint=async_checkpoint,
+        callbacks=[Worse()],
+    )
+    trainer.fit(*_loaders(dataset), epochs=2)
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    assert (tmp_path / "best.pt").stat().st_ino != (tmp_path / "last.pt").stat().st_ino
+
+
+def test_fit_removes_temporaries_a_killed_run_left(
+    tmp_path: Path, tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    stale = [
+        tmp_path / ".last.pt.tmp-4242",
+        tmp_path / ".best.pt.link-4242",
+        tmp_path / ".config.json.tmp-7",
+    ]
+    for p in stale:
+        p.write_bytes(b"left by a SIGKILL")
+    unrelated = [tmp_path / ".notes.tmp", tmp_path / "my.tmp-1"]
+    for p in unrelated:
+        p.write_text("user file")
+    _trainer(tiny_model(), checkpoint_dir=tmp_path, overwrite=True).fit(
+        *_loaders(dataset), epochs=1
+    )
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in unrelated)

@@ -96,13 +96,14 @@ def run(out, kill, resume):
             return real_save(obj, f, *a, **k)
         torch.save = save
     if kill and kill[0] == "best":
-        real_copy = checkpoint_mod.shutil.copyfileobj
-        def copy(src, dst, length=0):
+        # best.pt is a hard link to last.pt made under a temporary name, then renamed:
+        # die once the temporary link exists, before the rename.
+        real_link = checkpoint_mod.os.link
+        def link(src, dst, *a, **k):
+            real_link(src, dst, *a, **k)
             if state["epoch"] == kill[1]:
-                dst.write(src.read(100)); dst.flush()
                 die()
-            return real_copy(src, dst, length)
-        checkpoint_mod.shutil.copyfileobj = copy
+        checkpoint_mod.os.link = link
     if kill and kill[0] == "history":
         real_write = os.write
         def write(fd, data):
@@ -146,7 +147,7 @@ KILLS = {
     "mid-step": ["step", 2, 3],
     "mid-validation": ["eval", 2],
     "inside-checkpoint-write": ["save", 2],
-    "inside-best-copy": ["best", 2],
+    "inside-best-link": ["best", 2],
     "inside-history-append": ["history", 2],
 }
 # Completed epochs that last.pt must hold right after each kill.
@@ -154,7 +155,7 @@ LAST_AFTER_KILL = {
     "mid-step": 1,
     "mid-validation": 1,
     "inside-checkpoint-write": 1,
-    "inside-best-copy": 2,
+    "inside-best-link": 2,
     "inside-history-append": 2,
 }
 
@@ -190,6 +191,8 @@ def test_killed_run_keeps_a_loadable_checkpoint(runs: Path, name: str) -> None:
     assert ckpt["epoch"] == LAST_AFTER_KILL[name]
     assert load_checkpoint(after / "best.pt")["epoch"] >= 1
     assert (after / ".suimseg.lock").exists()  # SIGKILL cannot clean up: a stale lock
+    if name in ("inside-checkpoint-write", "inside-best-link"):  # ... nor its temporary file
+        assert [p for p in after.iterdir() if ".tmp-" in p.name or ".link-" in p.name]
 
 
 @pytest.mark.parametrize("name", list(KILLS))
@@ -208,3 +211,6 @@ def test_resumed_run_equals_the_uninterrupted_run(runs: Path, name: str) -> None
     csv_epochs = [r["epoch"] for r in read_history(runs / name / "history.csv")]
     assert csv_epochs == list(range(1, EPOCHS + 1))
     assert not (runs / name / ".suimseg.lock").exists()
+    # The resumed run removed the temporary files that the kill left behind.
+    leftovers = [p.name for p in (runs / name).iterdir() if ".tmp-" in p.name or ".link-" in p.name]
+    assert leftovers == []

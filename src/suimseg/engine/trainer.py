@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -38,7 +39,7 @@ from torch.utils.data import DataLoader
 from suimseg.classes import IGNORE_INDEX
 from suimseg.engine import distributed as dist_utils
 from suimseg.engine.checkpoint import (
-    atomic_copy,
+    atomic_link,
     atomic_save,
     load_checkpoint,
     make_checkpoint,
@@ -255,6 +256,11 @@ def _json_run_config(run_config: Mapping[str, Any] | None) -> dict[str, Any] | N
     return copy
 
 
+#: Names of the temporary files of atomic writes (``suimseg._atomic``) and of
+#: :func:`~suimseg.engine.checkpoint.atomic_link`.
+_STALE_TEMPORARY = re.compile(r"\..+\.(?:tmp|link)-\d+")
+
+
 def _snapshot(obj: Any, pin: bool) -> Any:
     """Copy every tensor in a nested dict/list/tuple to fresh CPU memory.
 
@@ -278,10 +284,14 @@ def _snapshot(obj: Any, pin: bool) -> Any:
 
 
 def _write_last_and_best(ckpt: Mapping[str, Any], last: Path, best: Path | None) -> None:
-    """Write ``last`` atomically, then copy it to ``best`` (when given) atomically."""
+    """Write ``last`` atomically, then make ``best`` (when given) a hard link to it.
+
+    ``last`` is only ever replaced by a rename, so ``best`` keeps its content when the
+    next epoch rewrites ``last``; without hard links ``best`` is an atomic copy.
+    """
     atomic_save(ckpt, last)
     if best is not None:
-        atomic_copy(last, best)
+        atomic_link(last, best)
 
 
 class _BackgroundWriter:
@@ -925,6 +935,34 @@ class Trainer:
                 "output folder, or pass overwrite=True (--overwrite) to replace it."
             )
 
+    def _remove_stale_temporaries(self) -> None:
+        """Delete temporary files that a killed run left in ``checkpoint_dir``.
+
+        Atomic writes go through ``.<name>.tmp-<pid>`` (and ``best.pt`` through a
+        ``.best.pt.link-<pid>`` hard link); a SIGKILL leaves them behind, and a link keeps
+        a whole old checkpoint on disk. This process holds the folder's run lock, so no
+        other run is writing there and every such file is stale.
+        """
+        if self.checkpoint_dir is None or not self.is_main_process:
+            return
+        if not self.checkpoint_dir.is_dir():
+            return
+        removed = 0
+        for path in self.checkpoint_dir.iterdir():
+            if _STALE_TEMPORARY.fullmatch(path.name) and path.is_file():
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    logger.warning("could not remove the stale temporary file %s: %s", path, exc)
+                else:
+                    removed += 1
+        if removed:
+            logger.info(
+                "removed %d temporary file(s) left by an interrupted run in %s",
+                removed,
+                self.checkpoint_dir,
+            )
+
     def _fit_locked(
         self,
         train_loader: DataLoader[Any],
@@ -933,6 +971,7 @@ class Trainer:
         resume_from: PathLike | None,
     ) -> list[EpochRecord]:
         last_record: Mapping[str, Any] | None = None
+        self._remove_stale_temporaries()
         if resume_from is not None:
             ckpt = self.load_checkpoint(resume_from)
             last_record = (ckpt.get("extra") or {}).get("last_record")
