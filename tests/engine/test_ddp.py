@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from suimseg.engine import ShardSampler, load_model, shard_loader
+from suimseg.engine import ShardSampler, load_model, seed_rank_epoch, shard_loader
 from suimseg.engine.distributed import init_distributed, is_distributed
 from suimseg.errors import ConfigError
 from suimseg.metrics import ConfusionMatrix
@@ -55,7 +57,7 @@ import json, os, sys
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from suimseg.engine import Trainer, destroy_distributed
+from suimseg.engine import Callback, Trainer, destroy_distributed
 from suimseg.models import UNetResAttnV3
 
 out = sys.argv[1]
@@ -77,8 +79,14 @@ torch.manual_seed(0)
 model = UNetResAttnV3(encoder="resnet18", decoder_channels=(16, 16, 8, 8),
                       bridge_channels=16, num_classes=3)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+draws = []
+
+class Draw(Callback):  # what an augmentation would draw at the start of each epoch
+    def on_epoch_start(self, trainer, epoch):
+        draws.append(torch.rand(4).tolist())
+
 trainer = Trainer(model, nn.CrossEntropyLoss(), opt, device="cpu", checkpoint_dir=out,
-                  verbose=False)
+                  verbose=False, callbacks=[Draw()])
 assert trainer.distributed
 train, val = Data(8, 0), Data(5, 1)
 history = trainer.fit(DataLoader(train, batch_size=2, shuffle=True),
@@ -88,7 +96,7 @@ metrics = trainer.evaluate(DataLoader(val, batch_size=2))
 with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
     json.dump({"train_seen": train.seen, "val_seen": val_seen, "eval_seen": val.seen,
                "miou": history[0].val_miou, "eval_miou": metrics.miou,
-               "world": int(os.environ["WORLD_SIZE"])}, fh)
+               "world": int(os.environ["WORLD_SIZE"]), "draws": draws}, fh)
 destroy_distributed()
 """
 
@@ -123,6 +131,10 @@ def test_torchrun_two_processes_match_single_process_evaluation(tmp_path: Path) 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
+    # Each rank has its own random stream (seed_rank_epoch), so ranks do not apply the
+    # same augmentations to their images; rank 0's is the one seed_rank_epoch gives.
+    assert ranks[0]["draws"] != ranks[1]["draws"]
+    assert ranks[0]["draws"] == [_draw_after_seeding(0, 1, 0)]
     # Training was sharded: every training sample seen once, by one process.
     assert sorted(ranks[0]["train_seen"] + ranks[1]["train_seen"]) == list(range(8))
     # Evaluation was sharded without padding: 5 samples split 3 + 2.
@@ -148,3 +160,22 @@ def test_torchrun_two_processes_match_single_process_evaluation(tmp_path: Path) 
     finally:
         torch.set_num_threads(threads)
     assert cm.compute().miou == pytest.approx(ranks[0]["miou"], abs=1e-12)
+
+
+def _draw_after_seeding(seed: int, epoch: int, rank: int) -> list[float]:
+    """``torch.rand(4)`` right after ``seed_rank_epoch``; this process's RNGs are restored."""
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+    try:
+        with torch.random.fork_rng():
+            seed_rank_epoch(seed, epoch, rank)
+            return torch.rand(4).tolist()
+    finally:
+        np.random.set_state(np_state)  # noqa: NPY002
+        random.setstate(py_state)
+
+
+def test_seed_rank_epoch_gives_each_rank_and_epoch_its_own_stream() -> None:
+    draws = {(e, r): _draw_after_seeding(0, e, r) for e in (1, 2) for r in (0, 1, 2)}
+    assert len({tuple(d) for d in draws.values()}) == len(draws)  # all different
+    assert _draw_after_seeding(0, 2, 1) == draws[(2, 1)]  # and reproducible (resume)
+    assert _draw_after_seeding(1, 2, 1) != draws[(2, 1)]  # the run's seed matters

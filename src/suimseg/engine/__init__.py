@@ -12,7 +12,12 @@ from suimseg.engine.checkpoint import (
     restore_rng_state,
     save_safetensors,
 )
-from suimseg.engine.distributed import ShardSampler, destroy_distributed, shard_loader
+from suimseg.engine.distributed import (
+    ShardSampler,
+    destroy_distributed,
+    seed_rank_epoch,
+    shard_loader,
+)
 from suimseg.engine.history import EpochRecord, HistoryWriter, read_history
 from suimseg.engine.lock import LOCK_NAME, RunLock
 from suimseg.engine.trainer import (
@@ -49,6 +54,7 @@ __all__ = [
     "resolve_device",
     "restore_rng_state",
     "save_safetensors",
+    "seed_rank_epoch",
     "shard_loader",
     "skipped_sample_count",
 ]

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Iterator, Sized
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -32,6 +34,7 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "seed_rank_epoch",
     "shard_loader",
 ]
 
@@ -240,3 +243,33 @@ def local_rank() -> int:
 def cuda_device_for_this_process() -> torch.device:
     """The CUDA device this process should use (``cuda:LOCAL_RANK`` under torchrun)."""
     return torch.device("cuda", local_rank())
+
+
+def seed_rank_epoch(seed: int, epoch: int, rank: int) -> int:
+    """Seed torch (CPU and CUDA), numpy and ``random`` for one rank's epoch; return the seed.
+
+    Under DDP every process starts from the same seed (the model must start identical), so
+    without this each rank would draw the same augmentation parameters for its own images:
+    the DataLoader workers' seeds and :class:`~suimseg.data.DeviceAugment`'s draws all come
+    from these generators. The trainer calls it at the start of every epoch under DDP with
+    the trainer's ``seed``: each (seed, epoch, rank) gets its own stream, and a resumed run
+    repeats the interrupted epoch's draws on every rank.
+
+    Args:
+        seed: The run's seed.
+        epoch: 1-based epoch number.
+        rank: This process's rank.
+
+    Returns:
+        The 63-bit seed used.
+
+    Example:
+        >>> seed_rank_epoch(0, 1, 0) != seed_rank_epoch(0, 1, 1)
+        True
+    """
+    state = np.random.SeedSequence([seed, epoch, rank]).generate_state(2, np.uint32)
+    derived = ((int(state[0]) << 32) | int(state[1])) & (2**63 - 1)
+    torch.manual_seed(derived)  # also every CUDA device
+    np.random.seed(derived % 2**32)  # noqa: NPY002 - the global state user code may draw from
+    random.seed(derived)
+    return derived

@@ -376,7 +376,9 @@ class Trainer:
             CUDA in ``"raise"`` mode to avoid a GPU sync per step (the error still names
             the first bad step).
         sync_batchnorm: Convert BatchNorm layers to SyncBatchNorm under DDP (CUDA only).
-        seed: Seed of the DistributedSampler shuffle under DDP.
+        seed: Seed of the DistributedSampler shuffle under DDP, and of each rank's random
+            streams there (:func:`~suimseg.engine.seed_rank_epoch`, called
+            at every epoch start so that ranks do not draw the same augmentations).
         progress: Show a tqdm bar per epoch when tqdm is installed (else log lines every
             ``log_interval`` steps at INFO level).
         log_interval: Steps between progress updates.
@@ -1024,6 +1026,8 @@ class Trainer:
         val_loader: DataLoader[Any] | None,
         writer: HistoryWriter | None,
     ) -> EpochRecord:
+        if self.distributed:  # a different augmentation stream per rank (see the function)
+            dist_utils.seed_rank_epoch(self.seed, epoch, dist_utils.get_rank())
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch)
         lrs = self._current_lrs()
