@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import warnings
+import weakref
 from collections.abc import Callable
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
@@ -241,6 +243,8 @@ def test_shared_memory_space_is_checked(
     synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(dataset_module, "_SHM_DIR", tmp_path)
+    # Only this test's caches count (other tests may keep shared datasets alive).
+    monkeypatch.setattr(dataset_module, "_LIVE_SHARED_CACHES", weakref.WeakSet())
     real_statvfs = os.statvfs
     seen: list[str] = []
 
@@ -268,3 +272,31 @@ def test_shared_memory_space_is_checked(
     monkeypatch.setattr(dataset_module, "_SHM_DIR", tmp_path / "absent")
     SUIMDataset(synthetic_root, "test", image_size=SIZE, cache="shared")
     assert len(seen) == 2
+
+
+def test_unfilled_slots_of_other_shared_caches_count_as_taken(
+    synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two caches that each fit but not together are refused before either fills."""
+    monkeypatch.setattr(dataset_module, "_SHM_DIR", tmp_path)
+    monkeypatch.setattr(dataset_module, "_LIVE_SHARED_CACHES", weakref.WeakSet())
+    real_statvfs = os.statvfs
+    one = 4 * (SIZE * SIZE * 4 + 1)  # the 4 test samples at SIZE
+
+    class Free:
+        f_frsize = 1
+        f_bavail = one + one // 2  # room for one cache and a half
+
+    monkeypatch.setattr(
+        os, "statvfs", lambda p: Free() if str(p) == str(tmp_path) else real_statvfs(p)
+    )
+    first = SUIMDataset(synthetic_root, "test", image_size=SIZE, cache="shared")
+    with pytest.raises(ConfigError, match=r"once this process's other shared caches fill"):
+        SUIMDataset(synthetic_root, "test", image_size=SIZE, cache="shared")
+    for i in range(len(first)):  # filled: its pages are now in the (faked) used space
+        first.load(i)
+    assert first.cached_samples == len(first)
+    SUIMDataset(synthetic_root, "test", image_size=SIZE, cache="shared")
+    del first
+    gc.collect()
+    assert len(dataset_module._LIVE_SHARED_CACHES) == 0

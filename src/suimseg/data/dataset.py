@@ -23,6 +23,7 @@ import math
 import os
 import re
 import warnings
+import weakref
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -191,26 +192,54 @@ def _shared_cache_nbytes(n: int, size: tuple[int, int]) -> int:
     return n * (h * w * 4 + 1)
 
 
+#: The shared caches of this process that are still alive: their slots not yet filled
+#: are promised but not yet taken from /dev/shm (see :func:`_check_shm_space`).
+_LIVE_SHARED_CACHES: weakref.WeakSet[SUIMDataset] = weakref.WeakSet()
+
+
+def _pending_shared_bytes() -> int:
+    """Bytes that live shared caches will still take from ``/dev/shm`` when they fill."""
+    pending = 0
+    for ds in list(_LIVE_SHARED_CACHES):
+        shared = ds._shared
+        if shared is None:
+            continue
+        images, _, filled = shared
+        unfilled = int(filled.numel() - int(filled.count_nonzero()))
+        h, w = images.shape[1], images.shape[2]
+        pending += _shared_cache_nbytes(unfilled, (h, w))
+    return pending
+
+
 def _check_shm_space(n: int, size: tuple[int, int]) -> None:
     """Refuse a shared cache larger than the free space of ``/dev/shm``.
 
     Shared tensors live in the shared-memory filesystem (tmpfs), whose pages are only
     taken when written; a cache larger than its free space would kill a process with a
-    bus error (SIGBUS) in the middle of an epoch. Systems without ``/dev/shm`` (macOS,
-    Windows) are not checked.
+    bus error (SIGBUS) in the middle of an epoch. The slots that this process's other
+    shared caches have not filled yet (e.g. the training split's, when the validation
+    split is built next) count as taken. Systems without ``/dev/shm`` (macOS, Windows)
+    are not checked.
     """
     if not _SHM_DIR.is_dir():
         return
     needed = _shared_cache_nbytes(n, size)
     st = os.statvfs(_SHM_DIR)
-    available = st.f_bavail * st.f_frsize
+    pending = _pending_shared_bytes()
+    available = max(0, st.f_bavail * st.f_frsize - pending)
     if needed <= available:
         return
     suggest_gb = math.ceil(needed * 1.5 / 2**30)
     raise ConfigError(
         f"cache='shared': the shared cache of {n} samples at image_size {size[0]}x{size[1]} "
         f"needs {needed / 1e6:.1f} MB ({needed} bytes; 4 bytes per pixel) in {_SHM_DIR}, but "
-        f"only {available / 1e6:.1f} MB ({available} bytes) are free there. Use cache=True "
+        f"only {available / 1e6:.1f} MB ({available} bytes) are free there"
+        + (
+            f" once this process's other shared caches fill ({pending / 1e6:.1f} MB)"
+            if pending
+            else ""
+        )
+        + ". Use cache=True "
         "(a cache per process, in ordinary memory), a smaller image_size, or give the "
         f"container more shared memory (docker run --shm-size={suggest_gb}g ...; DataLoader "
         "workers also pass every batch through it)."
@@ -365,6 +394,7 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         if cache == "shared" and self.image_size is not None:
             self._shared = self._allocate_shared(self.image_size)
+            _LIVE_SHARED_CACHES.add(self)
         self._count_cache: dict[tuple[str, int, int], npt.NDArray[np.int64]] = {}
         # Per-index skip counts in shared memory: DataLoader workers (fork or spawn)
         # write into the same buffer, so the parent sees skips made in any worker.
