@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from suimseg.classes import IGNORE_INDEX
-from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _check_p
+from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _check_augment_args
 from suimseg.errors import ConfigError
 
 __all__ = ["DeviceAugment", "DeviceAugmentParams", "DeviceNormalize"]
@@ -337,25 +337,17 @@ class DeviceAugment(nn.Module):
         super().__init__()
         # The checks and messages of train_transforms, then the ones torchvision's
         # ColorJitter / GaussianBlur would raise there (as ConfigError here).
-        for name, p in (
-            ("hflip_p", hflip_p),
-            ("vflip_p", vflip_p),
-            ("affine_p", affine_p),
-            ("color_p", color_p),
-        ):
-            _check_p(name, p)
-        if not 0.0 <= shift_limit <= 1.0:
-            raise ConfigError(f"shift_limit: expected a fraction in [0, 1], got {shift_limit!r}")
-        if not (0.0 < scale_limit[0] <= scale_limit[1]):
-            raise ConfigError(
-                f"scale_limit: expected (min, max) with 0 < min <= max, got {scale_limit!r}"
-            )
-        if rotate_limit < 0:
-            raise ConfigError(f"rotate_limit: expected degrees >= 0, got {rotate_limit!r}")
-        if blur_kernel < 1 or blur_kernel % 2 == 0:
-            raise ConfigError(f"blur_kernel: expected an odd positive int, got {blur_kernel!r}")
-        if not 0 <= ignore_index <= 255:
-            raise ConfigError(f"ignore_index: expected a value in [0, 255], got {ignore_index!r}")
+        _check_augment_args(
+            hflip_p=hflip_p,
+            vflip_p=vflip_p,
+            affine_p=affine_p,
+            color_p=color_p,
+            shift_limit=shift_limit,
+            scale_limit=scale_limit,
+            rotate_limit=rotate_limit,
+            blur_kernel=blur_kernel,
+            ignore_index=ignore_index,
+        )
         if not 0 <= image_fill <= 255:
             raise ConfigError(f"image_fill: expected a value in [0, 255], got {image_fill!r}")
         for name, v in (

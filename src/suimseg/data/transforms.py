@@ -240,6 +240,40 @@ def _check_p(name: str, p: float) -> None:
         raise ConfigError(f"{name}: expected a probability in [0, 1], got {p!r}")
 
 
+def _check_augment_args(
+    *,
+    hflip_p: float,
+    vflip_p: float,
+    affine_p: float,
+    color_p: float,
+    shift_limit: float,
+    scale_limit: tuple[float, float],
+    rotate_limit: float,
+    blur_kernel: int,
+    ignore_index: int,
+) -> None:
+    """The checks shared by :func:`train_transforms` and :class:`~suimseg.data.DeviceAugment`."""
+    for name, p in (
+        ("hflip_p", hflip_p),
+        ("vflip_p", vflip_p),
+        ("affine_p", affine_p),
+        ("color_p", color_p),
+    ):
+        _check_p(name, p)
+    if not 0.0 <= shift_limit <= 1.0:
+        raise ConfigError(f"shift_limit: expected a fraction in [0, 1], got {shift_limit!r}")
+    if not (0.0 < scale_limit[0] <= scale_limit[1]):
+        raise ConfigError(
+            f"scale_limit: expected (min, max) with 0 < min <= max, got {scale_limit!r}"
+        )
+    if rotate_limit < 0:
+        raise ConfigError(f"rotate_limit: expected degrees >= 0, got {rotate_limit!r}")
+    if blur_kernel < 1 or blur_kernel % 2 == 0:
+        raise ConfigError(f"blur_kernel: expected an odd positive int, got {blur_kernel!r}")
+    if not 0 <= ignore_index <= 255:
+        raise ConfigError(f"ignore_index: expected a value in [0, 255], got {ignore_index!r}")
+
+
 def eval_transforms(
     size: int | tuple[int, int] | None = 384,
     *,
@@ -361,25 +395,17 @@ def train_transforms(
     if not augment:
         return eval_transforms(hw, mean=mean, std=std, interpolation=interpolation, output=output)
     _check_output(output)
-    for name, p in (
-        ("hflip_p", hflip_p),
-        ("vflip_p", vflip_p),
-        ("affine_p", affine_p),
-        ("color_p", color_p),
-    ):
-        _check_p(name, p)
-    if not 0.0 <= shift_limit <= 1.0:
-        raise ConfigError(f"shift_limit: expected a fraction in [0, 1], got {shift_limit!r}")
-    if not (0.0 < scale_limit[0] <= scale_limit[1]):
-        raise ConfigError(
-            f"scale_limit: expected (min, max) with 0 < min <= max, got {scale_limit!r}"
-        )
-    if rotate_limit < 0:
-        raise ConfigError(f"rotate_limit: expected degrees >= 0, got {rotate_limit!r}")
-    if blur_kernel < 1 or blur_kernel % 2 == 0:
-        raise ConfigError(f"blur_kernel: expected an odd positive int, got {blur_kernel!r}")
-    if not 0 <= ignore_index <= 255:
-        raise ConfigError(f"ignore_index: expected a value in [0, 255], got {ignore_index!r}")
+    _check_augment_args(
+        hflip_p=hflip_p,
+        vflip_p=vflip_p,
+        affine_p=affine_p,
+        color_p=color_p,
+        shift_limit=shift_limit,
+        scale_limit=scale_limit,
+        rotate_limit=rotate_limit,
+        blur_kernel=blur_kernel,
+        ignore_index=ignore_index,
+    )
 
     steps: list[Any] = [*_resize(hw, interpolation)]
     if hflip_p > 0:
