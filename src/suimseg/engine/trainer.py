@@ -1125,7 +1125,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _save_last(self, record: EpochRecord | None = None, *, best: bool = False) -> Path | None:
-        """Write ``last.pt`` (then copy it to ``best.pt`` when ``best``).
+        """Write ``last.pt`` (then link it as ``best.pt`` when ``best``).
 
         With ``async_checkpoint`` and a ``record`` (an epoch end), the writes run in the
         background on a CPU snapshot; the interrupt save (no record) is synchronous. Either
