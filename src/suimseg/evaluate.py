@@ -221,10 +221,11 @@ def evaluate_checkpoint(
             f"{len(ensemble)} ensemble member(s)), got {len(ensemble_weights)}"
         )
     dev = resolve_device(device)
-    # Both read only the checkpoint's metadata (memory-mapped); the weights are read once,
+    # The checkpoint's metadata is read once here (memory-mapped) and its weights once,
     # by load_model below.
-    run = run_config_for(checkpoint)
-    size = input_size_for(checkpoint, image_size)
+    header = {"extra": {"run_config": _stored_run_config(checkpoint, None)}}
+    run = run_config_for(checkpoint, checkpoint_data=header)
+    size = input_size_for(checkpoint, image_size, checkpoint_data=header)
     split_kw: dict[str, Any] = {}
     if run is not None:
         split_kw = {"val_fraction": run.val_fraction, "seed": run.seed}
