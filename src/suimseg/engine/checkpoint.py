@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from suimseg._atomic import atomic_write, fsync_dir
+from suimseg._atomic import atomic_write, fsync_dir, temporary_path
 from suimseg._version import __version__
 from suimseg.errors import CheckpointError, ConfigError, MissingDependencyError
 from suimseg.models import build_model, model_spec
@@ -159,7 +159,7 @@ def atomic_link(src: PathLike, dst: PathLike) -> Path:
         OSError: As :func:`atomic_copy` (only from the fallback copy).
     """
     dest = Path(dst)
-    tmp = dest.with_name(f".{dest.name}.link-{os.getpid()}")
+    tmp = temporary_path(dest, "link")
     try:
         tmp.unlink(missing_ok=True)
         os.link(src, tmp)

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -36,6 +35,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader
 
+from suimseg._atomic import remove_stale_temporaries
 from suimseg.classes import IGNORE_INDEX
 from suimseg.engine import distributed as dist_utils
 from suimseg.engine.checkpoint import (
@@ -254,11 +254,6 @@ def _json_run_config(run_config: Mapping[str, Any] | None) -> dict[str, Any] | N
     if not isinstance(copy, dict):  # pragma: no cover - a mapping always dumps to an object
         raise ConfigError("run_config: expected a JSON object")
     return copy
-
-
-#: Names of the temporary files of atomic writes (``suimseg._atomic``) and of
-#: :func:`~suimseg.engine.checkpoint.atomic_link`.
-_STALE_TEMPORARY = re.compile(r"\..+\.(?:tmp|link)-\d+")
 
 
 def _snapshot(obj: Any, pin: bool) -> Any:
@@ -947,21 +942,11 @@ class Trainer:
         """
         if self.checkpoint_dir is None or not self.is_main_process:
             return
-        if not self.checkpoint_dir.is_dir():
-            return
-        removed = 0
-        for path in self.checkpoint_dir.iterdir():
-            if _STALE_TEMPORARY.fullmatch(path.name) and path.is_file():
-                try:
-                    path.unlink()
-                except OSError as exc:
-                    logger.warning("could not remove the stale temporary file %s: %s", path, exc)
-                else:
-                    removed += 1
+        removed = remove_stale_temporaries(self.checkpoint_dir)
         if removed:
             logger.info(
                 "removed %d temporary file(s) left by an interrupted run in %s",
-                removed,
+                len(removed),
                 self.checkpoint_dir,
             )
 
