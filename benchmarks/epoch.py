@@ -1,7 +1,7 @@
 """Benchmark full training epochs of the V3 recipe end to end: where does the time go?
 
-Builds the recipe with :func:`suimseg.recipe.build_training` from a
-:class:`suimseg.config.TrainConfig` (so the CUDA defaults apply: bf16 autocast,
+Builds the recipe with :func:`suimseg.app.recipe.build_training` from a
+:class:`suimseg.app.config.TrainConfig` (so the CUDA defaults apply: bf16 autocast,
 channels_last, fused AdamW, ``cudnn.benchmark``, pinned memory, persistent workers with
 prefetch) on a synthetic dataset in the SUIM layout (``make_synthetic_suim``), then runs
 ``Trainer.fit`` for ``--epochs`` epochs. The loaders are wrapped to time how long the
@@ -45,10 +45,10 @@ import torch
 from _common import Budget, machine_info, print_table, resolve_device, set_threads, write_json
 from torch.utils.data import DataLoader
 
-from suimseg.config import TrainConfig
+from suimseg.app.config import TrainConfig
+from suimseg.app.recipe import build_training
 from suimseg.data import make_synthetic_suim
 from suimseg.engine import Callback, EpochRecord, Trainer
-from suimseg.recipe import build_training
 
 
 class TimedLoader:

@@ -2,7 +2,7 @@
 
 Everything runs on the CPU in a few minutes: a synthetic SUIM-format dataset
 (``make_synthetic_suim``), a narrow UNetResAttnV3 trained with the demo recipe
-(``suimseg.demo.demo_config`` + ``suimseg.recipe.train``), then the inference API:
+(``suimseg.app.demo.demo_config`` + ``suimseg.app.recipe.train``), then the inference API:
 ``Predictor`` (plain, TTA, tiled), ``evaluate_predictor``, ``evaluate_suim_paper``,
 ``predict_files`` (overlays), ``plot_history`` (needs matplotlib) and
 ``data.visualize.colorize/overlay/legend`` for the panels.
@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from suimseg.app.demo import demo_config
+from suimseg.app.recipe import train
 from suimseg.data import SUIMDataset, colorize, legend, make_synthetic_suim, render_scene
-from suimseg.demo import demo_config
 from suimseg.engine import load_model
 from suimseg.errors import MissingDependencyError
 from suimseg.inference import (
@@ -37,7 +38,6 @@ from suimseg.inference import (
     predict_files,
 )
 from suimseg.metrics import ConfusionMatrix
-from suimseg.recipe import train
 
 
 def _captioned(img: Image.Image, caption: str, height: int = 14) -> Image.Image:

@@ -41,8 +41,8 @@ from suimseg import (
     UNetResAttnV3,
     make_synthetic_suim,
     param_groups,
-    reduce_on_plateau,
 )
+from suimseg.engine import reduce_on_plateau
 from suimseg.engine.distributed import (
     destroy_distributed,
     get_rank,

@@ -37,13 +37,13 @@ from suimseg import (
     SUIMDataset,
     Trainer,
     UNetResAttnV3,
-    build_model,
     load_model,
     make_synthetic_suim,
     param_groups,
-    reduce_on_plateau,
 )
 from suimseg.data import eval_transforms, render_scene, train_transforms
+from suimseg.engine import reduce_on_plateau
+from suimseg.models import build_model
 
 # The new dataset's classes and their mask colours (RGB).
 CLASS_NAMES = ("open water", "coral", "sand", "fish")

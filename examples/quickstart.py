@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from suimseg import CLASS_NAMES, UNetResAttnV3, load_model, overlay
-from suimseg.data import IMAGENET_MEAN, IMAGENET_STD, render_scene
+from suimseg import CLASS_NAMES, UNetResAttnV3, load_model
+from suimseg.data import IMAGENET_MEAN, IMAGENET_STD, overlay, render_scene
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

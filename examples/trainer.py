@@ -35,9 +35,8 @@ from suimseg import (
     load_model,
     make_synthetic_suim,
     param_groups,
-    read_history,
-    reduce_on_plateau,
 )
+from suimseg.engine import read_history, reduce_on_plateau
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

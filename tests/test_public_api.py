@@ -1,7 +1,11 @@
-"""The curated public API: every name resolves, imports stay lazy and one-way."""
+"""The curated public API: a small root namespace, every name resolves, imports stay lazy.
+
+One-way imports between the packages are checked in ``tests/test_import_layers.py``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -9,11 +13,47 @@ import pytest
 
 import suimseg
 
+#: The root namespace: what a user needs every day. Adding a name here is a promise.
+ROOT_API = {
+    "__version__": "suimseg._version",
+    "UNetResAttnV3": "suimseg.models",
+    "FocalLoss": "suimseg.losses",
+    "DiceLoss": "suimseg.losses",
+    "DiceFocalLoss": "suimseg.losses",
+    "class_weights": "suimseg.losses",
+    "SUIMDataset": "suimseg.data",
+    "make_synthetic_suim": "suimseg.data",
+    "train_transforms": "suimseg.data",
+    "eval_transforms": "suimseg.data",
+    "param_groups": "suimseg.optim",
+    "ConfusionMatrix": "suimseg.metrics",
+    "Trainer": "suimseg.engine",
+    "load_model": "suimseg.engine",
+    "Predictor": "suimseg.inference",
+    "SUIMSegError": "suimseg.errors",
+    "CLASS_NAMES": "suimseg.classes",
+    "NUM_CLASSES": "suimseg.classes",
+}
 
-def test_every_public_name_resolves() -> None:
-    for name in suimseg.__all__:
-        assert getattr(suimseg, name) is not None, name
-    assert set(suimseg.__all__) <= set(dir(suimseg))
+
+def test_root_namespace_is_small_and_exactly_the_curated_set() -> None:
+    assert len(suimseg.__all__) <= 20
+    assert len(set(suimseg.__all__)) == len(suimseg.__all__)
+    assert set(suimseg.__all__) == set(ROOT_API)
+
+
+@pytest.mark.parametrize("name", sorted(ROOT_API))
+def test_each_root_name_is_its_subpackage_object(name: str) -> None:
+    # The root re-exports the subpackage's own object (no copies, no wrappers).
+    module = importlib.import_module(ROOT_API[name])
+    assert getattr(suimseg, name) is getattr(module, name)
+    assert name in dir(suimseg)
+
+
+@pytest.mark.parametrize("name", ["RunLock", "read_history", "save_safetensors", "build_model"])
+def test_plumbing_stays_in_its_subpackage(name: str) -> None:
+    with pytest.raises(AttributeError):
+        getattr(suimseg, name)
 
 
 def test_unknown_attribute_raises() -> None:

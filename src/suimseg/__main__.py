@@ -2,6 +2,6 @@
 
 import sys
 
-from suimseg.cli import main
+from suimseg.app.cli import main
 
 sys.exit(main())

@@ -10,7 +10,8 @@ import torch
 import torchvision
 from torch import nn
 
-from suimseg import CheckpointError, ConfigError, UNetResAttnV3, WeightsUnavailableError
+from suimseg import UNetResAttnV3
+from suimseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
 from suimseg.models import build_model, model_spec
 from suimseg.models.blocks import AttentionGate, SqueezeExcitation
 

@@ -246,6 +246,31 @@ def _check_shm_space(n: int, size: tuple[int, int]) -> None:
     )
 
 
+def check_layout(root: str | os.PathLike[str], split: Split) -> tuple[Path, Path]:
+    """Check that ``root`` holds the SUIM folders of ``split``; cheap (no file is read).
+
+    Returns:
+        The split's ``images`` and ``masks`` folders.
+
+    Raises:
+        DatasetNotFoundError: If the root or one of the split's folders is missing; the
+            message shows the expected layout.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"SUIM root folder not found: {root} (root={str(root)!r}).\n{_LAYOUT}"
+        )
+    folder = root / SPLIT_FOLDERS[split]
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    for d in (images_dir, masks_dir):
+        if not d.is_dir():
+            raise DatasetNotFoundError(
+                f"split {split!r} needs the folder {d}, which does not exist.\n{_LAYOUT}"
+            )
+    return images_dir, masks_dir
+
+
 class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """The SUIM dataset in its official folder layout.
 
@@ -430,17 +455,7 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return eval_transforms(self.image_size)
 
     def _scan_pairs(self, on_orphan: OrphanPolicy) -> dict[str, tuple[Path, Path]]:
-        if not self.root.is_dir():
-            raise DatasetNotFoundError(
-                f"SUIM root folder not found: {self.root} (root={str(self.root)!r}).\n{_LAYOUT}"
-            )
-        folder = self.root / SPLIT_FOLDERS[self.split]
-        images_dir, masks_dir = folder / "images", folder / "masks"
-        for d in (images_dir, masks_dir):
-            if not d.is_dir():
-                raise DatasetNotFoundError(
-                    f"split {self.split!r} needs the folder {d}, which does not exist.\n{_LAYOUT}"
-                )
+        images_dir, masks_dir = check_layout(self.root, self.split)
         images = _list_files(images_dir, IMAGE_EXTENSIONS, "image")
         masks = _list_files(masks_dir, MASK_EXTENSIONS, "mask")
         no_mask = sorted(set(images) - set(masks))

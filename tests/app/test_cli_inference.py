@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from suimseg.app.cli import main
 from suimseg.classes import rgb_to_index
-from suimseg.cli import main
 from suimseg.data import make_synthetic_suim
 from suimseg.engine import load_model
 from suimseg.inference import Predictor, load_result
@@ -145,7 +145,7 @@ def test_input_size_comes_from_the_run(trained: tuple[Path, Path], tmp_path: Pat
     import shutil
     import warnings
 
-    from suimseg.evaluate import input_size_for
+    from suimseg.app.evaluate import input_size_for
 
     _, ckpt = trained
     with warnings.catch_warnings():
@@ -153,7 +153,7 @@ def test_input_size_comes_from_the_run(trained: tuple[Path, Path], tmp_path: Pat
         assert input_size_for(ckpt) == 32  # the run config stored in the checkpoint
         assert input_size_for(ckpt, 48) == 48
         # Moved away from its config.json, the checkpoint still knows its training size
-        # (the fallback warning is tested in tests/test_evaluate_input_size.py).
+        # (the fallback warning is tested in tests/app/test_evaluate_input_size.py).
         alone = tmp_path / "best.pt"
         shutil.copy(ckpt, alone)
         assert input_size_for(alone) == 32

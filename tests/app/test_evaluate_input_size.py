@@ -11,14 +11,19 @@ import pytest
 import torch
 from torch import nn
 
-from suimseg.config import TrainConfig
+from suimseg.app.config import TrainConfig
+from suimseg.app.evaluate import (
+    DEFAULT_IMAGE_SIZE,
+    evaluate_checkpoint,
+    input_size_for,
+    run_config_for,
+)
 from suimseg.data import make_synthetic_suim
 from suimseg.engine import Trainer, load_checkpoint
 from suimseg.engine.checkpoint import atomic_save, make_checkpoint, read_run_config
-from suimseg.evaluate import DEFAULT_IMAGE_SIZE, evaluate_checkpoint, input_size_for, run_config_for
 from suimseg.models import build_model, model_spec
 
-GOLDEN_V1 = Path(__file__).parent / "reliability" / "data" / "checkpoint_v1.pt"
+GOLDEN_V1 = Path(__file__).parents[1] / "reliability" / "data" / "checkpoint_v1.pt"
 TINY = {
     "encoder": "resnet18",
     "encoder_weights": "none",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from suimseg.config import TrainConfig
+from suimseg.app.config import TrainConfig
 from suimseg.errors import ConfigError
 
 

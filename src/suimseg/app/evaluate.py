@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from suimseg.config import TrainConfig
+from suimseg.app.config import TrainConfig
 from suimseg.data import SUIMDataset
 from suimseg.data.dataset import Split
 from suimseg.engine import load_model, resolve_device
@@ -101,7 +101,7 @@ def run_config_for(
     checkpoint, see :func:`suimseg.engine.checkpoint.read_run_config`; only the metadata is
     read, the file is memory-mapped), then from the ``config.json`` that ``suimseg train``
     writes beside its checkpoints. Checkpoints written before run configs were stored, or
-    whose stored settings are not a :class:`~suimseg.config.TrainConfig`, fall back to
+    whose stored settings are not a :class:`~suimseg.app.config.TrainConfig`, fall back to
     ``config.json``.
 
     Args:

@@ -18,8 +18,8 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader
 
+from suimseg.app.config import TrainConfig
 from suimseg.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from suimseg.config import TrainConfig
 from suimseg.data import (
     DeviceAugment,
     DeviceNormalize,

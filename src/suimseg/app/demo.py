@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from suimseg._atomic import atomic_write_text
+from suimseg.app.config import TrainConfig
+from suimseg.app.recipe import train
 from suimseg.classes import CLASS_NAMES, NUM_CLASSES
-from suimseg.config import TrainConfig
 from suimseg.data import SUIMDataset, make_synthetic_suim, overlay
 from suimseg.data._io import atomic_save_image
 from suimseg.engine import load_model
 from suimseg.inference import Predictor, evaluate_predictor
 from suimseg.metrics import SegmentationMetrics
-from suimseg.recipe import train
 
 __all__ = ["DemoResult", "demo_config", "run_demo"]
 

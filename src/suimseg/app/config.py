@@ -49,6 +49,20 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def default_workers(cap: int = 4) -> int:
+    """DataLoader workers for this machine: ``cap``, or fewer on a machine with fewer CPUs.
+
+    Counts the CPUs this process may run on (``os.sched_getaffinity`` where available), so
+    a container limited to 2 cores gets 2 workers and torch's "more workers than CPUs"
+    warning never fires.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        usable = os.cpu_count() or 1
+    return max(1, min(cap, usable))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run. Defaults are the V3 design's recipe.
@@ -89,7 +103,8 @@ class TrainConfig:
             (``benchmarks/epoch.py`` shows the data wait).
         val_fraction: Fraction of ``train_val`` held out for validation (stratified).
         seed: Seed of the split, the initialisation and the data order.
-        workers: DataLoader worker processes.
+        workers: DataLoader worker processes (default: 4, or the number of CPUs this
+            process may use when that is smaller, so a 2-core laptop gets 2).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` or ``"none"``.
         channels_last: Use the channels-last memory format (``None``: on for CUDA).
@@ -134,7 +149,7 @@ class TrainConfig:
     augment_on: AugmentOn = "loader"
     val_fraction: float = 0.2
     seed: int = 0
-    workers: int = 4
+    workers: int = dataclasses.field(default_factory=default_workers)
     device: DeviceName = "auto"
     amp: AmpMode = "auto"
     channels_last: bool | None = None

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from suimseg.app.cli import build_parser, main, train_config_from_args
+from suimseg.app.config import TrainConfig
+from suimseg.app.demo import run_demo
+from suimseg.app.recipe import build_training
 from suimseg.classes import CLASS_NAMES
-from suimseg.cli import build_parser, main, train_config_from_args
-from suimseg.config import TrainConfig
 from suimseg.data import SUIMDataset, make_synthetic_suim
-from suimseg.demo import run_demo
 from suimseg.engine import load_checkpoint, load_model, read_history, resolve_device
 from suimseg.errors import ConfigError, DatasetNotFoundError
 from suimseg.losses import DiceFocalLoss
 from suimseg.models import UNetResAttnV3
-from suimseg.recipe import build_training
 
 TINY = [
     "--encoder", "resnet18", "--encoder-weights", "none", "--decoder-channels", "16,16,8,8",
@@ -249,8 +249,8 @@ def test_loaders_decode_at_the_training_size(data_root: Path, tmp_path: Path) ->
 def test_device_augmentation_recipe_trains_and_stores_its_config(
     data_root: Path, tmp_path: Path
 ) -> None:
+    from suimseg.app.evaluate import input_size_for
     from suimseg.data import DeviceAugment, DeviceNormalize
-    from suimseg.evaluate import input_size_for
 
     config = _tiny_config(
         data_root, tmp_path / "r", augment_on="device", cache="shared", async_checkpoint=True

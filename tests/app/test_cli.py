@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import suimseg
-from suimseg.cli import main
+from suimseg.app.cli import main
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,7 +28,7 @@ def test_info_prints_versions_cuda_and_class_table(capsys: pytest.CaptureFixture
     assert f"torch        {torch.__version__}" in out
     assert f"torchvision  {torchvision.__version__}" in out
     assert "CUDA" in out
-    for c in suimseg.SUIM_CLASSES:
+    for c in suimseg.classes.SUIM_CLASSES:
         assert c.code in out
         assert c.name in out
     assert "(255,   0, 255)" in out
@@ -56,6 +56,7 @@ def test_python_dash_m_entry_point() -> None:
 def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from suimseg.errors import DatasetNotFoundError
 
+    (tmp_path / "best.pt").write_bytes(b"not read: the data folder is checked first")
     argv = ["evaluate", "--checkpoint", str(tmp_path / "best.pt"), "--data", str(tmp_path / "x")]
     assert main(argv) == 1
     assert "Traceback" not in capsys.readouterr().err

@@ -1,0 +1,149 @@
+"""What a new user meets at the command line: short argument errors, full help, early checks.
+
+(Issue: "The first hour".) Each test runs the real parser or command through ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import pytest
+
+import suimseg.app.recipe
+from suimseg.app import cli
+from suimseg.app.cli import build_parser, main
+from suimseg.app.config import TrainConfig, default_workers
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no sub-commands")
+
+
+def test_misspelled_flag_shows_the_subcommands_usage_and_a_suggestion(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", "x", "--epocs", "2"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("usage: suimseg train --data ROOT")
+    assert "unrecognized arguments: --epocs 2 (did you mean --epochs?)" in err
+    assert len(lines) <= 4, err
+
+
+def test_value_errors_are_short_and_name_the_dashed_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", "x", "--batch_size", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --batch-size: expected a positive integer, got '0'" in err
+    assert "--batch_size" not in err
+    assert len(err.strip().splitlines()) <= 4, err
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers()))
+def test_every_option_has_help_and_no_underscore_alias_is_shown(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = _subparsers()[command]
+    assert parser.description, f"{command} has no description"
+    for action in parser._actions:
+        if action.help is argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert not [w for w in text.split() if w.startswith("--") and "_" in w], text
+    assert len(text.splitlines()[0]) <= 100  # the usage line is short
+
+
+def test_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    d = TrainConfig()
+    assert f"number of epochs (default: {d.epochs})" in text
+    assert f"(default: {d.image_size})" in text
+    assert "(default: 512,256,128,64)" in text
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "images per forward pass (default: 8)" in text
+    assert "(default: [])" not in text
+
+
+def test_underscore_spellings_still_parse() -> None:
+    args = build_parser().parse_args(
+        ["train", "--data", "d", "--batch_size", "3", "--no-channels_last", "--enc_lr_mult", "1"]
+    )
+    assert (args.batch_size, args.channels_last, args.enc_lr_mult) == (3, False, 1.0)
+
+
+def test_train_checks_the_data_folder_before_building_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise AssertionError("train() ran although the data folder is missing")
+
+    monkeypatch.setattr(suimseg.app.recipe, "train", explode)
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert f"SUIM root folder not found: {tmp_path / 'nope'}" in err
+    assert "Traceback" not in err
+
+
+def test_missing_checkpoint_is_one_plain_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning may be raised on the way
+        code = main(["evaluate", "--checkpoint", "nope.pt", "--data", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "suimseg: error: --checkpoint nope.pt: does not exist; give the path of a checkpoint "
+        "written by 'suimseg train' (e.g. runs/v3/best.pt)"
+    )
+
+
+def test_warnings_reach_a_cli_user_as_one_plain_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def warn(_: argparse.Namespace) -> int:
+        warnings.warn("the thing is odd", UserWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_info", warn)
+    assert main(["info"]) == 0
+    assert capsys.readouterr().err == "suimseg: warning: the thing is odd\n"
+
+
+def test_synth_twice_names_the_flag_not_the_python_argument(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["synth", str(tmp_path / "s"), "--n-train-val", "2", "--n-test", "1", "--size", "32x24"]
+    assert main(argv) == 0
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "add --overwrite" in err
+    assert "overwrite=True" not in err
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_workers_default_never_exceeds_the_usable_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert default_workers() == 2
+    assert TrainConfig().workers == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(64)), raising=False)
+    assert TrainConfig().workers == 4
+    assert TrainConfig(workers=7).workers == 7
