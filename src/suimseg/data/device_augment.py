@@ -115,11 +115,6 @@ def _memory_format(images: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _to_unit_float(images: Tensor) -> Tensor:
-    # The same two operations as torchvision's ToDtype(float32, scale=True) on uint8.
-    return images.to(torch.float32).mul_(1.0 / 255)
-
-
 class DeviceNormalize(nn.Module):
     """uint8 batch to a normalised float32 batch on its own device; masks to int64.
 
@@ -173,7 +168,7 @@ class DeviceNormalize(nn.Module):
         """
         _check_batch(type(self).__name__, images, masks)
         fmt = _memory_format(images)
-        x = _to_unit_float(images)
+        x = TF.to_dtype(images, torch.float32, scale=True)
         x = x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
         return x.contiguous(memory_format=fmt), masks.to(torch.int64)
 
@@ -538,7 +533,7 @@ class DeviceAugment(nn.Module):
                 f"{self.blur_kernel // 2}); use a smaller blur_kernel"
             )
         fmt = _memory_format(images)
-        x = _to_unit_float(images).contiguous()
+        x = TF.to_dtype(images, torch.float32, scale=True).contiguous()
         y = masks if masks.dtype == torch.uint8 else masks.to(torch.int64)
 
         if self.hflip_p > 0 or self.vflip_p > 0:
