@@ -74,3 +74,50 @@ def test_legend_validates() -> None:
         legend([9])
     with pytest.raises(ConfigError, match="width"):
         legend(width=4)
+
+
+def test_side_by_side_panels_are_large_and_show_truth_and_prediction() -> None:
+    from suimseg.classes import SUIM_CLASSES
+    from suimseg.data.visualize import side_by_side
+
+    h, w = 60, 80
+    image = np.zeros((h, w, 3), np.uint8)
+    truth = np.zeros((h, w), np.int64)
+    truth[:, w // 2 :] = 1  # right half: human divers
+    pred = np.full((h, w), 6, np.int64)  # fish everywhere
+    pic = side_by_side(image, truth, pred, min_size=256)
+    panel_w = round(w * 256 / h)
+    assert pic.width == 3 * panel_w + 2 * 6
+    # Each panel is at least 256 px on its shorter side.
+    assert pic.height > 256 + 24
+    arr = np.asarray(pic)
+    y = 24 + 128  # middle of the panels, below the titles
+    x_truth = panel_w + 6
+    assert tuple(arr[y, x_truth + 10]) == SUIM_CLASSES[0].rgb
+    assert tuple(arr[y, x_truth + panel_w - 10]) == SUIM_CLASSES[1].rgb
+    assert tuple(arr[y, 2 * (panel_w + 6) + 10]) == SUIM_CLASSES[6].rgb
+    # The legend below lists exactly the classes shown (colour boxes), not the others.
+    strip = arr[24 + 256 + 6 :].reshape(-1, 3)
+    colours = {tuple(c) for c in strip}
+    for c in (0, 1, 6):
+        assert SUIM_CLASSES[c].rgb in colours
+    for c in (2, 3, 4, 5):  # (7 is white, the strip's background)
+        assert SUIM_CLASSES[c].rgb not in colours
+
+
+def test_side_by_side_rejects_a_tiny_panel() -> None:
+    from suimseg.data.visualize import side_by_side
+    from suimseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="min_size"):
+        side_by_side(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), int), np.zeros((4, 4), int),
+                     min_size=8)  # fmt: skip
+
+
+def test_legend_text_is_large_enough_to_read() -> None:
+    # Pillow's default font runs words together below ~14 px ("WRwrecksand ruins").
+    from suimseg.data.visualize import legend
+
+    strip = np.asarray(legend([4]))
+    dark_rows = np.flatnonzero((strip < 100).all(axis=-1).any(axis=1))
+    assert dark_rows.max() - dark_rows.min() >= 14

@@ -32,7 +32,7 @@ from suimseg.data.transforms import (
     eval_transforms,
     train_transforms,
 )
-from suimseg.data.visualize import colorize, legend, overlay
+from suimseg.data.visualize import colorize, legend, overlay, side_by_side
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -60,6 +60,7 @@ __all__ = [
     "read_image",
     "read_mask_labels",
     "render_scene",
+    "side_by_side",
     "stem_prefix",
     "stratified_split",
     "to_rgb",

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from suimseg.classes import IGNORE_COLOR, NUM_CLASSES, SUIM_CLASSES, index_to_rgb
 from suimseg.errors import ConfigError
 
-__all__ = ["colorize", "legend", "overlay"]
+__all__ = ["colorize", "legend", "overlay", "side_by_side"]
 
 
 def _labels(mask: Any) -> npt.NDArray[np.int64]:
@@ -67,14 +67,22 @@ def colorize(mask: Any, *, ignore_color: tuple[int, int, int] = IGNORE_COLOR) ->
 
 
 #: Minimum width in pixels of one legend column (fits "PF aquatic plants and sea-grass").
-LEGEND_COLUMN_PX = 180
+LEGEND_COLUMN_PX = 240
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's built-in font at ``size`` px; text under ~14 px runs words together."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one fixed-size bitmap font
+        return ImageFont.load_default()
 
 
 def legend(
     classes: Iterable[int] | None = None,
     *,
-    width: int = 320,
-    row_height: int = 14,
+    width: int = 480,
+    row_height: int = 22,
     columns: int = 2,
 ) -> Image.Image:
     """A strip listing class colours and names.
@@ -82,7 +90,8 @@ def legend(
     Args:
         classes: Class ids to list (default: all eight).
         width: Width of the strip in pixels.
-        row_height: Height of one row.
+        row_height: Height of one row; the text is ``row_height - 6`` pixels high (at
+            least 10).
         columns: Entries per row.
 
     Returns:
@@ -90,7 +99,7 @@ def legend(
 
     Example:
         >>> legend([0, 1], width=200).size
-        (200, 14)
+        (200, 22)
     """
     ids = sorted(set(range(NUM_CLASSES) if classes is None else classes))
     if any(not 0 <= c < NUM_CLASSES for c in ids):
@@ -103,14 +112,14 @@ def legend(
     rows = max(1, -(-len(ids) // columns))
     strip = Image.new("RGB", (width, rows * row_height), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
-    font = ImageFont.load_default()
+    font = _font(max(10, row_height - 6))
     col_w = width // columns
-    box = row_height - 4
+    box = row_height - 6
     for k, c in enumerate(ids):
-        x, y = (k % columns) * col_w + 2, (k // columns) * row_height + 2
+        x, y = (k % columns) * col_w + 3, (k // columns) * row_height + 3
         draw.rectangle([x, y, x + box, y + box], fill=SUIM_CLASSES[c].rgb, outline=(0, 0, 0))
-        label = f"{SUIM_CLASSES[c].code} {SUIM_CLASSES[c].name}"
-        draw.text((x + box + 4, y - 1), label, fill=(0, 0, 0), font=font)
+        label = f"{SUIM_CLASSES[c].code}  {SUIM_CLASSES[c].name}"
+        draw.text((x + box + 6, y - 1), label, fill=(0, 0, 0), font=font)
     return strip
 
 
@@ -169,3 +178,74 @@ def overlay(
     combined.paste(out, (0, 0))
     combined.paste(strip, (0, out.height))
     return combined
+
+
+def _panel(
+    picture: Image.Image, size: tuple[int, int], title: str, title_px: int, *, labels: bool
+) -> Image.Image:
+    # Label pictures are scaled nearest-neighbour so that no blended colour appears.
+    resample = Image.Resampling.NEAREST if labels else Image.Resampling.BILINEAR
+    body = picture.resize(size, resample)
+    out = Image.new("RGB", (size[0], size[1] + title_px), (255, 255, 255))
+    ImageDraw.Draw(out).text((4, 3), title, fill=(0, 0, 0), font=_font(title_px - 8))
+    out.paste(body, (0, title_px))
+    return out
+
+
+def side_by_side(
+    image: Any,
+    target: Any,
+    prediction: Any,
+    *,
+    min_size: int = 256,
+    titles: tuple[str, str, str] = ("image", "ground truth", "prediction"),
+) -> Image.Image:
+    """Image | ground truth | prediction in one picture, with a legend of the classes shown.
+
+    Each panel is scaled (keeping the aspect ratio; masks nearest-neighbour) so that its
+    shorter side is at least ``min_size`` pixels, and the legend names every class present
+    in the ground truth or the prediction.
+
+    Args:
+        image: PIL image, uint8 array ``(H, W, 3)`` or tensor ``(3, H, W)`` (as in
+            :func:`overlay`).
+        target: Integer label map ``(H', W')`` of the ground truth (any size).
+        prediction: Integer label map of the prediction (any size).
+        min_size: Shorter side of each panel, in pixels.
+        titles: The three panel titles.
+
+    Returns:
+        An RGB PIL image.
+
+    Example:
+        >>> import numpy as np
+        >>> pic = side_by_side(np.zeros((60, 80, 3), np.uint8), np.zeros((60, 80), int),
+        ...                    np.ones((30, 40), int))
+        >>> pic.width >= 3 * 256 * 80 // 60, pic.height > 256
+        (True, True)
+    """
+    if min_size < 32:
+        raise ConfigError(f"min_size: expected at least 32 pixels, got {min_size!r}")
+    base = _image_rgb(image)
+    truth, pred = _labels(target), _labels(prediction)
+    scale = max(1.0, min_size / min(base.width, base.height))
+    size = (round(base.width * scale), round(base.height * scale))
+    title_px = 24
+    panels = [
+        _panel(base, size, titles[0], title_px, labels=False),
+        _panel(colorize(truth), size, titles[1], title_px, labels=True),
+        _panel(colorize(pred), size, titles[2], title_px, labels=True),
+    ]
+    gap = 6
+    width = 3 * size[0] + 2 * gap
+    present = sorted(
+        {int(c) for c in np.unique(np.concatenate([truth.ravel(), pred.ravel()]))}
+        & set(range(NUM_CLASSES))
+    )
+    columns = max(1, min(4, width // LEGEND_COLUMN_PX))
+    strip = legend(present or None, width=width, columns=columns)
+    out = Image.new("RGB", (width, panels[0].height + strip.height + gap), (255, 255, 255))
+    for k, panel in enumerate(panels):
+        out.paste(panel, (k * (size[0] + gap), 0))
+    out.paste(strip, (0, panels[0].height + gap))
+    return out
