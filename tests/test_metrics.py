@@ -203,8 +203,8 @@ def test_rejects_float_target() -> None:
 
 
 def test_rejects_out_of_range_target_value_naming_it() -> None:
-    cm = ConfusionMatrix(3)
-    with pytest.raises(ValueError, match=r"target holds label 7, outside \[0, 3\)"):
+    cm = ConfusionMatrix(3, validate=True)
+    with pytest.raises(ConfigError, match=r"target holds label 7, outside \[0, 3\)"):
         cm.update(torch.zeros(1, 4, dtype=torch.long), torch.tensor([[0, 7, 255, 1]]))
     with pytest.raises(ValueError, match=r"target holds label -1"):
         cm.update(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[-1, 0]]))
@@ -212,8 +212,8 @@ def test_rejects_out_of_range_target_value_naming_it() -> None:
 
 
 def test_rejects_out_of_range_prediction_value() -> None:
-    cm = ConfusionMatrix(3)
-    with pytest.raises(ValueError, match=r"predictions hold label 5"):
+    cm = ConfusionMatrix(3, validate=True)
+    with pytest.raises(ConfigError, match=r"predictions hold label 5"):
         cm.update(torch.tensor([[0, 5]]), torch.tensor([[0, 1]]))
     # a bad prediction at an ignored pixel does not matter
     cm.update(torch.tensor([[0, 5]]), torch.tensor([[0, 255]]))
