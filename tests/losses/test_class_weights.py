@@ -10,7 +10,6 @@ import torch
 
 from suimseg.losses import WEIGHT_METHODS, FocalLoss, class_weights
 
-
 #: Skewed, SUIM-like pixel counts (water/sea-floor/reefs common, robots rare), and the 8
 #: sample test masks' real counts (robots and plants absent).
 SUIM_LIKE = [4_000_000, 300_000, 50_000, 2_000_000, 500_000, 250_000, 600_000, 2_300_000]

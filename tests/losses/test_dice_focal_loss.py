@@ -166,7 +166,7 @@ def test_bad_inputs_raise() -> None:
         DiceFocalLoss(validate=True)(logits, torch.full_like(target, 9))
     with pytest.raises(ValueError, match="got value 9"):
         dice_focal_loss(logits, torch.full_like(target, 9), validate=True)
-    with pytest.raises(ValueError, match="alpha: .*single number 0.5.* ambiguous"):
+    with pytest.raises(ValueError, match=r"alpha: .*single number 0\.5.* ambiguous"):
         DiceFocalLoss(alpha=0.5)
     with pytest.raises(ValueError, match=r"target: expected shape"):
         DiceFocalLoss().components(logits, target[:, :3])
