@@ -153,6 +153,28 @@ def test_dice_equals_smp_times_c_over_present_classes() -> None:
     torch.testing.assert_close(ours, smp * 5 / 3)  # smp = (K / C) * suimseg, K = 3 present
 
 
+def _monai_dice(
+    logits: torch.Tensor, target: torch.Tensor, smooth: float, batch: bool
+) -> torch.Tensor:
+    """MONAI DiceLoss(softmax=True, to_onehot_y=True, smooth_nr=smooth_dr=smooth), written out."""
+    n, c = logits.shape[:2]
+    probs = logits.softmax(1).reshape(n, c, -1)
+    onehot = F.one_hot(target.reshape(n, -1), c).permute(0, 2, 1).to(probs.dtype)
+    dims = (0, 2) if batch else (2,)
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    return (1 - (2 * inter + smooth) / (denom + smooth)).mean()  # over all images and classes
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_dice_equals_monai_when_every_class_is_present(batch: bool) -> None:
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    target = torch.arange(16).reshape(4, 4).remainder(3).expand(2, 4, 4)  # all 3 in each
+    ours = dice_loss(logits, target, smooth=0.5, batch_dice=batch)
+    torch.testing.assert_close(ours, _monai_dice(logits, target, 0.5, batch))
+
+
 # ----------------------------------------------------------------------------- MONAI focal
 
 
