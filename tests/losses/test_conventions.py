@@ -7,13 +7,16 @@ correspondence is checked against suimseg, plus hand-computed values.
 
 from __future__ import annotations
 
+import ast
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import suimseg.errors as errors
 from suimseg.errors import ConfigError, SUIMSegError
 from suimseg.losses import (
     DiceFocalLoss,
@@ -213,3 +216,21 @@ def test_focal_hand_computed_against_monai_value() -> None:
     assert _monai_softmax_focal(logits, target, 2.0, None).item() == pytest.approx(
         (px0 + px1) / 4, rel=1e-12
     )
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_every_raise_in_losses_and_metrics_is_a_suimseg_error() -> None:
+    src = Path(errors.__file__).parent
+    files = [*sorted((src / "losses").glob("*.py")), src / "metrics.py"]
+    raised: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                assert isinstance(exc, ast.Name), f"{path.name}:{node.lineno}"
+                raised.add(exc.id)
+    assert raised  # the scan found the raises
+    for name in raised:
+        assert issubclass(getattr(errors, name), errors.SUIMSegError), name
