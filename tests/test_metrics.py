@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from suimseg.classes import CLASS_NAMES
-from suimseg.errors import ConfigError
+from suimseg.errors import ConfigError, SUIMSegError
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
 
 
@@ -203,8 +205,8 @@ def test_rejects_float_target() -> None:
 
 
 def test_rejects_out_of_range_target_value_naming_it() -> None:
-    cm = ConfusionMatrix(3)
-    with pytest.raises(ValueError, match=r"target holds label 7, outside \[0, 3\)"):
+    cm = ConfusionMatrix(3, validate=True)
+    with pytest.raises(ConfigError, match=r"target holds label 7, outside \[0, 3\)"):
         cm.update(torch.zeros(1, 4, dtype=torch.long), torch.tensor([[0, 7, 255, 1]]))
     with pytest.raises(ValueError, match=r"target holds label -1"):
         cm.update(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[-1, 0]]))
@@ -212,8 +214,8 @@ def test_rejects_out_of_range_target_value_naming_it() -> None:
 
 
 def test_rejects_out_of_range_prediction_value() -> None:
-    cm = ConfusionMatrix(3)
-    with pytest.raises(ValueError, match=r"predictions hold label 5"):
+    cm = ConfusionMatrix(3, validate=True)
+    with pytest.raises(ConfigError, match=r"predictions hold label 5"):
         cm.update(torch.tensor([[0, 5]]), torch.tensor([[0, 1]]))
     # a bad prediction at an ignored pixel does not matter
     cm.update(torch.tensor([[0, 5]]), torch.tensor([[0, 255]]))
@@ -296,3 +298,208 @@ def test_all_reduce_single_process_gloo(tmp_path: Path) -> None:
         assert cm.matrix.tolist() == [[1, 1], [0, 1]]
     finally:
         dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- host syncs
+
+
+class _HostSyncCounter(TorchDispatchMode):
+    """Count ops that make the host wait for an accelerator (see tests/losses/test_host_sync)."""
+
+    OPS = frozenset(
+        {
+            torch.ops.aten._local_scalar_dense.default,
+            torch.ops.aten.nonzero.default,
+            torch.ops.aten.masked_select.default,
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        bool_index = func is torch.ops.aten.index.Tensor and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] or ()
+        )
+        if func in self.OPS or bool_index:
+            self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("validate", [False, True])
+def test_update_makes_no_host_sync_unless_validating(validate: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8, generator=g)
+    target = torch.randint(0, 4, (2, 8, 8), generator=g)
+    target[0, 0] = 255
+    cm = ConfusionMatrix(4, validate=validate)
+    cm.update(logits, target)  # the first update allocates on the input's device
+    with _HostSyncCounter() as counter:
+        cm.update(logits, target)
+    # Was 1 per update before (bool(bad.any()), plus bincount's hidden max() on CUDA).
+    assert (len(counter.ops) > 0) == validate
+
+
+def test_out_of_range_labels_are_skipped_and_compute_raises() -> None:
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([[0, 1, 2, 1]]), torch.tensor([[0, 7, 255, 1]]))
+    cm.update(torch.tensor([[5, 0]]), torch.tensor([[0, 0]]))  # bad prediction
+    assert cm.matrix.tolist() == [[2, 0, 0], [0, 1, 0], [0, 0, 0]]
+    assert int(cm.out_of_range) == 2
+    with pytest.raises(ConfigError, match=r"2 pixel\(s\) .*outside \[0, 3\).*validate=True"):
+        cm.compute()
+    cm.reset()
+    assert math.isnan(cm.compute().miou)
+
+
+def test_validated_out_of_range_label_is_a_suimseg_error() -> None:
+    cm = ConfusionMatrix(3, validate=True)
+    with pytest.raises(SUIMSegError, match="target holds label 3"):
+        cm.update(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[0, 3]]))
+    assert int(cm.matrix.sum()) == 0
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda cm: cm.update(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4)),
+        lambda cm: cm.update([0, 1], torch.zeros(1, 2, dtype=torch.long)),
+        lambda cm: cm.update(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long)),
+        lambda cm: cm.update(torch.zeros(1, 2, dtype=torch.long), torch.tensor(0)),
+        lambda cm: cm.update(torch.zeros(1, 2, dtype=torch.complex64), torch.zeros(1, 2).long()),
+    ],
+)
+def test_update_errors_are_config_errors(call: Any) -> None:
+    with pytest.raises(ConfigError):
+        call(ConfusionMatrix(2))
+
+
+# ---------------------------------------------------------------- ignore_index
+
+
+def test_ignore_index_none_counts_every_label() -> None:
+    cm = ConfusionMatrix(3, ignore_index=None)
+    cm.update(torch.tensor([[0, 1, 2, 2]]), torch.tensor([[0, 1, 2, 0]]))
+    assert int(cm.matrix.sum()) == 4
+    assert "ignore_index=None" in repr(cm)
+    cm.update(torch.tensor([[0]]), torch.tensor([[255]]))  # 255 is now just out of range
+    with pytest.raises(ConfigError, match="ignore_index=None"):
+        cm.compute()
+
+
+def test_in_range_ignore_index_is_excluded_from_every_mean() -> None:
+    # ignore_index=0: label-0 pixels are skipped; the column of class 0 still counts the
+    # pixels wrongly predicted as 0. As torchmetrics' MulticlassJaccardIndex(ignore_index=0),
+    # class 0 is left out of the averages rather than scored IoU 0.
+    target = torch.tensor([[0, 0, 1, 1, 1, 2, 2, 2]])
+    preds = torch.tensor([[1, 2, 1, 1, 0, 2, 2, 1]])
+    cm = ConfusionMatrix(3, ignore_index=0)
+    cm.update(preds, target)
+    assert cm.matrix.tolist() == [[0, 0, 0], [1, 2, 0], [0, 1, 2]]
+    m = cm.compute()
+    for per_class in (m.iou, m.f1, m.precision, m.recall):
+        assert math.isnan(per_class[0].item())
+    # class 1: TP 2, FN 1, FP 1 -> IoU 1/2, F1 2/3; class 2: TP 2, FN 1, FP 0 -> 2/3, 4/5
+    assert m.iou[1:].tolist() == pytest.approx([1 / 2, 2 / 3])
+    assert m.miou == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert m.mean_f1 == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert m.mean_class_accuracy == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert m.pixel_accuracy == pytest.approx(4 / 6)  # the pixel predicted 0 is an error
+    assert m.fw_iou == pytest.approx(0.5 * 1 / 2 + 0.5 * 2 / 3)
+    assert m.to_dict()["iou"]["class_0"] is None
+    # Without the exclusion, class 0 would count with IoU 0 and pull the mean down.
+    plain = SegmentationMetrics.from_confusion(cm.matrix)
+    assert plain.iou[0].item() == 0.0
+    assert plain.miou == pytest.approx((0 + 1 / 2 + 2 / 3) / 3)
+
+
+# ---------------------------------------------------------------- nn.Module, state, merging
+
+
+def _shards(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(4):
+        t = torch.randint(0, 4, (2, 6, 6), generator=g)
+        t[torch.rand(t.shape, generator=g) < 0.2] = 255
+        out.append((torch.randn(2, 4, 6, 6, generator=g), t))
+    return out
+
+
+def test_is_a_module_with_buffers_that_follow_to() -> None:
+    cm = ConfusionMatrix(3)
+    assert isinstance(cm, torch.nn.Module)
+    assert set(dict(cm.named_buffers())) == {"matrix", "out_of_range"}
+    cm.to("meta")
+    assert cm.matrix.device.type == "meta"
+    assert cm.out_of_range.device.type == "meta"
+    cm.reset()  # reset keeps the device given by .to()
+    assert cm.matrix.device.type == "meta"
+    cm.to(torch.float64)  # integer counts are not cast
+    assert cm.matrix.dtype == torch.int64
+    assert repr(ConfusionMatrix(3)) == "ConfusionMatrix(num_classes=3, ignore_index=255, pixels=0)"
+
+
+def test_calling_the_module_is_update() -> None:
+    a, b = ConfusionMatrix(4), ConfusionMatrix(4)
+    for logits, target in _shards():
+        a(logits, target)
+        b.update(logits, target)
+    assert torch.equal(a.matrix, b.matrix)
+
+
+def test_state_dict_round_trip_and_resume(tmp_path: Path) -> None:
+    batches = _shards(1)
+    whole = ConfusionMatrix(4)
+    for logits, target in batches:
+        whole.update(logits, target)
+    first = ConfusionMatrix(4)
+    for logits, target in batches[:2]:
+        first.update(logits, target)
+    torch.save(first.state_dict(), tmp_path / "cm.pt")
+    resumed = ConfusionMatrix(4)
+    resumed.load_state_dict(torch.load(tmp_path / "cm.pt", weights_only=True))
+    assert torch.equal(resumed.matrix, first.matrix)
+    for logits, target in batches[2:]:  # the loaded counts survive the next update
+        resumed.update(logits, target)
+    assert torch.equal(resumed.matrix, whole.matrix)
+    assert resumed.compute().miou == whole.compute().miou
+
+
+def test_merge_equals_one_matrix_over_all_batches() -> None:
+    batches = _shards(2)
+    whole = ConfusionMatrix(4)
+    for logits, target in batches:
+        whole.update(logits, target)
+    parts = [ConfusionMatrix(4) for _ in batches]
+    for cm, (logits, target) in zip(parts, batches, strict=True):
+        cm.update(logits, target)
+    merged = ConfusionMatrix(4, device="meta")  # a fresh matrix adopts the others' device
+    for cm in parts[:2]:
+        merged.merge_state(cm)
+    merged += parts[2]
+    merged += parts[3]
+    merged += ConfusionMatrix(4)  # an empty one changes nothing
+    assert torch.equal(merged.matrix, whole.matrix)
+    assert torch.equal(parts[0].matrix, parts[0].matrix.clone())  # sources untouched
+    bad_parts = ConfusionMatrix(4)
+    bad_parts.update(torch.tensor([[9]]), torch.tensor([[1]]))
+    merged += bad_parts  # the out-of-range tally merges too
+    with pytest.raises(ConfigError, match="1 pixel"):
+        merged.compute()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [ConfusionMatrix(3), ConfusionMatrix(4, ignore_index=0), torch.zeros(4, 4, dtype=torch.long)],
+)
+def test_merge_refuses_a_different_setup(other: object) -> None:
+    with pytest.raises(ConfigError, match="other: expected a ConfusionMatrix"):
+        ConfusionMatrix(4).merge_state(other)  # type: ignore[arg-type]

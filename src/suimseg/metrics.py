@@ -9,7 +9,15 @@ with the SUIM paper's 5-class, per-image, binary protocol (see ``docs/metrics.md
 **Absent classes.** A class that appears neither in the labels nor in the predictions has
 no defined IoU or F1 (``0 / 0``); it is reported as NaN and left out of every mean. A class
 predicted somewhere but absent from the labels has IoU 0 and *does* count (those are false
-positives). Pixels whose label is ``ignore_index`` are skipped entirely.
+positives). Pixels whose label is ``ignore_index`` are skipped entirely; an ``ignore_index``
+that is itself a class id (e.g. 0) also takes that class out of every mean (NaN per-class
+values), as torchmetrics' ``MulticlassJaccardIndex(ignore_index=...)`` does.
+
+**No host sync per batch.** :meth:`ConfusionMatrix.update` runs entirely on the inputs'
+device. Label values outside ``[0, C)`` (other than ``ignore_index``) are counted in a
+device-side tally and skipped; :meth:`ConfusionMatrix.compute` raises if any were seen.
+``validate=True`` checks every batch instead (one device-to-host sync per update) and
+raises at the offending batch.
 """
 
 from __future__ import annotations
@@ -21,9 +29,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
-from suimseg.classes import CLASS_NAMES
+from suimseg.classes import CLASS_NAMES, IGNORE_INDEX
 from suimseg.errors import ConfigError
 
 __all__ = ["ConfusionMatrix", "SegmentationMetrics"]
@@ -92,7 +100,11 @@ class SegmentationMetrics:
 
     @classmethod
     def from_confusion(
-        cls, confusion: Tensor, class_names: Sequence[str] | None = None
+        cls,
+        confusion: Tensor,
+        class_names: Sequence[str] | None = None,
+        *,
+        ignore_index: int | None = None,
     ) -> SegmentationMetrics:
         """Compute every metric from a ``(C, C)`` confusion matrix.
 
@@ -100,6 +112,11 @@ class SegmentationMetrics:
             confusion: Square matrix of non-negative counts, rows = true class,
                 columns = predicted class.
             class_names: ``C`` names; defaults as in :class:`ConfusionMatrix`.
+            ignore_index: If it is a class id in ``[0, C)``, that class is excluded: its
+                ``iou``, ``f1``, ``precision`` and ``recall`` are NaN and it is left out of
+                every mean (its column still holds the pixels wrongly predicted as it, which
+                count as errors in ``pixel_accuracy``). ``None`` or an out-of-range value
+                (e.g. 255) excludes no class.
 
         Returns:
             The metrics.
@@ -128,9 +145,12 @@ class SegmentationMetrics:
         f1 = _safe_div(2 * tp, support + predicted)
         precision = _safe_div(tp, predicted)
         recall = _safe_div(tp, support)
+        if ignore_index is not None and 0 <= ignore_index < cm.shape[0]:
+            for per_class in (iou, f1, precision, recall):
+                per_class[ignore_index] = math.nan
         if total > 0:
             freq = support.to(torch.float64) / total
-            present = support > 0
+            present = support > 0  # an ignored class has no support
             fw_iou = float((freq[present] * iou[present]).sum())
             pixel_accuracy = float(tp.sum()) / total
         else:
@@ -259,23 +279,45 @@ def _check_class_names(class_names: Sequence[str] | None, num_classes: int) -> t
     return names
 
 
-class ConfusionMatrix:
+def _mark_loaded(module: nn.Module, incompatible_keys: Any) -> None:
+    """``load_state_dict`` post-hook: loaded counts must survive the next update."""
+    module._fresh = False  # type: ignore[assignment]
+
+
+class ConfusionMatrix(nn.Module):
     """Accumulate a ``(C, C)`` confusion matrix over batches and compute metrics from it.
 
     Rows are true classes, columns predicted classes. Each :meth:`update` is one vectorised
-    ``bincount`` on the inputs' device; the matrix moves to that device on the first update
-    after construction or :meth:`reset`, so GPU evaluation never copies predictions to the CPU.
-    See the module docstring for how absent classes are treated.
+    ``scatter_add`` on the inputs' device, with **no device-to-host sync** by default; the
+    matrix moves to that device on the first update after construction or :meth:`reset`, so
+    GPU evaluation never copies predictions to the CPU. See the module docstring for how
+    absent classes and an in-range ``ignore_index`` are treated.
+
+    It is an ``nn.Module`` whose counts are registered buffers: it follows ``.to(device)``,
+    its ``state_dict()`` holds ``matrix`` and ``out_of_range`` (and loads back with
+    ``load_state_dict``), and matrices of the same setup merge with :meth:`merge_state` or
+    ``+=`` (e.g. one per data shard or worker). Calling the module is :meth:`update`.
+
+    Out-of-range labels: with ``validate=False`` (default) a pixel whose target is not
+    ``ignore_index`` but whose target or prediction lies outside ``[0, C)`` is not counted
+    in the matrix; it is tallied on the device in ``out_of_range`` and :meth:`compute`
+    raises :class:`~suimseg.errors.ConfigError` if the tally is not 0. With
+    ``validate=True`` each :meth:`update` checks its batch (one host sync) and raises there,
+    naming the value.
 
     Args:
         num_classes: Number of classes ``C`` (>= 1).
-        ignore_index: Label value whose pixels are skipped (any int; 255 by default).
+        ignore_index: Label value whose pixels are skipped (any int; 255 by default), or
+            ``None`` for none. A value in ``[0, C)`` also excludes that class from the
+            metrics (see :meth:`SegmentationMetrics.from_confusion`).
         class_names: ``C`` unique names. Defaults to the SUIM names when ``C == 8``, else
             ``"class_0"``, ``"class_1"``, ...
         device: Device of the matrix until the first update (CPU by default).
+        validate: Check label values at every update (one device-to-host sync each).
 
     Attributes:
-        matrix: The ``(C, C)`` int64 counts.
+        matrix: The ``(C, C)`` int64 counts (a buffer).
+        out_of_range: A 0-d int64 buffer: pixels skipped for an out-of-range label.
 
     Shape:
         - ``preds_or_logits``: logits ``(N, C, *)`` float, or a label map ``(N, *)`` int.
@@ -287,41 +329,66 @@ class ConfusionMatrix:
         >>> cm.update(logits, logits.argmax(1))
         >>> cm.compute().pixel_accuracy
         1.0
+        >>> other = ConfusionMatrix(3)
+        >>> other.update(torch.tensor([[0, 1]]), torch.tensor([[0, 2]]))
+        >>> cm += other  # merge, e.g. the matrix of another shard
+        >>> int(cm.matrix.sum())
+        130
     """
+
+    matrix: Tensor
+    out_of_range: Tensor
 
     def __init__(
         self,
         num_classes: int,
         *,
-        ignore_index: int = 255,
+        ignore_index: int | None = IGNORE_INDEX,
         class_names: Sequence[str] | None = None,
         device: torch.device | str | None = None,
+        validate: bool = False,
     ) -> None:
+        super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes: expected a positive int, got {num_classes!r}")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise ConfigError(f"ignore_index: expected an int, got {ignore_index!r}")
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+        ):
+            raise ConfigError(
+                f"ignore_index: expected an int or None (no ignored label), got {ignore_index!r}"
+            )
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = _check_class_names(class_names, num_classes)
+        self.validate = bool(validate)
         self._device = torch.device(device) if device is not None else torch.device("cpu")
-        self.matrix: Tensor = torch.zeros(
-            (num_classes, num_classes), dtype=torch.int64, device=self._device
-        )
+        self.register_buffer("matrix", self._zeros((num_classes, num_classes), self._device))
+        self.register_buffer("out_of_range", self._zeros((), self._device))
         self._fresh = True
+        self.register_load_state_dict_post_hook(_mark_loaded)  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def _zeros(shape: tuple[int, ...], device: torch.device) -> Tensor:
+        return torch.zeros(shape, dtype=torch.int64, device=device)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> ConfusionMatrix:
+        # `.to()`, `.cuda()`, ...: remember the new device so that `reset` keeps it.
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        self._device = self.matrix.device
+        return self
 
     def reset(self) -> None:
-        """Zero the counts (the matrix returns to the constructor's device)."""
-        self.matrix = torch.zeros(
-            (self.num_classes, self.num_classes), dtype=torch.int64, device=self._device
-        )
+        """Zero the counts (the matrix returns to the device given at construction or by
+        the last ``.to()``)."""
+        self.matrix = self._zeros((self.num_classes, self.num_classes), self._device)
+        self.out_of_range = self._zeros((), self._device)
         self._fresh = True
 
     def _labels_from(self, preds_or_logits: Tensor, target: Tensor) -> Tensor:
         p = preds_or_logits
         if p.is_floating_point():
             if p.ndim != target.ndim + 1:
-                raise ValueError(
+                raise ConfigError(
                     "ConfusionMatrix.update: float predictions are taken as logits (N, C, *) "
                     f"and need one more dimension than the target (N, *); got logits of shape "
                     f"{tuple(p.shape)} and target of shape {tuple(target.shape)}. Pass "
@@ -329,19 +396,19 @@ class ConfusionMatrix:
                 )
             expected = (target.shape[0], self.num_classes, *target.shape[1:])
             if tuple(p.shape) != expected:
-                raise ValueError(
+                raise ConfigError(
                     f"ConfusionMatrix.update: got logits of shape {tuple(p.shape)} and target "
                     f"of shape {tuple(target.shape)}; with num_classes={self.num_classes} the "
                     f"logits must be {expected}. Resize the logits to the target's size first."
                 )
             return p.detach().argmax(dim=1)
         if p.is_complex():
-            raise ValueError(
+            raise ConfigError(
                 f"ConfusionMatrix.update: expected float logits or an integer label map, got "
                 f"dtype {p.dtype}"
             )
         if p.shape != target.shape:
-            raise ValueError(
+            raise ConfigError(
                 f"ConfusionMatrix.update: an integer label map must have the target's shape; "
                 f"got predictions of shape {tuple(p.shape)} and target of shape "
                 f"{tuple(target.shape)}"
@@ -349,7 +416,7 @@ class ConfusionMatrix:
         return p.detach()
 
     def update(self, preds_or_logits: Tensor, target: Tensor) -> None:
-        """Add one batch to the matrix.
+        """Add one batch to the matrix (no device-to-host sync unless ``validate=True``).
 
         Args:
             preds_or_logits: Float logits ``(N, C, *)`` (reduced with ``argmax`` over dim 1)
@@ -357,64 +424,123 @@ class ConfusionMatrix:
             target: Integer labels ``(N, *)`` in ``[0, C)`` or ``ignore_index``.
 
         Raises:
-            ValueError: For a float target, mismatched shapes (both are named), or label
-                values outside ``[0, C)`` other than ``ignore_index`` (the value is named).
+            ConfigError: For a float target, mismatched shapes (both are named), or, with
+                ``validate=True``, label values outside ``[0, C)`` other than
+                ``ignore_index`` (the value is named; nothing is counted). Without
+                ``validate`` such pixels are skipped and :meth:`compute` raises.
         """
         if not isinstance(target, Tensor) or not isinstance(preds_or_logits, Tensor):
-            raise ValueError(
+            raise ConfigError(
                 "ConfusionMatrix.update: expected tensors, got "
                 f"{type(preds_or_logits).__name__} and {type(target).__name__}"
             )
         if target.is_floating_point() or target.is_complex():
-            raise ValueError(
+            raise ConfigError(
                 f"ConfusionMatrix.update: target must be an integer label map, got dtype "
                 f"{target.dtype}; convert with target.long() if it holds class ids."
             )
         if target.ndim < 1:
-            raise ValueError("ConfusionMatrix.update: target must be (N, *), got a scalar")
+            raise ConfigError("ConfusionMatrix.update: target must be (N, *), got a scalar")
         if preds_or_logits.device != target.device:
-            raise ValueError(
+            raise ConfigError(
                 f"ConfusionMatrix.update: predictions on {preds_or_logits.device} but target on "
                 f"{target.device}; move them to one device."
             )
         preds = self._labels_from(preds_or_logits, target).reshape(-1).long()
         t = target.detach().reshape(-1).long()
         c = self.num_classes
-        counted = t != self.ignore_index
-        bad_t = counted & ((t < 0) | (t >= c))
-        bad_p = counted & ((preds < 0) | (preds >= c))
-        if bool((bad_t | bad_p).any()):
+        counted = (
+            t != self.ignore_index
+            if self.ignore_index is not None
+            else torch.ones_like(t, dtype=torch.bool)
+        )
+        t_ok = (t >= 0) & (t < c)
+        p_ok = (preds >= 0) & (preds < c)
+        if self.validate:
+            self._raise_on_bad_labels(t, preds, counted & ~t_ok, counted & ~p_ok)
+        good = counted & t_ok & p_ok
+        # One pass: uncounted pixels go to an overflow bin that is dropped. scatter_add
+        # into a fixed-size tensor, unlike bincount, never asks the device for the maximum.
+        idx = torch.where(good, t * c + preds, c * c)
+        counts = torch.zeros(c * c + 1, dtype=torch.int64, device=t.device)
+        counts.scatter_add_(0, idx, torch.ones_like(idx))
+        skipped = (counted & ~good).sum()
+        if self._fresh:
+            self.matrix = self._zeros((c, c), t.device)
+            self.out_of_range = self._zeros((), t.device)
+            self._fresh = False
+        self.matrix += counts[: c * c].reshape(c, c).to(self.matrix.device)
+        self.out_of_range += skipped.to(self.out_of_range.device)
+
+    forward = update
+
+    def _raise_on_bad_labels(self, t: Tensor, preds: Tensor, bad_t: Tensor, bad_p: Tensor) -> None:
+        c = self.num_classes
+        if bool((bad_t | bad_p).any()):  # the one host sync of validate=True
             if bool(bad_t.any()):
                 value = int(t[bad_t][0])
-                raise ValueError(
+                raise ConfigError(
                     f"ConfusionMatrix.update: target holds label {value}, outside [0, {c}) and "
                     f"not ignore_index={self.ignore_index}. Fix the labels, num_classes or "
                     "ignore_index."
                 )
             value = int(preds[bad_p][0])
-            raise ValueError(
+            raise ConfigError(
                 f"ConfusionMatrix.update: predictions hold label {value}, outside [0, {c}). "
                 "Fix the predictions or num_classes."
             )
-        # One pass: uncounted pixels go to an overflow bin that is dropped.
-        idx = torch.where(counted, t * c + preds, torch.full_like(t, c * c))
-        counts = torch.bincount(idx, minlength=c * c + 1)[: c * c].reshape(c, c)
+
+    def merge_state(self, other: ConfusionMatrix) -> None:
+        """Add the counts of ``other`` (same ``num_classes`` and ``ignore_index``) to these.
+
+        Merging the matrices of several shards equals one matrix updated with every batch.
+        ``cm += other`` does the same.
+
+        Raises:
+            ConfigError: If ``other`` is not a :class:`ConfusionMatrix` with the same
+                ``num_classes`` and ``ignore_index``.
+        """
+        if not isinstance(other, ConfusionMatrix):
+            raise ConfigError(f"other: expected a ConfusionMatrix, got {type(other).__name__}")
+        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+            raise ConfigError(
+                "other: expected a ConfusionMatrix with num_classes="
+                f"{self.num_classes} and ignore_index={self.ignore_index}, got num_classes="
+                f"{other.num_classes} and ignore_index={other.ignore_index}; only matrices "
+                "of the same setup can be merged"
+            )
+        if other._fresh:
+            return
         if self._fresh:
-            self.matrix = torch.zeros_like(counts)
+            self.matrix = other.matrix.detach().clone()
+            self.out_of_range = other.out_of_range.detach().clone()
             self._fresh = False
-        self.matrix += counts.to(self.matrix.device)
+            return
+        self.matrix += other.matrix.to(self.matrix.device)
+        self.out_of_range += other.out_of_range.to(self.out_of_range.device)
+
+    def __iadd__(self, other: ConfusionMatrix) -> ConfusionMatrix:
+        self.merge_state(other)
+        return self
 
     def all_reduce(self) -> None:
-        """Sum the matrix over processes with ``torch.distributed`` (no-op when not initialised).
+        """Sum the counts over processes with ``torch.distributed`` (no-op when not initialised).
 
-        Every rank must call it. With the NCCL backend the matrix must be on the GPU
-        (it is after the first update with GPU tensors).
+        Every rank must call it (one collective). With the NCCL backend the matrix must be
+        on the GPU (it is after the first update with GPU tensors).
         """
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+            flat = torch.cat([self.matrix.reshape(-1), self.out_of_range.reshape(1)])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            self.matrix.copy_(flat[:-1].reshape(self.matrix.shape))
+            self.out_of_range.copy_(flat[-1])
 
     def compute(self) -> SegmentationMetrics:
         """Compute the metrics of everything accumulated so far.
+
+        Raises:
+            ConfigError: If some update met label values outside ``[0, C)`` (they were
+                skipped; see the class docs).
 
         Example:
             >>> cm = ConfusionMatrix(2)
@@ -423,10 +549,21 @@ class ConfusionMatrix:
             >>> [round(v, 3) for v in m.iou.tolist()], round(m.miou, 3)
             ([0.5, 0.5], 0.5)
         """
-        return SegmentationMetrics.from_confusion(self.matrix, self.class_names)
+        skipped = int(self.out_of_range)
+        if skipped:
+            raise ConfigError(
+                f"ConfusionMatrix.compute: {skipped} pixel(s) had a target or predicted label "
+                f"outside [0, {self.num_classes}) that is not ignore_index="
+                f"{self.ignore_index}; they were not counted. Fix the labels, num_classes or "
+                "ignore_index; ConfusionMatrix(..., validate=True) raises at the offending "
+                "batch and names the value."
+            )
+        return SegmentationMetrics.from_confusion(
+            self.matrix, self.class_names, ignore_index=self.ignore_index
+        )
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
         return (
-            f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
-            f"pixels={int(self.matrix.sum())})"
+            f"num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
+            f"pixels={int(self.matrix.sum())}"
         )

@@ -64,11 +64,15 @@ def test_functional_matches_module() -> None:
         lambda_focal=0.25,
         gamma=0.5,
         smooth=1.0,
-        alpha=0.5,
+        alpha=[0.5, 1.0, 2.0, 0.25],
         dice_weight=[1, 2, 3, 4],
     )
     crit = DiceFocalLoss(
-        lambda_focal=0.25, gamma=0.5, smooth=1.0, alpha=0.5, dice_weight=[1, 2, 3, 4]
+        lambda_focal=0.25,
+        gamma=0.5,
+        smooth=1.0,
+        alpha=[0.5, 1.0, 2.0, 0.25],
+        dice_weight=[1, 2, 3, 4],
     )
     want = crit.components(logits, target)
     for a, b in zip(got, want, strict=True):
@@ -159,7 +163,11 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match=r"dice_weight: expected one value per class \(4.*got 2"):
         DiceFocalLoss(dice_weight=[1.0, 1.0])(logits, target)
     with pytest.raises(ValueError, match="got value 9"):
-        DiceFocalLoss()(logits, torch.full_like(target, 9))
+        DiceFocalLoss(validate=True)(logits, torch.full_like(target, 9))
+    with pytest.raises(ValueError, match="got value 9"):
+        dice_focal_loss(logits, torch.full_like(target, 9), validate=True)
+    with pytest.raises(ValueError, match=r"alpha: .*single number 0\.5.* ambiguous"):
+        DiceFocalLoss(alpha=0.5)
     with pytest.raises(ValueError, match=r"target: expected shape"):
         DiceFocalLoss().components(logits, target[:, :3])
 

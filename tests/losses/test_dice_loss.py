@@ -242,7 +242,9 @@ def test_bad_inputs_raise() -> None:
     bad = target.clone()
     bad[1, 2, 3] = 3
     with pytest.raises(ValueError, match="got value 3"):
-        DiceLoss()(logits, bad)
+        DiceLoss(validate=True)(logits, bad)
+    with pytest.raises(ValueError, match="got value 3"):
+        dice_loss(logits, bad, validate=True)
     with pytest.raises(ValueError, match=r"weight: expected one value per class \(3.*got 4"):
         DiceLoss(weight=[1.0, 1.0, 1.0, 1.0])(logits, target)
     with pytest.raises(ValueError, match="weight: expected finite numbers >= 0"):
@@ -250,7 +252,7 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match=r"smooth: expected a finite number >= 0, got -1"):
         DiceLoss(smooth=-1.0)
     with pytest.raises(ValueError, match="ignore_index: expected an int"):
-        dice_loss(logits, target, ignore_index=None)  # type: ignore[arg-type]
+        dice_loss(logits, target, ignore_index=255.0)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- properties

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from suimseg.errors import ConfigError
 from suimseg.losses import FocalLoss, focal_loss
 
 LN2 = math.log(2.0)
@@ -45,16 +47,35 @@ def test_hand_computed_per_class_alpha_divides_by_pixel_count() -> None:
     torch.testing.assert_close(got, torch.tensor(expected))
 
 
-def test_hand_computed_float_alpha_scales_every_pixel() -> None:
+def test_constant_per_class_alpha_scales_every_pixel() -> None:
     logits, target = _tiny()
     base = focal_loss(logits, target, gamma=1.5)
-    torch.testing.assert_close(focal_loss(logits, target, gamma=1.5, alpha=0.25), 0.25 * base)
     torch.testing.assert_close(
-        focal_loss(logits, target, gamma=1.5, alpha=torch.tensor(0.25)), 0.25 * base
+        focal_loss(logits, target, gamma=1.5, alpha=[0.25, 0.25]), 0.25 * base
     )
-    module = FocalLoss(gamma=1.5, alpha=np.float32(0.25))  # type: ignore[arg-type]
+    module = FocalLoss(gamma=1.5, alpha=np.float32([0.25, 0.25]))  # type: ignore[arg-type]
     torch.testing.assert_close(module(logits, target), 0.25 * base)
-    assert "alpha=0.25," in repr(module)
+    assert "alpha=[0.25, 0.25]," in repr(module)
+
+
+@pytest.mark.parametrize("alpha", [0.25, 1, torch.tensor(0.25), np.float32(0.25)])
+def test_scalar_alpha_is_refused_as_ambiguous(alpha: object) -> None:
+    # torchvision/smp/MONAI read a scalar as "foreground a, background 1 - a"; suimseg 0.1.0
+    # scaled every pixel. Refuse it and say how to write either meaning.
+    match = r"alpha: .*single number.*ambiguous.*\[1 - a\] \+ \[a\] \* \(C - 1\).*\[a\] \* C"
+    with pytest.raises(ConfigError, match=match):
+        FocalLoss(alpha=alpha)  # type: ignore[arg-type]
+    logits, target = _tiny()
+    with pytest.raises(ConfigError, match=match):
+        focal_loss(logits, target, alpha=alpha)  # type: ignore[arg-type]
+
+
+def test_monai_style_scalar_alpha_as_a_sequence() -> None:
+    # MONAI softmax focal with alpha=a weighs class 0 by 1 - a and the others by a.
+    logits, target = _tiny()  # pixel 0: class 0, pixel 1: class 1
+    a = 0.25
+    got = focal_loss(logits, target, gamma=2.0, alpha=[1 - a, a], reduction="none")
+    torch.testing.assert_close(got, torch.tensor([[[0.75 * 0.25 * LN2, 0.25 * LN43 / 16]]]))
 
 
 def test_hand_computed_with_ignored_pixel() -> None:
@@ -189,22 +210,28 @@ def test_gradcheck_float64(gamma: float) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast_bf16_on_cpu_gives_float32_finite_loss(dtype: torch.dtype) -> None:
+def test_autocast_low_precision_on_cpu_gives_float32_finite_loss(dtype: torch.dtype) -> None:
     g = torch.Generator().manual_seed(5)
     conv = torch.nn.Conv2d(3, 4, 1)
     x = torch.randn(2, 3, 8, 8, generator=g)
     target = torch.randint(0, 4, (2, 8, 8), generator=g)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = conv(x)
-        assert logits.dtype == torch.bfloat16
-        loss = FocalLoss(alpha=[1.0, 2.0, 3.0, 4.0])(logits, target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an unsupported dtype only warns and disables autocast
+        with torch.autocast("cpu", dtype=dtype):
+            logits = conv(x)
+            if logits.dtype != dtype:
+                pytest.skip(
+                    f"CPU autocast to {dtype} is not supported by torch {torch.__version__}"
+                )
+            loss = FocalLoss(alpha=[1.0, 2.0, 3.0, 4.0])(logits, target)
+    assert logits.dtype == dtype  # the requested precision really is exercised
     assert loss.dtype == torch.float32
     assert torch.isfinite(loss)
     loss.backward()
     assert conv.weight.grad is not None
     assert torch.isfinite(conv.weight.grad).all()
     # Same values as computing on the low-precision logits upcast by hand.
-    low = logits.detach().to(dtype)
+    low = logits.detach()
     torch.testing.assert_close(focal_loss(low, target), focal_loss(low.float(), target))
 
 
@@ -255,14 +282,16 @@ def test_target_value_out_of_range_names_the_value(bad: int) -> None:
     target = torch.zeros(1, 2, 2, dtype=torch.long)
     target[0, 1, 1] = bad
     with pytest.raises(ValueError, match=rf"\[0, 3\).*got value {bad}\b"):
-        FocalLoss()(torch.zeros(1, 3, 2, 2), target)
+        FocalLoss(validate=True)(torch.zeros(1, 3, 2, 2), target)
+    with pytest.raises(ConfigError, match=rf"\[0, 3\).*got value {bad}\b"):
+        focal_loss(torch.zeros(1, 3, 2, 2), target, validate=True)
 
 
 def test_ignore_index_value_is_accepted_and_other_255_is_not() -> None:
     target = torch.tensor([[255, 0]])
-    assert torch.isfinite(focal_loss(torch.zeros(1, 2, 2), target))
+    assert torch.isfinite(focal_loss(torch.zeros(1, 2, 2), target, validate=True))
     with pytest.raises(ValueError, match="got value 255"):
-        focal_loss(torch.zeros(1, 2, 2), target, ignore_index=-100)
+        focal_loss(torch.zeros(1, 2, 2), target, ignore_index=-100, validate=True)
 
 
 def test_alpha_length_mismatch() -> None:
@@ -355,8 +384,15 @@ def test_small_integer_dtypes_do_not_wrap_around() -> None:
     # Comparing uint8/int8 tensors with out-of-range ints wraps (int8 -1 == 255); we must not.
     logits = torch.zeros(1, 3, 2)
     with pytest.raises(ValueError, match="got value -1"):
-        focal_loss(logits, torch.tensor([[0, -1]], dtype=torch.int8), ignore_index=255)
+        focal_loss(
+            logits, torch.tensor([[0, -1]], dtype=torch.int8), ignore_index=255, validate=True
+        )
     with pytest.raises(ValueError, match="got value 255"):
-        focal_loss(logits, torch.tensor([[0, 255]], dtype=torch.uint8), ignore_index=-1)
+        focal_loss(
+            logits, torch.tensor([[0, 255]], dtype=torch.uint8), ignore_index=-1, validate=True
+        )
     ok = focal_loss(logits, torch.tensor([[0, 255]], dtype=torch.uint8), gamma=0.0)
     assert ok.item() == pytest.approx(math.log(3.0))
+    # Without validation the out-of-range int8 -1 is masked (not read as class 255 or 2).
+    masked = focal_loss(logits, torch.tensor([[0, -1]], dtype=torch.int8), gamma=0.0)
+    assert masked.item() == pytest.approx(math.log(3.0))

@@ -6,6 +6,13 @@ whatever the input dtype or autocast state. Only element-wise ops, ``log_softmax
 ``scatter_add`` and sums are used: none of them is down-cast by autocast, so the float32 maths
 stays float32 inside a bf16/fp16 autocast region.
 
+Host syncs: by default nothing here waits for the device (no ``.item()``, ``bool(tensor)`` or
+boolean-mask indexing), so a CUDA training step is not stalled by the loss. Target values
+outside ``[0, C)`` are then treated like ``ignore_index`` pixels (masked on the device: no
+value, no gradient, not counted). ``validate=True`` adds the value check instead, which
+raises :class:`~suimseg.errors.ConfigError` naming the bad value at the price of one
+device-to-host sync per call.
+
 The :mod:`suimseg.losses` modules are thin wrappers around these functions.
 """
 
@@ -70,12 +77,14 @@ def check_non_negative(value: float, name: str) -> float:
     return float(value)
 
 
-def check_ignore_index(ignore_index: int) -> int:
-    """Return ``ignore_index`` if it is an ``int``, else raise ``ConfigError``."""
+def check_ignore_index(ignore_index: int | None) -> int | None:
+    """Return ``ignore_index`` if it is an ``int`` or ``None``, else raise ``ConfigError``."""
+    if ignore_index is None:
+        return None
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise ConfigError(
-            f"ignore_index: expected an int (SUIM uses 255), got {type(ignore_index).__name__} "
-            f"{ignore_index!r}"
+            f"ignore_index: expected an int (SUIM uses 255) or None (no ignored label), got "
+            f"{type(ignore_index).__name__} {ignore_index!r}"
         )
     return ignore_index
 
@@ -134,17 +143,21 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
-def check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+def check_inputs(
+    logits: Tensor, target: Tensor, ignore_index: int | None, *, validate: bool = False
+) -> Tensor:
     """Check logits ``(N, C, *)`` against integer target ``(N, *)``; return the target as int64.
 
-    The value check costs one device-to-host sync (a single ``.any()``); the offending value
-    is only fetched when the check fails. Comparisons run on the int64 target: comparing a
-    ``uint8``/``int8`` tensor with an out-of-range Python int (255, -100, ...) wraps around.
+    The shape/dtype/device checks read metadata only (no device sync). The value check runs
+    only with ``validate=True``: it costs one device-to-host sync (a single ``.any()``); the
+    offending value is only fetched when the check fails. Without it, out-of-range values
+    are masked later (see :func:`_prepare`). Comparisons run on the int64 target: comparing
+    a ``uint8``/``int8`` tensor with an out-of-range Python int (255, -100, ...) wraps around.
 
     Raises:
         ConfigError: On a non-tensor input, float/bool target, shape mismatch, fewer than two
-            classes, device mismatch, or target values outside ``[0, C)`` other than
-            ``ignore_index``.
+            classes, device mismatch, or (``validate=True``) target values outside ``[0, C)``
+            other than ``ignore_index``.
     """
     if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
         raise ConfigError(
@@ -184,14 +197,17 @@ def check_inputs(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
             f"target: expected the same device as logits ({logits.device}), got {target.device}"
         )
     target = target.long()
-    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-    if bool(bad.any()):
-        value = int(target[bad][0].item())
-        raise ConfigError(
-            f"target: expected class indices in [0, {num_classes}) or ignore_index="
-            f"{ignore_index}, got value {value}; remap it or set ignore_index={value} "
-            "to ignore it"
-        )
+    if validate:
+        bad = (target < 0) | (target >= num_classes)
+        if ignore_index is not None:
+            bad &= target != ignore_index
+        if bool(bad.any()):
+            value = int(target[bad][0].item())
+            raise ConfigError(
+                f"target: expected class indices in [0, {num_classes}) or ignore_index="
+                f"{ignore_index}, got value {value}; remap it or set ignore_index={value} "
+                "to ignore it"
+            )
     return target
 
 
@@ -206,8 +222,20 @@ class _Prepared(NamedTuple):
     valid: Tensor  # (N, *) bool
 
 
-def _prepare(logits: Tensor, target: Tensor, ignore_index: int) -> _Prepared:
-    valid = target != ignore_index  # target is int64 (see check_inputs)
+def _valid_mask(target: Tensor, num_classes: int, ignore_index: int | None) -> Tensor:
+    """Pixels that count: a class index in ``[0, C)`` that is not ``ignore_index``.
+
+    Out-of-range values (only possible with ``validate=False``) are masked like ignored
+    pixels, on the device, so they can neither index out of bounds nor reach the result.
+    """
+    valid = (target >= 0) & (target < num_classes)  # target is int64 (see check_inputs)
+    if ignore_index is not None and 0 <= ignore_index < num_classes:
+        valid &= target != ignore_index
+    return valid
+
+
+def _prepare(logits: Tensor, target: Tensor, ignore_index: int | None) -> _Prepared:
+    valid = _valid_mask(target, logits.shape[1], ignore_index)
     # Zero the logits of ignored pixels so that even inf/NaN there (e.g. padding) cannot
     # reach the value or the gradient; `where` passes exactly 0 gradient to them.
     logits = torch.where(valid.unsqueeze(1), logits.to(_compute_dtype(logits)), 0.0)
@@ -217,7 +245,7 @@ def _prepare(logits: Tensor, target: Tensor, ignore_index: int) -> _Prepared:
 
 
 def _focal_terms(
-    prep: _Prepared, gamma: float, alpha: float | Tensor | None, reduction: Reduction
+    prep: _Prepared, gamma: float, alpha: Tensor | None, reduction: Reduction
 ) -> Tensor:
     log_probs, safe_target, valid = prep
     logp_t = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)  # (N, *)
@@ -227,10 +255,8 @@ def _focal_terms(
         # keeps d/dx x**gamma finite at p_t == 1 for 0 < gamma < 1 (its gradient is 0 there).
         one_minus_p = (-torch.expm1(logp_t)).clamp_min(torch.finfo(logp_t.dtype).tiny)
         loss = one_minus_p.pow(gamma) * loss
-    if isinstance(alpha, Tensor) and alpha.ndim == 1:
+    if alpha is not None:
         loss = alpha[safe_target] * loss
-    elif alpha is not None:
-        loss = alpha * loss
     # `where` (not a multiply) so ignored pixels give exactly 0 value and 0 gradient.
     loss = torch.where(valid, loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
     if reduction == "none":
@@ -285,26 +311,24 @@ class LossComponents(NamedTuple):
     focal: Tensor
 
 
-def check_alpha(alpha: float | ClassVector | None) -> float | Tensor | None:
-    """Check ``alpha``: ``None``, a float ``>= 0`` or a per-class vector (``as_class_vector``)."""
+def check_alpha(alpha: ClassVector | None) -> Tensor | None:
+    """Check ``alpha``: ``None`` or a per-class vector (see :func:`as_class_vector`).
+
+    Raises:
+        ConfigError: For a single number (ambiguous, see the message) or a bad vector.
+    """
     if alpha is None:
         return None
-    if isinstance(alpha, (int, float)):
-        return check_non_negative(alpha, "alpha")  # rejects bool
-    if getattr(alpha, "ndim", None) == 0:  # 0-d tensor or NumPy scalar
-        return check_non_negative(float(alpha), "alpha")  # type: ignore[arg-type]
+    if isinstance(alpha, (bool, int, float)) or getattr(alpha, "ndim", None) == 0:
+        raise ConfigError(
+            f"alpha: expected None or one weight per class (a sequence or 1-D tensor of length "
+            f"C), got the single number {alpha!r}. A scalar alpha is ambiguous: torchvision, "
+            "segmentation_models_pytorch and MONAI read alpha=a as weight a for the foreground "
+            "and 1 - a for the background, while suimseg 0.1.0 scaled every pixel by a. Pass "
+            "alpha=[1 - a] + [a] * (C - 1) for the former, alpha=[a] * C for the latter, or "
+            "class_weights(pixel_counts) to weight by class frequency."
+        )
     return as_class_vector(alpha, "alpha")
-
-
-def _alpha_for(
-    alpha: float | Tensor | None, num_classes: int, like: Tensor
-) -> float | Tensor | None:
-    """A checked alpha on ``like``'s device/dtype: 0-d tensors scale, 1-D ones are per class."""
-    if isinstance(alpha, Tensor):
-        if alpha.ndim == 0:
-            return alpha.to(device=like.device, dtype=like.dtype)
-        return _class_vector_for(alpha, "alpha", num_classes, like)
-    return alpha
 
 
 def focal_from_checked(
@@ -312,15 +336,16 @@ def focal_from_checked(
     target: Tensor,
     *,
     gamma: float,
-    alpha: float | Tensor | None,
-    ignore_index: int,
+    alpha: Tensor | None,
+    ignore_index: int | None,
     reduction: Reduction,
+    validate: bool = False,
 ) -> Tensor:
     """:func:`focal_loss` with its arguments already checked (used by the modules)."""
-    target = check_inputs(logits, target, ignore_index)
+    target = check_inputs(logits, target, ignore_index, validate=validate)
     prep = _prepare(logits, target, ignore_index)
-    alpha = _alpha_for(alpha, logits.shape[1], prep.log_probs)
-    return _focal_terms(prep, gamma, alpha, reduction)
+    a = _class_vector_for(alpha, "alpha", logits.shape[1], prep.log_probs)
+    return _focal_terms(prep, gamma, a, reduction)
 
 
 def dice_from_checked(
@@ -329,11 +354,12 @@ def dice_from_checked(
     *,
     smooth: float,
     weight: Tensor | None,
-    ignore_index: int,
+    ignore_index: int | None,
     batch_dice: bool,
+    validate: bool = False,
 ) -> Tensor:
     """:func:`dice_loss` with its arguments already checked (used by the modules)."""
-    target = check_inputs(logits, target, ignore_index)
+    target = check_inputs(logits, target, ignore_index, validate=validate)
     prep = _prepare(logits, target, ignore_index)
     w = _class_vector_for(weight, "weight", logits.shape[1], prep.log_probs)
     return _dice_terms(prep, smooth, w, batch_dice)
@@ -346,20 +372,21 @@ def dice_focal_from_checked(
     lambda_dice: float,
     lambda_focal: float,
     gamma: float,
-    alpha: float | Tensor | None,
-    ignore_index: int,
+    alpha: Tensor | None,
+    ignore_index: int | None,
     smooth: float,
     dice_weight: Tensor | None,
     batch_dice: bool,
+    validate: bool = False,
 ) -> LossComponents:
     """:func:`dice_focal_loss` with its arguments already checked (used by the modules)."""
-    target = check_inputs(logits, target, ignore_index)
+    target = check_inputs(logits, target, ignore_index, validate=validate)
     prep = _prepare(logits, target, ignore_index)
     num_classes = logits.shape[1]
-    alpha = _alpha_for(alpha, num_classes, prep.log_probs)
+    a = _class_vector_for(alpha, "alpha", num_classes, prep.log_probs)
     w = _class_vector_for(dice_weight, "dice_weight", num_classes, prep.log_probs)
     dice = _dice_terms(prep, smooth, w, batch_dice)
-    focal = _focal_terms(prep, gamma, alpha, "mean")
+    focal = _focal_terms(prep, gamma, a, "mean")
     return LossComponents(lambda_dice * dice + lambda_focal * focal, dice, focal)
 
 
@@ -373,9 +400,10 @@ def focal_loss(
     target: Tensor,
     *,
     gamma: float = 2.0,
-    alpha: float | ClassVector | None = None,
-    ignore_index: int = IGNORE_INDEX,
+    alpha: ClassVector | None = None,
+    ignore_index: int | None = IGNORE_INDEX,
     reduction: Reduction = "mean",
+    validate: bool = False,
 ) -> Tensor:
     r"""Multi-class softmax focal loss (Lin et al., 2017).
 
@@ -405,17 +433,24 @@ def focal_loss(
         logits: Raw, unnormalised scores.
         target: Class indices in ``[0, C)`` or ``ignore_index``.
         gamma: Focusing parameter ``>= 0``; 0 gives (alpha-weighted) cross-entropy.
-        alpha: ``None`` (no weighting), a float (every pixel scaled by it), or a per-class
-            sequence/tensor of length C (e.g. from :func:`~suimseg.losses.class_weights`).
-        ignore_index: Target value that marks "don't care" pixels (SUIM: 255).
+        alpha: ``None`` (no weighting) or a per-class sequence/tensor of length C (e.g. from
+            :func:`~suimseg.losses.class_weights`). A single number is refused: it means
+            "foreground a, background 1 - a" in torchvision/smp/MONAI; write that out as a
+            per-class sequence (see ``docs/losses.md``).
+        ignore_index: Target value that marks "don't care" pixels (SUIM: 255), or ``None``
+            for no ignored label.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``, as above.
+        validate: If True, raise on target values outside ``[0, C)`` (other than
+            ``ignore_index``), at the cost of one device-to-host sync. If False (default,
+            no sync), such pixels are treated like ignored pixels.
 
     Returns:
         A float32 (float64 for float64 logits) scalar, or ``(N, *)`` for ``"none"``.
 
     Raises:
-        ConfigError: On bad shapes, dtypes or target values, a negative ``gamma``, an
-            ``alpha`` of the wrong length, or an unknown ``reduction``.
+        ConfigError: On bad shapes or dtypes, bad target values (``validate=True``), a
+            negative ``gamma``, a scalar ``alpha`` or one of the wrong length, or an unknown
+            ``reduction``.
 
     Shape:
         - logits: ``(N, C, *)``, e.g. ``(N, C, H, W)`` or ``(N, C)``, any float dtype
@@ -435,6 +470,7 @@ def focal_loss(
         alpha=check_alpha(alpha),
         ignore_index=check_ignore_index(ignore_index),
         reduction=check_reduction(reduction),
+        validate=bool(validate),
     )
 
 
@@ -444,8 +480,9 @@ def dice_loss(
     *,
     smooth: float = 1e-5,
     weight: ClassVector | None = None,
-    ignore_index: int = IGNORE_INDEX,
+    ignore_index: int | None = IGNORE_INDEX,
     batch_dice: bool = True,
+    validate: bool = False,
 ) -> Tensor:
     r"""Soft multi-class Dice loss on softmax probabilities against one-hot targets.
 
@@ -472,17 +509,19 @@ def dice_loss(
             nnU-Net and MONAI) barely biases the value; absent classes need no smoothing
             because they are excluded. Larger values (e.g. 1) soften the loss of small objects.
         weight: Optional per-class weights (length C, ``>= 0``) for the mean over classes.
-        ignore_index: Target value that marks "don't care" pixels (SUIM: 255).
+        ignore_index: Target value that marks "don't care" pixels (SUIM: 255), or ``None``.
         batch_dice: If True, sum ``I, P, G`` over the whole batch (one Dice per class, more
             stable for rare small objects); if False, one Dice per image and class, averaged
             per image, then over images.
+        validate: Raise on out-of-range target values (one device sync); see
+            :func:`focal_loss`.
 
     Returns:
         A float32 (float64 for float64 logits) scalar in ``[0, 1]``.
 
     Raises:
-        ConfigError: On bad shapes, dtypes or target values, a negative ``smooth`` or a
-            ``weight`` of the wrong length.
+        ConfigError: On bad shapes or dtypes, bad target values (``validate=True``), a
+            negative ``smooth`` or a ``weight`` of the wrong length.
 
     Shape:
         - logits: ``(N, C, *)``, any float dtype
@@ -502,6 +541,7 @@ def dice_loss(
         weight=as_class_vector(weight, "weight"),
         ignore_index=check_ignore_index(ignore_index),
         batch_dice=bool(batch_dice),
+        validate=bool(validate),
     )
 
 
@@ -512,11 +552,12 @@ def dice_focal_loss(
     lambda_dice: float = 0.5,
     lambda_focal: float = 0.5,
     gamma: float = 2.0,
-    alpha: float | ClassVector | None = None,
-    ignore_index: int = IGNORE_INDEX,
+    alpha: ClassVector | None = None,
+    ignore_index: int | None = IGNORE_INDEX,
     smooth: float = 1e-5,
     dice_weight: ClassVector | None = None,
     batch_dice: bool = True,
+    validate: bool = False,
 ) -> LossComponents:
     """``lambda_dice * dice_loss + lambda_focal * focal_loss`` (focal with ``"mean"``).
 
@@ -528,11 +569,13 @@ def dice_focal_loss(
         lambda_dice: Weight of the Dice term (``>= 0``).
         lambda_focal: Weight of the focal term (``>= 0``).
         gamma: Focal focusing parameter, see :func:`focal_loss`.
-        alpha: Focal class weighting, see :func:`focal_loss`.
-        ignore_index: Target value that marks "don't care" pixels (SUIM: 255).
+        alpha: Focal per-class weighting, see :func:`focal_loss`.
+        ignore_index: Target value that marks "don't care" pixels (SUIM: 255), or ``None``.
         smooth: Dice smoothing, see :func:`dice_loss`.
         dice_weight: Per-class Dice weights, see :func:`dice_loss` (``weight``).
         batch_dice: See :func:`dice_loss`.
+        validate: Raise on out-of-range target values (one device sync); see
+            :func:`focal_loss`.
 
     Returns:
         :class:`LossComponents` ``(total, dice, focal)``: three float32 scalars (float64 for
@@ -558,4 +601,5 @@ def dice_focal_loss(
         smooth=check_non_negative(smooth, "smooth"),
         dice_weight=as_class_vector(dice_weight, "dice_weight"),
         batch_dice=bool(batch_dice),
+        validate=bool(validate),
     )

@@ -31,15 +31,20 @@ class DiceLoss(nn.Module):
     for it is still penalised through the true class's Dice (and by a focal/CE term).
 
     Pixels with ``target == ignore_index`` are excluded from every sum. The value lies in
-    ``[0, 1]`` and is computed in float32 even under autocast.
+    ``[0, 1]`` and is computed in float32 even under autocast. By default ``forward`` never
+    waits for the device; target values outside ``[0, C)`` are then masked like ignored
+    pixels (``validate=True`` raises on them instead, with one host sync per call).
 
     Args:
         smooth: Numerator and denominator smoothing (``>= 0``, default ``1e-5``).
         weight: Optional per-class weights (length C, ``>= 0``), kept as a non-persistent
             buffer so it follows ``.to(device)``.
-        ignore_index: Target value for "don't care" pixels (SUIM's convention is 255).
+        ignore_index: Target value for "don't care" pixels (SUIM's convention is 255), or
+            ``None`` for no ignored label.
         batch_dice: Sum over the whole batch (True, default) or per image then average
             over images (False).
+        validate: Check target values on every call (one host sync) and raise
+            :class:`~suimseg.errors.ConfigError` on a value outside ``[0, C)``.
 
     Raises:
         ConfigError: For a negative ``smooth`` or bad ``weight`` (here), or bad inputs / a
@@ -64,10 +69,12 @@ class DiceLoss(nn.Module):
         *,
         smooth: float = 1e-5,
         weight: ClassVector | None = None,
-        ignore_index: int = IGNORE_INDEX,
+        ignore_index: int | None = IGNORE_INDEX,
         batch_dice: bool = True,
+        validate: bool = False,
     ) -> None:
         super().__init__()
+        self.validate = bool(validate)
         self.smooth = check_non_negative(smooth, "smooth")
         self.ignore_index = check_ignore_index(ignore_index)
         self.batch_dice = bool(batch_dice)
@@ -82,11 +89,12 @@ class DiceLoss(nn.Module):
             weight=self.weight,
             ignore_index=self.ignore_index,
             batch_dice=self.batch_dice,
+            validate=self.validate,
         )
 
     def extra_repr(self) -> str:
         weight = format_vector(self.weight)
         return (
             f"smooth={self.smooth}, weight={weight}, ignore_index={self.ignore_index}, "
-            f"batch_dice={self.batch_dice}"
+            f"batch_dice={self.batch_dice}, validate={self.validate}"
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from suimseg.classes import IGNORE_INDEX
@@ -27,7 +26,9 @@ class DiceFocalLoss(nn.Module):
     ``gamma=2.0`` and ``alpha`` = per-class weights from the training set's pixel frequencies
     (:func:`~suimseg.losses.class_weights`). The focal term uses ``"mean"`` reduction (sum over
     non-ignored pixels / their number); the Dice term follows :class:`~suimseg.losses.DiceLoss`
-    (absent classes left out of the mean). Inputs are checked and the softmax computed once.
+    (absent classes left out of the mean). Inputs are checked and the softmax computed once;
+    by default without any host sync (out-of-range target values are masked like ignored
+    pixels; ``validate=True`` raises on them, with one sync per call).
 
     ``forward`` returns the total as a scalar tensor; :meth:`components` returns a
     :class:`LossComponents` ``(total, dice, focal)`` for logging.
@@ -36,11 +37,15 @@ class DiceFocalLoss(nn.Module):
         lambda_dice: Weight of the Dice term (``>= 0``).
         lambda_focal: Weight of the focal term (``>= 0``).
         gamma: Focal focusing parameter (``>= 0``).
-        alpha: Focal class weighting: ``None``, a float, or per-class weights of length C.
-        ignore_index: Target value for "don't care" pixels (SUIM's convention is 255).
+        alpha: Focal class weighting: ``None`` or per-class weights of length C (a single
+            number is refused as ambiguous, see :class:`~suimseg.losses.FocalLoss`).
+        ignore_index: Target value for "don't care" pixels (SUIM's convention is 255), or
+            ``None`` for no ignored label.
         smooth: Dice smoothing (``>= 0``).
         dice_weight: Optional per-class weights for the Dice mean (length C).
         batch_dice: Dice over the whole batch (True) or per image (False).
+        validate: Check target values on every call (one host sync) and raise
+            :class:`~suimseg.errors.ConfigError` on a value outside ``[0, C)``.
 
     Raises:
         ConfigError: For a negative ``lambda_*``/``gamma``/``smooth`` or a bad ``alpha`` /
@@ -71,11 +76,12 @@ class DiceFocalLoss(nn.Module):
         lambda_dice: float = 0.5,
         lambda_focal: float = 0.5,
         gamma: float = 2.0,
-        alpha: float | ClassVector | None = None,
-        ignore_index: int = IGNORE_INDEX,
+        alpha: ClassVector | None = None,
+        ignore_index: int | None = IGNORE_INDEX,
         smooth: float = 1e-5,
         dice_weight: ClassVector | None = None,
         batch_dice: bool = True,
+        validate: bool = False,
     ) -> None:
         super().__init__()
         self.lambda_dice = check_non_negative(lambda_dice, "lambda_dice")
@@ -84,11 +90,8 @@ class DiceFocalLoss(nn.Module):
         self.ignore_index = check_ignore_index(ignore_index)
         self.smooth = check_non_negative(smooth, "smooth")
         self.batch_dice = bool(batch_dice)
-        checked = check_alpha(alpha)
-        buffer = (
-            torch.tensor(checked, dtype=torch.float32) if isinstance(checked, float) else checked
-        )
-        self.register_buffer("alpha", buffer, persistent=False)
+        self.validate = bool(validate)
+        self.register_buffer("alpha", check_alpha(alpha), persistent=False)
         self.register_buffer(
             "dice_weight", as_class_vector(dice_weight, "dice_weight"), persistent=False
         )
@@ -114,6 +117,7 @@ class DiceFocalLoss(nn.Module):
             smooth=self.smooth,
             dice_weight=self.dice_weight,
             batch_dice=self.batch_dice,
+            validate=self.validate,
         )
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -126,5 +130,5 @@ class DiceFocalLoss(nn.Module):
             f"lambda_dice={self.lambda_dice}, lambda_focal={self.lambda_focal}, "
             f"gamma={self.gamma}, alpha={alpha}, ignore_index={self.ignore_index}, "
             f"smooth={self.smooth}, dice_weight={format_vector(self.dice_weight)}, "
-            f"batch_dice={self.batch_dice}"
+            f"batch_dice={self.batch_dice}, validate={self.validate}"
         )

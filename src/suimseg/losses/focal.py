@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from suimseg.classes import IGNORE_INDEX
@@ -33,19 +32,28 @@ class FocalLoss(nn.Module):
     - ``gamma=0, alpha=None`` equals ``F.cross_entropy(..., ignore_index=ignore_index)``.
     - ``target == ignore_index`` pixels have no effect on the value or the gradient.
 
-    The maths runs in float32 from ``log_softmax`` even under bf16/fp16 autocast.
+    The maths runs in float32 from ``log_softmax`` even under bf16/fp16 autocast. By
+    default ``forward`` never waits for the device (no host sync); target values outside
+    ``[0, C)`` are then masked like ignored pixels. ``validate=True`` raises on them instead
+    (one device-to-host sync per call).
 
     Args:
         gamma: Focusing parameter ``>= 0`` (the design uses 2.0).
-        alpha: ``None``, a float scaling every pixel, or per-class weights (length C; e.g.
-            :func:`~suimseg.losses.class_weights`). A per-class alpha is kept as a
-            non-persistent buffer, so it follows ``.to(device)`` but is not in ``state_dict``.
-        ignore_index: Target value for "don't care" pixels (SUIM's convention is 255).
+        alpha: ``None`` or per-class weights (length C; e.g.
+            :func:`~suimseg.losses.class_weights`), kept as a non-persistent buffer, so it
+            follows ``.to(device)`` but is not in ``state_dict``. A single number is refused
+            as ambiguous (torchvision/smp/MONAI read it as foreground ``a``, background
+            ``1 - a``): pass ``[1 - a] + [a] * (C - 1)`` or ``[a] * C`` explicitly.
+        ignore_index: Target value for "don't care" pixels (SUIM's convention is 255), or
+            ``None`` for no ignored label.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        validate: Check target values on every call (one host sync) and raise
+            :class:`~suimseg.errors.ConfigError` on a value outside ``[0, C)``.
 
     Raises:
-        ConfigError: For a negative ``gamma``, a bad ``alpha`` or an unknown ``reduction``
-            (here), or bad inputs / an ``alpha`` whose length is not C (in ``forward``).
+        ConfigError: For a negative ``gamma``, a scalar or bad ``alpha`` or an unknown
+            ``reduction`` (here), or bad inputs / an ``alpha`` whose length is not C (in
+            ``forward``).
 
     Shape:
         - logits: ``(N, C, H, W)``, ``(N, C)`` or any ``(N, C, *)``; any float dtype
@@ -65,19 +73,17 @@ class FocalLoss(nn.Module):
         self,
         *,
         gamma: float = 2.0,
-        alpha: float | ClassVector | None = None,
-        ignore_index: int = IGNORE_INDEX,
+        alpha: ClassVector | None = None,
+        ignore_index: int | None = IGNORE_INDEX,
         reduction: Reduction = "mean",
+        validate: bool = False,
     ) -> None:
         super().__init__()
         self.gamma = check_non_negative(gamma, "gamma")
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction: Reduction = check_reduction(reduction)
-        checked = check_alpha(alpha)
-        buffer = (
-            torch.tensor(checked, dtype=torch.float32) if isinstance(checked, float) else checked
-        )
-        self.register_buffer("alpha", buffer, persistent=False)
+        self.validate = bool(validate)
+        self.register_buffer("alpha", check_alpha(alpha), persistent=False)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the focal loss of ``logits`` against ``target`` (see the class docs)."""
@@ -88,11 +94,12 @@ class FocalLoss(nn.Module):
             alpha=self.alpha,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
+            validate=self.validate,
         )
 
     def extra_repr(self) -> str:
         alpha = format_vector(self.alpha)
         return (
             f"gamma={self.gamma}, alpha={alpha}, ignore_index={self.ignore_index}, "
-            f"reduction={self.reduction!r}"
+            f"reduction={self.reduction!r}, validate={self.validate}"
         )

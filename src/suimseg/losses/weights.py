@@ -61,25 +61,30 @@ def class_weights(
     pixel_counts: Sequence[float] | Tensor | npt.NDArray[np.generic],
     method: WeightMethod = "inverse_sqrt",
 ) -> Tensor:
-    r"""Per-class weights from per-class pixel counts.
+    r"""Per-class weights from per-class pixel counts, with mean 1 over the present classes.
 
     With ``n_c`` the pixel count of class ``c``, ``T = sum_c n_c``, ``C`` the number of classes
-    and ``f_c = n_c / T`` the frequency:
+    and ``f_c = n_c / T`` the frequency, each method computes a raw weight ``r_c``:
 
-    - ``"inverse_sqrt"`` (the design's): ``r_c = T / (C n_c)``, normalised to mean 1
-      (``r_c / mean(r)``), then ``w_c = sqrt(r_c / mean(r))``. Milder than ``"inverse"``.
-    - ``"inverse"``: ``w_c = T / (C n_c)`` (scikit-learn's "balanced"; 1 for every class when
-      the classes are balanced).
-    - ``"median_frequency"`` (Eigen & Fergus, 2015): ``w_c = median(f) / f_c``, the median
+    - ``"inverse_sqrt"`` (the design's): ``r_c = sqrt(T / (C n_c))``. Milder than
+      ``"inverse"``.
+    - ``"inverse"``: ``r_c = T / (C n_c)`` (scikit-learn's "balanced").
+    - ``"median_frequency"`` (Eigen & Fergus, 2015): ``r_c = median(f) / f_c``, the median
       taken over classes that have pixels. Eigen & Fergus count ``f_c`` over the images where
-      ``c`` appears; with only global counts, the global frequency is used.
-    - ``"enet"`` (Paszke et al., 2016): ``w_c = 1 / ln(1.02 + f_c)``, bounded in
-      ``(1.42, 50.5]``.
+      ``c`` appears; with only global counts, the global frequency is used, and after the
+      normalisation below the result equals ``"inverse"`` (both are proportional to
+      ``1 / n_c``).
+    - ``"enet"`` (Paszke et al., 2016): ``r_c = 1 / ln(1.02 + f_c)``.
+
+    The weights are then **normalised after the transform**: ``w_c = r_c / mean_{n_k > 0}
+    r_k``, so the mean weight over the classes that have pixels is exactly 1 for every
+    method (a weighted loss keeps roughly the scale of the unweighted one, and changing the
+    method changes only the balance between classes). Balanced counts give all ones.
 
     Classes with zero pixels (absent from the training set) get a finite weight: the largest
-    weight among the classes that have pixels (for ``"enet"``, the formula's own bound
-    ``1 / ln 1.02 ~ 50.5``), i.e. they are treated as at least as rare as the rarest seen class.
-    For ``"inverse_sqrt"`` this substitution happens before the normalisation to mean 1.
+    raw weight among the classes that have pixels (for ``"enet"``, the formula's own bound
+    ``1 / ln 1.02``), i.e. they are treated as at least as rare as the rarest seen class.
+    They do not enter the normalising mean.
 
     Args:
         pixel_counts: Non-negative per-class pixel counts (sequence, NumPy array or tensor),
@@ -87,7 +92,8 @@ def class_weights(
         method: One of ``"inverse_sqrt"``, ``"inverse"``, ``"median_frequency"``, ``"enet"``.
 
     Returns:
-        A float32 CPU tensor of shape ``(C,)`` with finite, positive weights.
+        A float32 CPU tensor of shape ``(C,)`` with finite, positive weights whose mean over
+        the classes with ``n_c > 0`` is 1.
 
     Raises:
         ConfigError: For an unknown ``method``, or counts that are not a non-empty 1-D
@@ -98,10 +104,10 @@ def class_weights(
         - output: ``(C,)`` float32
 
     Example:
-        >>> class_weights([300, 100], method="inverse")
-        tensor([0.6667, 2.0000])
-        >>> class_weights([300, 100])  # inverse_sqrt: sqrt([0.5, 1.5])
-        tensor([0.7071, 1.2247])
+        >>> class_weights([300, 100], method="inverse")  # [2/3, 2] / mean
+        tensor([0.5000, 1.5000])
+        >>> class_weights([300, 100])  # inverse_sqrt: [1, sqrt 3] / mean = [sqrt 3 - 1, 3 - sqrt 3]
+        tensor([0.7321, 1.2679])
     """
     if method not in WEIGHT_METHODS:
         raise ConfigError(
@@ -114,17 +120,15 @@ def class_weights(
     freq = counts / total
 
     if method == "enet":
-        weights = 1.0 / torch.log(ENET_C + freq)
-        return weights.to(torch.float32)
-
-    safe = torch.where(seen, counts, 1.0)
-    if method == "median_frequency":
-        # torch.median returns the lower middle value for even counts; use the true median.
-        median = float(np.median(freq[seen].numpy()))
-        raw = median / torch.where(seen, freq, 1.0)
-    else:  # "inverse" and "inverse_sqrt"
-        raw = total / (num_classes * safe)
-    raw = torch.where(seen, raw, raw[seen].max())
-    if method == "inverse_sqrt":
-        raw = torch.sqrt(raw / raw.mean())
-    return raw.to(torch.float32)
+        raw = 1.0 / torch.log(ENET_C + freq)  # an absent class gets the bound 1 / ln 1.02
+    else:
+        if method == "median_frequency":
+            # torch.median returns the lower middle value for even counts; use the true median.
+            median = float(np.median(freq[seen].numpy()))
+            raw = median / torch.where(seen, freq, 1.0)
+        else:  # "inverse" and "inverse_sqrt"
+            raw = total / (num_classes * torch.where(seen, counts, 1.0))
+            if method == "inverse_sqrt":
+                raw = torch.sqrt(raw)
+        raw = torch.where(seen, raw, raw[seen].max())
+    return (raw / raw[seen].mean()).to(torch.float32)
