@@ -147,3 +147,23 @@ def test_workers_default_never_exceeds_the_usable_cpus(monkeypatch: pytest.Monke
     monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(64)), raising=False)
     assert TrainConfig().workers == 4
     assert TrainConfig(workers=7).workers == 7
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seed", str(2**70)], "--seed: expected at most 9223372036854775807"),
+        (["--image-size", "200000"], "--image-size: expected at most 8192"),
+        (["--batch-size", "1", "--image-size", "32"], "1x1 bottleneck"),
+        (["--bridge-channels", "4000000"], "--bridge-channels: expected at most 16384"),
+    ],
+)
+def test_out_of_bounds_values_are_usage_errors_not_tracebacks(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", str(tmp_path), *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 4

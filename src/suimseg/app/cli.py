@@ -30,7 +30,7 @@ import torchvision
 from suimseg._version import __version__
 from suimseg.app.config import TrainConfig
 from suimseg.classes import format_class_table
-from suimseg.errors import SUIMSegError
+from suimseg.errors import ConfigError, SUIMSegError
 
 __all__ = ["build_parser", "main"]
 
@@ -208,7 +208,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from suimseg.app.recipe import train
     from suimseg.engine import destroy_distributed
 
-    config = train_config_from_args(args)
+    try:
+        config = train_config_from_args(args)
+    except ConfigError as exc:  # a bad value given on the command line: a usage error (2)
+        field, sep, rest = str(exc).partition(": ")
+        flag = _FLAG_OF_FIELD.get(field)
+        args.parser.error(f"{flag}: {rest}" if sep and flag else str(exc))
     _check_train_inputs(config, args.resume)
     result = train(
         config, resume_from=args.resume, progress=not args.no_progress, overwrite=args.overwrite
@@ -392,6 +397,11 @@ def _subparser(sub: Any, name: str, usage: str, help: str, description: str) -> 
     return parser
 
 
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+#: TrainConfig field -> the train option that sets it, for error messages.
+_FLAG_OF_FIELD: dict[str, str] = {}
+
+
 def _train_parser(sub: Any) -> None:
     d = TrainConfig()  # the recipe's defaults, shown in --help
     p = _subparser(
@@ -491,7 +501,10 @@ def _train_parser(sub: Any) -> None:
     _add(p, "--overwrite", action="store_true",
          help="start a new run in an --out folder that holds another run")  # fmt: skip
     _add(p, "--no-progress", action="store_true", help="no per-step progress output")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, parser=p)
+    for action in p._actions:
+        if action.option_strings and action.dest in _TRAIN_FIELDS:
+            _FLAG_OF_FIELD.setdefault(action.dest, action.option_strings[0])
 
 
 _DEVICE_HELP = "auto = CUDA when available"

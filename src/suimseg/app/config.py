@@ -49,6 +49,16 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: (field, largest accepted value, why) checked by TrainConfig.
+_UPPER_BOUNDS: tuple[tuple[str, int, str], ...] = (
+    ("seed", 2**63 - 1, "torch seeds are 64-bit signed integers"),
+    ("image_size", 8192, "SUIM images are at most 1906x1080; larger inputs exhaust memory"),
+    ("batch_size", 4096, "a larger batch does not fit in any device's memory at SUIM sizes"),
+    ("bridge_channels", 16384, "wider layers do not fit in memory"),
+    ("workers", 256, "more DataLoader processes than any machine can run"),
+)
+
+
 def default_workers(cap: int = 4) -> int:
     """DataLoader workers for this machine: ``cap``, or fewer on a machine with fewer CPUs.
 
@@ -173,6 +183,18 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name}: expected an int >= 0, got {value!r}")
+        # Upper bounds: values past these fail deep inside torch (seed overflow, a 120 GB
+        # resize buffer, a 4-million-channel layer) instead of with a message.
+        for name, upper, why in _UPPER_BOUNDS:
+            value = getattr(self, name)
+            if value > upper:
+                raise ConfigError(f"{name}: expected at most {upper}, got {value!r} ({why})")
+        if self.model == "v3" and self.batch_size == 1 and self.image_size < 64:
+            raise ConfigError(
+                f"batch_size: 1 with image_size {self.image_size} gives UNetResAttnV3 a 1x1 "
+                "bottleneck, and BatchNorm cannot train on one value per channel; use "
+                "batch_size >= 2 or image_size >= 64"
+            )
         if not self.lr > 0:
             raise ConfigError(f"lr: expected a learning rate > 0, got {self.lr!r}")
         for name in (
