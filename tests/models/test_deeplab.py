@@ -81,7 +81,9 @@ def test_encoder_is_backbone_and_param_groups_find_it(model: DeepLabV3ResNet50) 
     ]
     enc_ids = {id(p) for g in groups[:2] for p in g["params"]}
     assert enc_ids == {id(p) for p in model.backbone.parameters()}
-    assert groups[0]["lr"] == pytest.approx(0.1 * groups[2]["lr"])
+    opt = torch.optim.SGD(groups, lr=0.5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert opt.param_groups[2]["lr"] == pytest.approx(0.5)
     # the encoder alias does not duplicate state-dict entries
     assert not any(k.startswith("encoder.") for k in model.state_dict())
 
