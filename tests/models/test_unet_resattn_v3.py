@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import urllib.error
 from pathlib import Path
 
@@ -161,6 +163,28 @@ def test_initialisation() -> None:
     # Kaiming normal (fan_out, relu): std = sqrt(2 / (out * k * k)).
     expected = (2.0 / (conv.out_channels * 9)) ** 0.5
     assert abs(conv.weight.std().item() - expected) / expected < 0.1
+
+
+def _initial_ce(model: UNetResAttnV3, size: int = 64) -> float:
+    """Cross-entropy of a fresh model (train mode, as at the first step) on random data."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, size, size, generator=gen)
+    y = torch.randint(0, model.num_classes, (2, size, size), generator=gen)
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model.train()(x), y))
+
+
+def test_initial_loss_is_near_uniform_default_model(default_model: UNetResAttnV3) -> None:
+    # Issue #16: the head used the decoder's ReLU fan-out init, CE ~3.08 for 8 classes.
+    model = copy.deepcopy(default_model)
+    assert abs(_initial_ce(model) - math.log(8)) < 0.2
+
+
+@pytest.mark.parametrize("num_classes", [3, 8, 21])
+def test_initial_loss_is_near_uniform_resnet18(num_classes: int) -> None:
+    torch.manual_seed(0)
+    model = tiny(num_classes=num_classes, decoder_channels=(64, 32, 16, 16), bridge_channels=64)
+    assert abs(_initial_ce(model) - math.log(num_classes)) < 0.2
 
 
 def test_attention_and_se_switches() -> None:
