@@ -15,6 +15,9 @@ from torch import nn
 from suimseg import CheckpointError, ConfigError, UNetResAttnV3, WeightsUnavailableError
 from suimseg.models import build_model, model_spec
 from suimseg.models.blocks import AttentionGate, SqueezeExcitation
+from suimseg.models.encoders import ResNetEncoder
+
+from .conftest import FakeImagenet
 
 
 def tiny(**kwargs: object) -> UNetResAttnV3:
@@ -136,7 +139,7 @@ def test_batch_size_one_training() -> None:
     model = tiny().train()
     out = model(torch.randn(1, 3, 64, 64))  # 2x2 bottleneck: BatchNorm can train
     assert out.shape == (1, 8, 64, 64)
-    with pytest.raises(ValueError, match="batch size 1"):
+    with pytest.raises(ConfigError, match="batch size 1"):
         model(torch.randn(1, 3, 32, 32))  # 1x1 bottleneck
     model.eval()
     with torch.no_grad():
@@ -145,9 +148,9 @@ def test_batch_size_one_training() -> None:
 
 def test_forward_rejects_wrong_input() -> None:
     model = tiny().eval()
-    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, H, W\)"):
+    with pytest.raises(ConfigError, match=r"expected input of shape \(N, 3, H, W\)"):
         model(torch.randn(1, 4, 32, 32))
-    with pytest.raises(ValueError, match="expected input of shape"):
+    with pytest.raises(ConfigError, match="expected input of shape"):
         model(torch.randn(3, 32, 32))
 
 
@@ -307,29 +310,43 @@ def test_pickle_payload_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_imagenet_offline_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(*args: object, **kwargs: object) -> None:
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+def test_imagenet_offline_error(fake_imagenet: FakeImagenet) -> None:
+    fake_imagenet(urllib.error.URLError("no network"))
     with pytest.raises(WeightsUnavailableError, match="pass its path as encoder_weights="):
         tiny(encoder_weights="imagenet")
+    fake_imagenet(RuntimeError("invalid hash value"))
+    with pytest.raises(WeightsUnavailableError, match="invalid hash value"):
+        tiny(encoder_weights="ImageNet")
 
 
-def test_imagenet_weights_from_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """'imagenet' goes through torch.hub with weights_only=True and loads what it returns."""
+def test_imagenet_weights_through_torchvision_api(fake_imagenet: FakeImagenet) -> None:
+    """'imagenet' asks torchvision's weights enum (hash-checked, weights_only=True)."""
     resnet = torchvision.models.resnet18(weights=None)
-    seen: dict[str, object] = {}
-
-    def fake(url: str, **kwargs: object) -> dict[str, torch.Tensor]:
-        seen.update(kwargs, url=url)
-        return resnet.state_dict()
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake)
+    seen = fake_imagenet(resnet.state_dict())
     model = tiny(encoder_weights="imagenet")
-    assert seen["weights_only"] is True
-    assert "resnet18" in str(seen["url"])
+    assert seen["name"] == "resnet18"
+    assert seen["kwargs"]["weights_only"] is True
+    assert seen["kwargs"]["check_hash"] is True
     torch.testing.assert_close(model.encoder.conv1.weight, resnet.conv1.weight)
+    torch.testing.assert_close(
+        model.encoder.layer4[1].bn2.running_var, resnet.layer4[1].bn2.running_var
+    )
+
+
+@pytest.mark.parametrize("spelling", [None, "none", "None", "NONE"])
+def test_encoder_weights_none_spellings(
+    spelling: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Issue: "none" (the CLI/TrainConfig spelling) was read as a file named "none".
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    a = tiny(encoder_weights=spelling)
+    torch.manual_seed(0)
+    b = tiny()
+    torch.testing.assert_close(a.encoder.conv1.weight, b.encoder.conv1.weight)
+    torch.manual_seed(0)
+    enc = ResNetEncoder("resnet18", spelling)
+    torch.testing.assert_close(enc.conv1.weight, b.encoder.conv1.weight)
 
 
 def test_config_round_trip() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -11,7 +10,12 @@ from torch import Tensor, nn
 
 from suimseg.errors import ConfigError
 from suimseg.models.blocks import DecoderBlock, ResidualDoubleConv
-from suimseg.models.encoders import ENCODER_NAMES, EncoderWeights, ResNetEncoder
+from suimseg.models.encoders import (
+    ENCODER_NAMES,
+    EncoderWeights,
+    ResNetEncoder,
+    resolve_encoder_weights,
+)
 
 __all__ = ["UNetResAttnV3"]
 
@@ -55,8 +59,9 @@ class UNetResAttnV3(nn.Module):
         num_classes: Number of output classes (8 for SUIM).
         encoder: ResNet variant: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` (default)
             or ``"resnet101"``.
-        encoder_weights: ``None`` (random init), ``"imagenet"`` (torchvision's weights,
-            downloaded through its cache) or a path to a local torchvision ResNet state dict.
+        encoder_weights: ``None`` or ``"none"`` (any case; random init), ``"imagenet"``
+            (torchvision's weights, downloaded through its cache) or a path to a local
+            torchvision ResNet state dict.
         decoder_channels: Output channels of the four decoder stages, deepest first.
         bridge_channels: Channels of the bridge (bottleneck) after the encoder.
         se_reduction: Reduction ratio of the squeeze-excitation blocks.
@@ -110,11 +115,7 @@ class UNetResAttnV3(nn.Module):
         for flag_name, flag in (("attention", attention), ("se", se)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"{flag_name}: expected True or False, got {flag!r}")
-        if encoder_weights is not None and not isinstance(encoder_weights, (str, os.PathLike)):
-            raise ConfigError(
-                "encoder_weights: expected None, 'imagenet' or a path to a local state-dict "
-                f"file, got {encoder_weights!r}"
-            )
+        encoder_weights = resolve_encoder_weights(encoder_weights)
 
         self.config: dict[str, Any] = {
             "in_channels": in_channels,
@@ -162,14 +163,14 @@ class UNetResAttnV3(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.encoder.in_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"UNetResAttnV3.forward: expected input of shape (N, {self.encoder.in_channels}, "
                 f"H, W), got {tuple(x.shape)}"
             )
         h, w = x.shape[-2:]
         # The bottleneck is ceil(H/32) x ceil(W/32); BatchNorm cannot train on 1 value/channel.
         if self.training and x.shape[0] == 1 and (h + 31) // 32 * ((w + 31) // 32) == 1:
-            raise ValueError(
+            raise ConfigError(
                 f"UNetResAttnV3: batch size 1 with a {h}x{w} input gives a 1x1 bottleneck, and "
                 "BatchNorm cannot train on one value per channel. Use a batch size >= 2, an "
                 "input larger than 32 pixels in height or width, or model.eval() for inference."
