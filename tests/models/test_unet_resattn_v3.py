@@ -14,7 +14,12 @@ from torch import nn
 
 from suimseg import CheckpointError, ConfigError, UNetResAttnV3, WeightsUnavailableError
 from suimseg.models import build_model, model_spec
-from suimseg.models.blocks import AttentionGate, SqueezeExcitation
+from suimseg.models.blocks import (
+    AttentionGate,
+    DecoderBlock,
+    ResidualDoubleConv,
+    SqueezeExcitation,
+)
 from suimseg.models.encoders import ResNetEncoder
 
 from .conftest import FakeImagenet
@@ -202,15 +207,80 @@ def test_attention_and_se_switches() -> None:
         assert plain.eval()(torch.randn(1, 3, 40, 40)).shape == (1, 8, 40, 40)
 
 
-def test_attention_gate_output_is_scaled_skip() -> None:
-    gate = AttentionGate(4, 6, 2).eval()
-    g, x = torch.randn(2, 4, 5, 5), torch.randn(2, 6, 5, 5)
+def _gate_with_psi_bias(bias: float) -> AttentionGate:
+    """An eval-mode gate whose psi logit is the constant ``bias`` (BN weight 0)."""
+    gate = AttentionGate(4, 6, 3).eval()
+    bn = gate.psi[1]
+    assert isinstance(bn, nn.BatchNorm2d)
+    with torch.no_grad():
+        bn.weight.zero_()
+        bn.bias.fill_(bias)
+    return gate
+
+
+def test_attention_gate_closed_passes_nothing() -> None:
+    gate = _gate_with_psi_bias(-1e4)
+    g, x = torch.randn(2, 4, 5, 7), torch.randn(2, 6, 5, 7)
     with torch.no_grad():
         out = gate(g, x)
-        coeff = gate.psi(gate.relu(gate.w_g(g) + gate.w_x(x)))
     assert out.shape == x.shape
-    assert torch.all((coeff >= 0) & (coeff <= 1))
-    torch.testing.assert_close(out, x * coeff)
+    assert torch.count_nonzero(out) == 0
+
+
+def test_attention_gate_saturated_passes_skip_unchanged() -> None:
+    gate = _gate_with_psi_bias(1e4)
+    g, x = torch.randn(2, 4, 5, 7), torch.randn(2, 6, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(gate(g, x), x)
+
+
+def test_attention_gate_depends_on_gating_signal_and_never_amplifies() -> None:
+    torch.manual_seed(0)
+    gate = AttentionGate(4, 6, 3).eval()
+    x = torch.randn(1, 6, 9, 11)
+    with torch.no_grad():
+        a, b = gate(torch.randn(1, 4, 9, 11), x), gate(torch.randn(1, 4, 9, 11), x)
+    assert not torch.allclose(a, b)
+    # a per-pixel coefficient in [0, 1]: same sign as the skip, never larger
+    assert torch.all(a * x >= 0)
+    assert torch.all(a.abs() <= x.abs() + 1e-6)
+
+
+def test_attention_gate_gradients_reach_inputs_and_parameters() -> None:
+    torch.manual_seed(0)
+    gate = AttentionGate(4, 6, 3).train()
+    g = torch.randn(2, 4, 5, 7, requires_grad=True)
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    (gate(g, x) * torch.randn(2, 6, 5, 7)).sum().backward()
+    for name, t in [("g", g), ("x", x), *gate.named_parameters()]:
+        assert t.grad is not None, name
+        assert t.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (7, 9), (13, 5)])
+def test_attention_gate_and_decoder_block_at_odd_sizes(h: int, w: int) -> None:
+    gate = AttentionGate(4, 6, 2).eval()
+    with torch.no_grad():
+        assert gate(torch.randn(1, 4, h, w), torch.randn(1, 6, h, w)).shape == (1, 6, h, w)
+        block = DecoderBlock(8, 6, 4).eval()
+        coarse = torch.randn(1, 8, (h + 1) // 2, (w + 1) // 2)
+        assert block(coarse, torch.randn(1, 6, h, w)).shape == (1, 4, h, w)
+
+
+def test_conv_blocks_keep_their_state_dict_keys() -> None:
+    """Checkpoints written before ConvBNReLU became torchvision's Conv2dNormActivation load."""
+    keys = list(ResidualDoubleConv(4, 8).state_dict())
+    assert keys[:6] == [
+        "conv1.0.weight",
+        "conv1.1.weight",
+        "conv1.1.bias",
+        "conv1.1.running_mean",
+        "conv1.1.running_var",
+        "conv1.1.num_batches_tracked",
+    ]
+    assert "conv2.weight" in keys
+    assert "shortcut.0.weight" in keys
+    assert ResidualDoubleConv(4, 8).conv1[0].bias is None
 
 
 def test_in_channels() -> None:
