@@ -199,15 +199,16 @@ def predict_files(
             )
             result.skipped.append(src)
             continue
-        image = load_image(src)
-        labels = predictor.predict(image)[0].labels
+        # The path, not a decoded image: the predictor reads it with the dataset's
+        # decode-and-resize rule (reduced-scale JPEG decode, uint8 resize).
+        labels = predictor.predict(src)[0].labels
         for dst in todo:
             dst.parent.mkdir(parents=True, exist_ok=True)
             if dst == mask_path:
                 mask = Image.fromarray(index_to_rgb(labels))
                 atomic_save_image(mask, dst, format=_PIL_FORMATS[fmt])
             else:
-                picture = overlay_image(image, labels.numpy(), alpha, show_legend=True)
+                picture = overlay_image(load_image(src), labels.numpy(), alpha, show_legend=True)
                 atomic_save_image(picture, dst, format="PNG")
             result.written.append(dst)
     return result
