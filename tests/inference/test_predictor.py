@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from suimseg.data import SUIMDataset, eval_transforms, make_synthetic_suim
-from suimseg.errors import ConfigError
+from suimseg.errors import ConfigError, InputNotFoundError
 from suimseg.inference import (
     TTA,
     Prediction,
@@ -266,7 +266,7 @@ def test_bad_images(pointwise: PointwiseNet, image: object, match: str) -> None:
 
 
 def test_bad_files(pointwise: PointwiseNet, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(InputNotFoundError, match="does not exist"):
         Predictor(pointwise).predict(tmp_path / "missing.jpg")
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")

@@ -10,7 +10,12 @@ import torch
 import torchvision
 from torch import nn
 
-from suimseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from suimseg.errors import (
+    CheckpointError,
+    ConfigError,
+    InputNotFoundError,
+    WeightsUnavailableError,
+)
 from suimseg.models import (
     MODEL_NAMES,
     DeepLabV3ResNet50,
@@ -123,7 +128,7 @@ def test_mismatched_or_missing_encoder_weights(tmp_path: Path) -> None:
         r"extra\.bias; shape mismatches: conv1\.weight",
     ):
         deeplabv3_resnet50(encoder_weights=bad)
-    with pytest.raises(FileNotFoundError, match="encoder_weights file not found"):
+    with pytest.raises(InputNotFoundError, match="encoder_weights file not found"):
         deeplabv3_resnet50(encoder_weights=tmp_path / "nope.pth")
 
 

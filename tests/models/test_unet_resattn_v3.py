@@ -12,7 +12,13 @@ import torch
 import torchvision
 from torch import nn
 
-from suimseg import CheckpointError, ConfigError, UNetResAttnV3, WeightsUnavailableError
+from suimseg import (
+    CheckpointError,
+    ConfigError,
+    InputNotFoundError,
+    UNetResAttnV3,
+    WeightsUnavailableError,
+)
 from suimseg.models import build_model, model_spec
 from suimseg.models.blocks import (
     AttentionGate,
@@ -351,7 +357,7 @@ def test_mismatched_encoder_weights_list_keys(tmp_path: Path) -> None:
 
 
 def test_missing_and_non_state_dict_weight_files(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="encoder_weights file not found"):
+    with pytest.raises(InputNotFoundError, match="encoder_weights file not found"):
         tiny(encoder_weights=tmp_path / "nope.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a torch file")

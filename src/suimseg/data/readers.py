@@ -67,7 +67,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps
 
 from suimseg.classes import rgb_to_index_u8
-from suimseg.errors import ConfigError, DatasetError
+from suimseg.errors import ConfigError, DatasetError, InputNotFoundError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -152,7 +152,7 @@ def open_image(
         The open, not yet decoded PIL image.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is not an image or is too large.
 
     Example:
@@ -161,7 +161,7 @@ def open_image(
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(2, f"{kind} file {file} does not exist; check the path", str(file))
+        raise InputNotFoundError(2, f"{kind} file {file} does not exist; check the path", str(file))
     try:
         with warnings.catch_warnings():
             # suimseg applies its own (configurable) limit just below.
@@ -199,7 +199,7 @@ def read_size(
     EXIF orientations 5 to 8 (quarter turns) swap the stored width and height.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is not an image or is too large.
 
     Example:
@@ -270,7 +270,7 @@ def read_image(
         The RGB image.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is unreadable, too large or a float image.
 
     Example:
@@ -334,7 +334,7 @@ def read_image_array(
         A writable uint8 array ``(H, W, 3)``.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is unreadable, too large or a float image.
 
     Example:
@@ -365,7 +365,7 @@ def read_mask_labels(
         A uint8 label map ``(H, W)`` with ids in ``[0, 8)``.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is unreadable, too large, or single-channel (no colour
             rule applies to a grayscale mask).
 

@@ -29,7 +29,6 @@ __all__ = ["ImageInput", "as_image_list", "load_image", "to_float_image", "to_im
 ImageInput: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray[Any, Any] | Tensor
 
 
-
 def load_image(
     path: str | os.PathLike[str],
     *,
@@ -47,7 +46,7 @@ def load_image(
         The decoded RGB image.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file cannot be decoded as an image or is too large.
 
     Example:

@@ -27,7 +27,7 @@ from suimseg.classes import index_to_rgb
 from suimseg.data._io import atomic_save_image
 from suimseg.data.dataset import IMAGE_EXTENSIONS
 from suimseg.data.visualize import overlay as overlay_image
-from suimseg.errors import ConfigError
+from suimseg.errors import ConfigError, InputNotFoundError
 from suimseg.inference._images import load_image
 from suimseg.inference.predictor import Predictor
 
@@ -78,7 +78,7 @@ def collect_inputs(
         Sorted pairs per folder, in the order of ``inputs``.
 
     Raises:
-        FileNotFoundError: If an input does not exist.
+        InputNotFoundError: If an input does not exist (a ``FileNotFoundError``).
         ConfigError: If no image is found, or two inputs would write the same output.
     """
     if isinstance(inputs, (str, os.PathLike)):
@@ -103,7 +103,7 @@ def collect_inputs(
         elif src.is_file():
             pairs.append((src, Path(src.name)))
         else:
-            raise FileNotFoundError(f"input {src} does not exist; pass image files or folders")
+            raise InputNotFoundError(f"input {src} does not exist; pass image files or folders")
     if not pairs:
         raise ConfigError(
             f"inputs: no images found in {[str(p) for p in inputs]} (folders are searched "
@@ -155,7 +155,7 @@ def predict_files(
     Raises:
         ConfigError: For a bad ``fmt``/``alpha``, no images, colliding outputs, or an
             output that would replace an input file.
-        FileNotFoundError: If an input does not exist.
+        InputNotFoundError: If an input does not exist (a ``FileNotFoundError``).
 
     Example:
         >>> res = predict_files(predictor, ["dive/"], "preds", overlay=True)  # doctest: +SKIP

@@ -406,7 +406,7 @@ class Predictor:
 
         Raises:
             ConfigError: For unsupported inputs or a wrong number of ``output_sizes``.
-            FileNotFoundError: For a path that does not exist.
+            InputNotFoundError: For a path that does not exist (a ``FileNotFoundError``).
 
         Example:
             >>> preds = predictor.predict(["a.jpg", "b.png"])  # doctest: +SKIP

@@ -11,7 +11,12 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from suimseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from suimseg.errors import (
+    CheckpointError,
+    ConfigError,
+    InputNotFoundError,
+    WeightsUnavailableError,
+)
 
 __all__ = [
     "ENCODER_NAMES",
@@ -74,12 +79,12 @@ def load_state_dict_file(
     Accepts a plain state dict, or a dict holding one under ``"state_dict"`` or ``"model"``.
 
     Raises:
-        FileNotFoundError: If the file does not exist.
+        InputNotFoundError: If the file does not exist (a ``FileNotFoundError``).
         CheckpointError: If the file is not a loadable, pickle-free state dict.
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{what} file not found: {str(p)!r} (pass an existing file path)")
+        raise InputNotFoundError(f"{what} file not found: {str(p)!r} (pass an existing file path)")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
@@ -151,7 +156,7 @@ def load_resnet_weights(
 
     Raises:
         WeightsUnavailableError: ImageNet weights cannot be downloaded (offline).
-        FileNotFoundError: The local file does not exist.
+        InputNotFoundError: The local file does not exist (a ``FileNotFoundError``).
         CheckpointError: The file's keys or shapes do not match (listed).
     """
     if isinstance(weights, str) and weights.strip().lower() == "imagenet":
@@ -274,7 +279,7 @@ class ResNetEncoder(nn.Module):
 
         Raises:
             WeightsUnavailableError: ImageNet weights cannot be downloaded (offline).
-            FileNotFoundError: The local file does not exist.
+            InputNotFoundError: The local file does not exist (a ``FileNotFoundError``).
             CheckpointError: The file's keys or shapes do not match this encoder (listed).
         """
         load_resnet_weights(self, self.name, weights)
