@@ -105,7 +105,7 @@ def pretrained_stand_in(work: Path, size: int) -> Path:
     suim = make_synthetic_suim(work / "suim-synth", n_train_val=12, n_test=1, size=(96, 72))
     torch.manual_seed(0)
     model = UNetResAttnV3(encoder="resnet18", decoder_channels=(16, 16, 8, 8), bridge_channels=16)
-    optimizer = torch.optim.AdamW(param_groups(model, 1.0, lr=1e-3))
+    optimizer = torch.optim.AdamW(param_groups(model, 1.0, lr=1e-3, weight_decay=1e-4))
     trainer = Trainer(
         model,
         DiceFocalLoss(),
@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     val_set = PaletteDataset(root, "val", eval_transforms(size))
 
     # 4. Train: pre-trained encoder at enc_lr_mult x lr, new classes in the metrics.
-    optimizer = torch.optim.AdamW(param_groups(model, args.enc_lr_mult, lr=args.lr))
+    optimizer = torch.optim.AdamW(
+        param_groups(model, args.enc_lr_mult, lr=args.lr, weight_decay=1e-4)
+    )
     trainer = Trainer(
         model,
         DiceFocalLoss(gamma=2.0),

@@ -71,7 +71,7 @@ def train_tiny(root: Path, size: int, seed: int, out: Path) -> nn.Module:
     """A stand-in for a trained checkpoint: one epoch of a narrow model."""
     torch.manual_seed(seed)
     model = UNetResAttnV3(encoder="resnet18", decoder_channels=(16, 16, 8, 8), bridge_channels=16)
-    optimizer = torch.optim.AdamW(param_groups(model, 1.0, lr=1e-3))
+    optimizer = torch.optim.AdamW(param_groups(model, 1.0, lr=1e-3, weight_decay=1e-4))
     trainer = Trainer(
         model,
         DiceFocalLoss(),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pytest
 import torch
 from torch import nn
 
 from suimseg.errors import ConfigError
 from suimseg.models import UNetResAttnV3
-from suimseg.optim import GROUP_NAMES, group_min_lrs, param_groups
+from suimseg.optim import GROUP_NAMES, ParamGroup, group_min_lrs, param_groups
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +159,89 @@ def test_scalar_min_lr_breaks_ratio_but_group_min_lrs_keeps_it(unet: UNetResAttn
 
 def test_zero_multiplier_and_zero_decay(unet: UNetResAttnV3) -> None:
     groups = param_groups(unet, 0.0, weight_decay=0.0)
-    by_name = {g["name"]: g for g in groups}
+    opt = torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.5)
+    by_name = {g["name"]: g for g in opt.param_groups}
     assert by_name["encoder"]["lr"] == 0.0
-    assert all(g["weight_decay"] == 0.0 for g in groups)
+    assert by_name["decoder"]["lr"] == 1e-3
+    assert all(g["weight_decay"] == 0.0 for g in opt.param_groups)
+
+
+def _effective(opt: torch.optim.Optimizer) -> dict[str, tuple[float, float]]:
+    return {g["name"]: (g["lr"], g["weight_decay"]) for g in opt.param_groups}
+
+
+def test_optimizer_lr_and_weight_decay_are_the_base(unet: UNetResAttnV3) -> None:
+    # Issue #15: the optimizer's lr/weight_decay were silently replaced by 1e-4/1e-4.
+    opt = torch.optim.AdamW(param_groups(unet), lr=3e-4, weight_decay=0.05)
+    eff = _effective(opt)
+    assert eff["encoder"] == pytest.approx((3e-5, 0.05))
+    assert eff["encoder_no_decay"] == pytest.approx((3e-5, 0.0))
+    assert eff["decoder"] == pytest.approx((3e-4, 0.05))
+    assert eff["decoder_no_decay"] == pytest.approx((3e-4, 0.0))
+    # keyword spelling of the design's call, another optimizer and its own defaults
+    sgd = torch.optim.SGD(param_groups(unet, enc_lr_mult=0.5), lr=0.2, weight_decay=1e-3)
+    eff = _effective(sgd)
+    assert eff["encoder"] == pytest.approx((0.1, 1e-3))
+    assert eff["decoder"] == pytest.approx((0.2, 1e-3))
+    assert eff["decoder_no_decay"] == pytest.approx((0.2, 0.0))
+    adamw_default = torch.optim.AdamW(param_groups(unet))  # lr=1e-3, weight_decay=1e-2
+    eff = _effective(adamw_default)
+    assert eff["encoder"] == pytest.approx((1e-4, 1e-2))
+    assert eff["decoder"] == pytest.approx((1e-3, 1e-2))
+
+
+def test_explicit_lr_and_weight_decay_override_the_optimizer(unet: UNetResAttnV3) -> None:
+    groups = param_groups(unet, 0.1, lr=1e-4, weight_decay=1e-4)
+    opt = torch.optim.AdamW(groups, lr=3e-4, weight_decay=0.05)
+    eff = _effective(opt)
+    assert eff["encoder"] == pytest.approx((1e-5, 1e-4))
+    assert eff["encoder_no_decay"] == pytest.approx((1e-5, 0.0))
+    assert eff["decoder"] == pytest.approx((1e-4, 1e-4))
+    assert eff["decoder_no_decay"] == pytest.approx((1e-4, 0.0))
+    # lr given, weight_decay left to the optimizer (and the reverse)
+    eff = _effective(torch.optim.AdamW(param_groups(unet, 0.1, lr=1e-4), weight_decay=0.3))
+    assert eff["encoder"] == pytest.approx((1e-5, 0.3))
+    eff = _effective(torch.optim.AdamW(param_groups(unet, 0.1, weight_decay=0.2), lr=2e-3))
+    assert eff["encoder"] == pytest.approx((2e-4, 0.2))
+    assert eff["decoder_no_decay"] == pytest.approx((2e-3, 0.0))
+
+
+def test_base_lr_groups_survive_state_dict_deepcopy_and_plateau(unet: UNetResAttnV3) -> None:
+    groups = param_groups(unet, 0.1)
+    copied = copy.deepcopy(groups)
+    opt = torch.optim.AdamW(groups, lr=4e-4, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="max", factor=0.5, patience=0, min_lr=group_min_lrs(opt.param_groups, 1e-6)
+    )
+    sched.step(1.0)
+    sched.step(0.0)  # one reduction keeps the 0.1 ratio
+    eff = _effective(opt)
+    assert eff["decoder"] == pytest.approx((2e-4, 0.05))
+    assert eff["encoder"] == pytest.approx((2e-5, 0.05))
+    for _ in range(10):  # down to the floors, ratio kept
+        sched.step(0.0)
+    eff = _effective(opt)
+    assert eff["decoder"][0] == pytest.approx(1e-6)
+    assert eff["encoder"][0] == pytest.approx(1e-7)
+    # a deep copy taken before the optimizer saw the groups still resolves lazily
+    opt2 = torch.optim.AdamW(copied, lr=1.0)
+    assert _effective(opt2)["encoder"] == pytest.approx((0.1, 1e-2))
+    # save/load: the loaded optimizer gets the saved (resolved, reduced) values
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    opt2.load_state_dict(torch.load(buf, weights_only=True))
+    assert _effective(opt2) == _effective(opt)
+    assert [g["lr_mult"] for g in opt2.param_groups] == pytest.approx([0.1, 0.1, 1.0, 1.0])
+    assert copy.deepcopy(opt2).param_groups[0]["lr"] == pytest.approx(1e-7)
+
+
+def test_param_group_setdefault_only_scales_a_missing_lr() -> None:
+    g = ParamGroup(params=[], lr_mult=0.25)
+    assert g.setdefault("weight_decay", 0.5) == 0.5
+    assert g.setdefault("lr", 2.0) == 0.5
+    assert g.setdefault("lr", 8.0) == 0.5
+    assert ParamGroup(params=[]).setdefault("lr", 2.0) == 2.0
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ error                        also a                   raised for
 ``ConfigError``              ``ValueError``           invalid arguments or configuration
 ``DatasetError``             ``ValueError``           unreadable, corrupt or malformed data files
 ``DatasetNotFoundError``     ``FileNotFoundError``    a missing dataset root or split folder
+``InputNotFoundError``       ``FileNotFoundError``    a missing image, weights or input file
 ``CheckpointError``          ``ValueError``           unusable checkpoint or weight files
 ``RunLockError``             ``FileExistsError``      an output folder in use or holding a run
 ``NonFiniteLossError``       ``FloatingPointError``   a NaN/inf training loss
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "DatasetNotFoundError",
+    "InputNotFoundError",
     "MissingDependencyError",
     "NonFiniteLossError",
     "RunLockError",
@@ -53,6 +55,10 @@ class DatasetError(SUIMSegError, ValueError):
 
 class DatasetNotFoundError(SUIMSegError, FileNotFoundError):
     """A dataset root or split folder does not exist where it was expected."""
+
+
+class InputNotFoundError(SUIMSegError, FileNotFoundError):
+    """A file or folder passed as input (an image, a weights file) does not exist."""
 
 
 class CheckpointError(SUIMSegError, ValueError):

@@ -4,6 +4,11 @@ decay on norms and biases.
 The UNet-ResAttn-V3 recipe trains the ImageNet encoder at 0.1x the decoder's learning rate
 (AdamW, ``lr=1e-4``, ``weight_decay=1e-4``). :func:`param_groups` builds those groups;
 :func:`group_min_lrs` gives ``ReduceLROnPlateau`` per-group floors that keep the ratio.
+
+The base learning rate and weight decay belong to the optimizer, as in timm: a group built
+without ``lr`` carries only its ``lr_mult`` and receives ``optimizer lr * lr_mult`` when the
+optimizer adopts it, so ``AdamW(param_groups(model), lr=3e-4, weight_decay=0.05)`` trains
+at the numbers it names.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from torch import nn
 
 from suimseg.errors import ConfigError
 
-__all__ = ["GROUP_NAMES", "group_min_lrs", "param_groups"]
+__all__ = ["GROUP_NAMES", "ParamGroup", "group_min_lrs", "param_groups"]
 
 #: Names of the groups :func:`param_groups` can return, in the order it returns them.
 GROUP_NAMES: tuple[str, ...] = ("encoder", "encoder_no_decay", "decoder", "decoder_no_decay")
@@ -29,6 +34,28 @@ def _non_negative(name: str, value: object, *, positive: bool = False) -> float:
             return v
     kind = "a positive" if positive else "a non-negative"
     raise ConfigError(f"{name}: expected {kind} finite number, got {value!r}")
+
+
+class ParamGroup(dict[str, Any]):
+    """A parameter-group dict whose missing ``"lr"`` is filled as ``base * group["lr_mult"]``.
+
+    ``torch.optim.Optimizer.add_param_group`` fills every option a group lacks with
+    ``group.setdefault(name, optimizer_default)``. This subclass changes that one call for
+    ``"lr"``: the optimizer's base learning rate is scaled by the group's ``"lr_mult"``
+    (1 if absent). Everything else behaves as a plain ``dict``; an optimizer's
+    ``state_dict()`` stores plain dicts holding the resolved ``"lr"``, so saving, loading,
+    ``copy.deepcopy`` and LR schedulers see ordinary groups.
+
+    Example:
+        >>> g = ParamGroup(params=[], lr_mult=0.1)
+        >>> g.setdefault("lr", 1e-3), g.setdefault("lr", 5.0)
+        (0.0001, 0.0001)
+    """
+
+    def setdefault(self, key: str, default: Any = None, /) -> Any:
+        if key == "lr" and key not in self and default is not None:
+            default = default * self.get("lr_mult", 1.0)
+        return super().setdefault(key, default)
 
 
 def _find_encoder(model: nn.Module, encoder: nn.Module | None) -> nn.Module:
@@ -59,22 +86,35 @@ def param_groups(
     model: nn.Module,
     enc_lr_mult: float = 0.1,
     *,
-    lr: float = 1e-4,
-    weight_decay: float = 1e-4,
+    lr: float | None = None,
+    weight_decay: float | None = None,
     encoder: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
     """Split a model's trainable parameters into AdamW-ready groups.
 
-    Encoder parameters get ``lr * enc_lr_mult``, everything else ``lr``. Parameters with
-    ``ndim <= 1`` (every bias and the weights of BatchNorm/LayerNorm/GroupNorm) get
-    ``weight_decay=0``, the rest ``weight_decay``. This gives up to four groups, named
-    ``"encoder"``, ``"encoder_no_decay"``, ``"decoder"``, ``"decoder_no_decay"`` (the
-    ``"decoder"`` groups hold everything outside the encoder: bridge, decoder, head). Empty
-    groups are dropped, frozen parameters (``requires_grad=False``) are skipped, and every
-    trainable parameter appears in exactly one group.
+    Parameters of the encoder train at ``enc_lr_mult`` times the base learning rate,
+    everything else at the base rate. Parameters with ``ndim <= 1`` (every bias and the
+    weights of BatchNorm/LayerNorm/GroupNorm) get ``weight_decay=0``. This gives up to four
+    groups, named ``"encoder"``, ``"encoder_no_decay"``, ``"decoder"``,
+    ``"decoder_no_decay"`` (the ``"decoder"`` groups hold everything outside the encoder:
+    bridge, decoder, head). Empty groups are dropped, frozen parameters
+    (``requires_grad=False``) are skipped, and every trainable parameter appears in exactly
+    one group.
 
-    Each group is a dict with keys ``"name"``, ``"params"``, ``"lr"``, ``"weight_decay"``
-    and ``"lr_mult"`` (the group's learning rate relative to ``lr``: ``enc_lr_mult`` or 1).
+    **Where the numbers come from.** The base learning rate and the weight decay are the
+    optimizer's unless given here:
+
+    - ``lr=None`` (default): the groups carry no ``"lr"``; the optimizer's ``lr`` is the
+      base and each group receives ``optimizer lr * lr_mult`` when the optimizer adopts it
+      (groups are :class:`ParamGroup` dicts). ``AdamW(param_groups(model), lr=3e-4)`` trains
+      the encoder at 3e-5 and the rest at 3e-4.
+    - ``lr=x``: the groups carry ``"lr"`` = ``x * lr_mult``, which overrides the optimizer's
+      ``lr`` (``torch.optim`` semantics of per-group options).
+    - ``weight_decay=None`` (default): the decaying groups carry no ``"weight_decay"``, so
+      the optimizer's value applies; ``weight_decay=x`` sets it on them. The no-decay groups
+      always carry ``weight_decay=0.0``, whatever the optimizer says.
+
+    Every group carries ``"name"``, ``"params"`` and ``"lr_mult"`` (``enc_lr_mult`` or 1).
     ``ReduceLROnPlateau`` multiplies every group's ``lr`` by the same factor, so the
     encoder/decoder ratio survives reductions; give it ``min_lr=group_min_lrs(groups, m)``
     so that its floor does not break the ratio either.
@@ -82,8 +122,9 @@ def param_groups(
     Args:
         model: The model. Its encoder is ``model.encoder`` unless ``encoder`` is given.
         enc_lr_mult: Encoder learning-rate multiplier (``>= 0``; 0 freezes it in effect).
-        lr: Base (decoder) learning rate (``> 0``).
-        weight_decay: Weight decay of the decaying groups (``>= 0``).
+        lr: Base (decoder) learning rate (``> 0``), or ``None`` to take the optimizer's.
+        weight_decay: Weight decay of the decaying groups (``>= 0``), or ``None`` to take
+            the optimizer's.
         encoder: The encoder submodule, for models without an ``encoder`` attribute.
 
     Returns:
@@ -98,17 +139,17 @@ def param_groups(
         >>> from suimseg.models import UNetResAttnV3
         >>> model = UNetResAttnV3(encoder="resnet18", decoder_channels=(32, 16, 8, 8),
         ...                       bridge_channels=32)
-        >>> groups = param_groups(model, 0.1, lr=1e-4)
-        >>> [(g["name"], g["lr"]) for g in groups]  # doctest: +NORMALIZE_WHITESPACE
-        [('encoder', 1e-05), ('encoder_no_decay', 1e-05), ('decoder', 0.0001),
-         ('decoder_no_decay', 0.0001)]
-        >>> opt = torch.optim.AdamW(groups)
+        >>> opt = torch.optim.AdamW(param_groups(model, 0.1), lr=2e-4, weight_decay=0.05)
+        >>> [(g["name"], g["lr"], g["weight_decay"]) for g in opt.param_groups]
+        ... # doctest: +NORMALIZE_WHITESPACE
+        [('encoder', 2e-05, 0.05), ('encoder_no_decay', 2e-05, 0.0),
+         ('decoder', 0.0002, 0.05), ('decoder_no_decay', 0.0002, 0.0)]
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model: expected an nn.Module, got {type(model).__name__}")
     mult = _non_negative("enc_lr_mult", enc_lr_mult)
-    base_lr = _non_negative("lr", lr, positive=True)
-    wd = _non_negative("weight_decay", weight_decay)
+    base_lr = None if lr is None else _non_negative("lr", lr, positive=True)
+    wd = None if weight_decay is None else _non_negative("weight_decay", weight_decay)
     enc = _find_encoder(model, encoder)
     enc_ids = {id(p) for p in enc.parameters()}
 
@@ -127,15 +168,14 @@ def param_groups(
         if not params:
             continue
         group_mult = mult if name.startswith("encoder") else 1.0
-        groups.append(
-            {
-                "name": name,
-                "params": params,
-                "lr": base_lr * group_mult,
-                "weight_decay": 0.0 if name.endswith("no_decay") else wd,
-                "lr_mult": group_mult,
-            }
-        )
+        group = ParamGroup(name=name, params=params, lr_mult=group_mult)
+        if base_lr is not None:
+            group["lr"] = base_lr * group_mult
+        if name.endswith("no_decay"):
+            group["weight_decay"] = 0.0
+        elif wd is not None:
+            group["weight_decay"] = wd
+        groups.append(group)
     if not groups:
         raise ConfigError(
             f"param_groups: {type(model).__name__} has no trainable parameters "

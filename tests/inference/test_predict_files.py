@@ -11,7 +11,7 @@ from PIL import Image
 
 from suimseg.classes import rgb_to_index
 from suimseg.data import overlay
-from suimseg.errors import ConfigError
+from suimseg.errors import ConfigError, InputNotFoundError
 from suimseg.inference import Predictor, collect_inputs, predict_files
 
 from .conftest import PointwiseNet
@@ -117,7 +117,7 @@ def test_output_collisions_and_bad_arguments(predictor: Predictor, tmp_path: Pat
         predict_files(predictor, [tmp_path / "a"], tmp_path / "o", fmt="jpg")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="alpha"):
         predict_files(predictor, [tmp_path / "a"], tmp_path / "o", alpha=2.0)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(InputNotFoundError, match="does not exist"):
         predict_files(predictor, [tmp_path / "nope"], tmp_path / "o")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no images found"):

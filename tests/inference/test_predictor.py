@@ -10,8 +10,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from suimseg.errors import ConfigError
-from suimseg.inference import TTA, Prediction, Predictor, Tiling, load_image, to_float_image
+from suimseg.data import SUIMDataset, eval_transforms, make_synthetic_suim
+from suimseg.errors import ConfigError, InputNotFoundError
+from suimseg.inference import (
+    TTA,
+    Prediction,
+    Predictor,
+    Tiling,
+    load_image,
+    predict_files,
+    to_float_image,
+)
 
 from .conftest import PointwiseNet, tiny_unet
 
@@ -257,7 +266,7 @@ def test_bad_images(pointwise: PointwiseNet, image: object, match: str) -> None:
 
 
 def test_bad_files(pointwise: PointwiseNet, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(InputNotFoundError, match="does not exist"):
         Predictor(pointwise).predict(tmp_path / "missing.jpg")
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
@@ -298,3 +307,72 @@ def test_ensemble_of_v3_and_deeplabv3(unet: nn.Module) -> None:
     for got, a, b in zip(preds, p0, p1, strict=True):
         assert got.probs is not None
         torch.testing.assert_close(got.probs, (2 * a + b) / 3)
+
+
+class _InputSpy(nn.Module):
+    """Records the tensor it is fed; predicts class 0 everywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return torch.zeros(x.shape[0], 8, *x.shape[-2:])
+
+
+def _suim_with(tmp_path: Path, fmt: str) -> Path:
+    """A synthetic SUIM copy (300x220 images) whose test images are saved as ``fmt``."""
+    root = make_synthetic_suim(tmp_path / "suim", n_train_val=2, n_test=2, size=(300, 220))
+    if fmt == "PNG":
+        for jpg in sorted((root / "TEST" / "images").glob("*.jpg")):
+            Image.open(jpg).save(jpg.with_suffix(".png"))
+            jpg.unlink()
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("size", [48, (40, 72)])
+def test_predictor_feeds_the_model_what_the_dataset_yields(
+    tmp_path: Path, fmt: str, size: int | tuple[int, int]
+) -> None:
+    # Issue: Predictor decoded at full size and resized in float after normalising;
+    # training decodes JPEGs at reduced scale and resizes in uint8.
+    root = _suim_with(tmp_path, fmt)
+    ds = SUIMDataset(root, "test", image_size=size, transform=eval_transforms(size))
+    path = ds.image_paths[0]
+    assert path.suffix == (".jpg" if fmt == "JPEG" else ".png")
+    expected, _ = ds[0]
+    spy = _InputSpy()
+    pred = Predictor(spy, image_size=size).predict(path)[0]
+    assert pred.labels.shape == (220, 300)  # still at the file's own size
+    torch.testing.assert_close(spy.seen[0][0], expected, rtol=0, atol=0)
+    # predict_files hands the path over: the same tensor again
+    spy.seen.clear()
+    predict_files(Predictor(spy, image_size=size), [path], tmp_path / "out", overlay=False)
+    torch.testing.assert_close(spy.seen[0][0], expected, rtol=0, atol=0)
+
+
+def test_in_memory_uint8_image_is_resized_in_uint8_like_the_dataset(tmp_path: Path) -> None:
+    root = _suim_with(tmp_path, "PNG")
+    ds = SUIMDataset(root, "test", image_size=40, transform=eval_transforms(40))
+    expected, _ = ds[1]
+    spy = _InputSpy()
+    arr = np.asarray(Image.open(ds.image_paths[1]))
+    Predictor(spy, image_size=40).predict([arr, Image.open(ds.image_paths[1])])
+    torch.testing.assert_close(spy.seen[0][0], expected, rtol=0, atol=0)
+    torch.testing.assert_close(spy.seen[0][1], expected, rtol=0, atol=0)
+
+
+def test_native_and_tiled_paths_decode_files_at_full_size(tmp_path: Path) -> None:
+    root = _suim_with(tmp_path, "JPEG")
+    path = sorted((root / "TEST" / "images").glob("*.jpg"))[0]
+    full = eval_transforms(None)(load_image(path), np.zeros((220, 300), np.uint8))[0]
+    spy = _InputSpy()
+    Predictor(spy, image_size=None).predict(path)
+    torch.testing.assert_close(spy.seen[0][0], full, rtol=0, atol=0)
+    spy.seen.clear()
+    Predictor(spy, image_size=64, tiling=Tiling(overlap=0.0)).predict(path)
+    assert all(x.shape[-2:] == (64, 64) for x in spy.seen)
+    torch.testing.assert_close(spy.seen[0][0], full[:, :64, :64], rtol=0, atol=0)

@@ -10,7 +10,12 @@ import torch
 import torchvision
 from torch import nn
 
-from suimseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from suimseg.errors import (
+    CheckpointError,
+    ConfigError,
+    InputNotFoundError,
+    WeightsUnavailableError,
+)
 from suimseg.models import (
     MODEL_NAMES,
     DeepLabV3ResNet50,
@@ -20,6 +25,8 @@ from suimseg.models import (
     model_spec,
 )
 from suimseg.optim import param_groups
+
+from .conftest import FakeImagenet
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +88,9 @@ def test_encoder_is_backbone_and_param_groups_find_it(model: DeepLabV3ResNet50) 
     ]
     enc_ids = {id(p) for g in groups[:2] for p in g["params"]}
     assert enc_ids == {id(p) for p in model.backbone.parameters()}
-    assert groups[0]["lr"] == pytest.approx(0.1 * groups[2]["lr"])
+    opt = torch.optim.SGD(groups, lr=0.5)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert opt.param_groups[2]["lr"] == pytest.approx(0.5)
     # the encoder alias does not duplicate state-dict entries
     assert not any(k.startswith("encoder.") for k in model.state_dict())
 
@@ -119,31 +128,23 @@ def test_mismatched_or_missing_encoder_weights(tmp_path: Path) -> None:
         r"extra\.bias; shape mismatches: conv1\.weight",
     ):
         deeplabv3_resnet50(encoder_weights=bad)
-    with pytest.raises(FileNotFoundError, match="encoder_weights file not found"):
+    with pytest.raises(InputNotFoundError, match="encoder_weights file not found"):
         deeplabv3_resnet50(encoder_weights=tmp_path / "nope.pth")
 
 
-def test_imagenet_weights_offline_and_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(*args: object, **kwargs: object) -> None:
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+def test_imagenet_weights_offline_and_cached(fake_imagenet: FakeImagenet) -> None:
+    fake_imagenet(urllib.error.URLError("no network"))
     with pytest.raises(
         WeightsUnavailableError, match=r"resnet50 ImageNet weights.*encoder_weights="
     ):
         deeplabv3_resnet50(encoder_weights="imagenet")
 
     resnet = torchvision.models.resnet50(weights=None)
-    seen: dict[str, object] = {}
-
-    def fake(url: str, **kwargs: object) -> dict[str, torch.Tensor]:
-        seen.update(kwargs, url=url)
-        return resnet.state_dict()
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake)
+    seen = fake_imagenet(resnet.state_dict())
     net = deeplabv3_resnet50(encoder_weights="imagenet")
-    assert seen["weights_only"] is True
-    assert "resnet50" in str(seen["url"])
+    assert seen["name"] == "resnet50"
+    assert seen["kwargs"]["weights_only"] is True
+    assert seen["kwargs"]["check_hash"] is True
     torch.testing.assert_close(net.backbone.conv1.weight, resnet.conv1.weight)
 
 
@@ -167,11 +168,11 @@ def test_forward_with_aux_needs_aux_head(model: DeepLabV3ResNet50) -> None:
 def test_bad_inputs(model: DeepLabV3ResNet50) -> None:
     model.eval()
     with pytest.raises(
-        ValueError, match=r"expected input of shape \(N, 3, H, W\), got \(1, 1, 32, 32\)"
+        ConfigError, match=r"expected input of shape \(N, 3, H, W\), got \(1, 1, 32, 32\)"
     ):
         model(torch.randn(1, 1, 32, 32))
     model.train()
-    with pytest.raises(ValueError, match="batch size 1 in training mode"):
+    with pytest.raises(ConfigError, match="batch size 1 in training mode"):
         model(torch.randn(1, 3, 32, 32))
     model.eval()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import urllib.error
 from pathlib import Path
 
@@ -11,9 +13,22 @@ import torchvision
 from torch import nn
 
 from suimseg import UNetResAttnV3
-from suimseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from suimseg.errors import (
+    CheckpointError,
+    ConfigError,
+    InputNotFoundError,
+    WeightsUnavailableError,
+)
 from suimseg.models import build_model, model_spec
-from suimseg.models.blocks import AttentionGate, SqueezeExcitation
+from suimseg.models.blocks import (
+    AttentionGate,
+    DecoderBlock,
+    ResidualDoubleConv,
+    SqueezeExcitation,
+)
+from suimseg.models.encoders import ResNetEncoder
+
+from .conftest import FakeImagenet
 
 
 def tiny(**kwargs: object) -> UNetResAttnV3:
@@ -135,7 +150,7 @@ def test_batch_size_one_training() -> None:
     model = tiny().train()
     out = model(torch.randn(1, 3, 64, 64))  # 2x2 bottleneck: BatchNorm can train
     assert out.shape == (1, 8, 64, 64)
-    with pytest.raises(ValueError, match="batch size 1"):
+    with pytest.raises(ConfigError, match="batch size 1"):
         model(torch.randn(1, 3, 32, 32))  # 1x1 bottleneck
     model.eval()
     with torch.no_grad():
@@ -144,9 +159,9 @@ def test_batch_size_one_training() -> None:
 
 def test_forward_rejects_wrong_input() -> None:
     model = tiny().eval()
-    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, H, W\)"):
+    with pytest.raises(ConfigError, match=r"expected input of shape \(N, 3, H, W\)"):
         model(torch.randn(1, 4, 32, 32))
-    with pytest.raises(ValueError, match="expected input of shape"):
+    with pytest.raises(ConfigError, match="expected input of shape"):
         model(torch.randn(3, 32, 32))
 
 
@@ -164,6 +179,28 @@ def test_initialisation() -> None:
     assert abs(conv.weight.std().item() - expected) / expected < 0.1
 
 
+def _initial_ce(model: UNetResAttnV3, size: int = 64) -> float:
+    """Cross-entropy of a fresh model (train mode, as at the first step) on random data."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, size, size, generator=gen)
+    y = torch.randint(0, model.num_classes, (2, size, size), generator=gen)
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model.train()(x), y))
+
+
+def test_initial_loss_is_near_uniform_default_model(default_model: UNetResAttnV3) -> None:
+    # Issue #16: the head used the decoder's ReLU fan-out init, CE ~3.08 for 8 classes.
+    model = copy.deepcopy(default_model)
+    assert abs(_initial_ce(model) - math.log(8)) < 0.2
+
+
+@pytest.mark.parametrize("num_classes", [3, 8, 21])
+def test_initial_loss_is_near_uniform_resnet18(num_classes: int) -> None:
+    torch.manual_seed(0)
+    model = tiny(num_classes=num_classes, decoder_channels=(64, 32, 16, 16), bridge_channels=64)
+    assert abs(_initial_ce(model) - math.log(num_classes)) < 0.2
+
+
 def test_attention_and_se_switches() -> None:
     full = tiny()
     plain = tiny(attention=False, se=False)
@@ -176,15 +213,80 @@ def test_attention_and_se_switches() -> None:
         assert plain.eval()(torch.randn(1, 3, 40, 40)).shape == (1, 8, 40, 40)
 
 
-def test_attention_gate_output_is_scaled_skip() -> None:
-    gate = AttentionGate(4, 6, 2).eval()
-    g, x = torch.randn(2, 4, 5, 5), torch.randn(2, 6, 5, 5)
+def _gate_with_psi_bias(bias: float) -> AttentionGate:
+    """An eval-mode gate whose psi logit is the constant ``bias`` (BN weight 0)."""
+    gate = AttentionGate(4, 6, 3).eval()
+    bn = gate.psi[1]
+    assert isinstance(bn, nn.BatchNorm2d)
+    with torch.no_grad():
+        bn.weight.zero_()
+        bn.bias.fill_(bias)
+    return gate
+
+
+def test_attention_gate_closed_passes_nothing() -> None:
+    gate = _gate_with_psi_bias(-1e4)
+    g, x = torch.randn(2, 4, 5, 7), torch.randn(2, 6, 5, 7)
     with torch.no_grad():
         out = gate(g, x)
-        coeff = gate.psi(gate.relu(gate.w_g(g) + gate.w_x(x)))
     assert out.shape == x.shape
-    assert torch.all((coeff >= 0) & (coeff <= 1))
-    torch.testing.assert_close(out, x * coeff)
+    assert torch.count_nonzero(out) == 0
+
+
+def test_attention_gate_saturated_passes_skip_unchanged() -> None:
+    gate = _gate_with_psi_bias(1e4)
+    g, x = torch.randn(2, 4, 5, 7), torch.randn(2, 6, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(gate(g, x), x)
+
+
+def test_attention_gate_depends_on_gating_signal_and_never_amplifies() -> None:
+    torch.manual_seed(0)
+    gate = AttentionGate(4, 6, 3).eval()
+    x = torch.randn(1, 6, 9, 11)
+    with torch.no_grad():
+        a, b = gate(torch.randn(1, 4, 9, 11), x), gate(torch.randn(1, 4, 9, 11), x)
+    assert not torch.allclose(a, b)
+    # a per-pixel coefficient in [0, 1]: same sign as the skip, never larger
+    assert torch.all(a * x >= 0)
+    assert torch.all(a.abs() <= x.abs() + 1e-6)
+
+
+def test_attention_gate_gradients_reach_inputs_and_parameters() -> None:
+    torch.manual_seed(0)
+    gate = AttentionGate(4, 6, 3).train()
+    g = torch.randn(2, 4, 5, 7, requires_grad=True)
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    (gate(g, x) * torch.randn(2, 6, 5, 7)).sum().backward()
+    for name, t in [("g", g), ("x", x), *gate.named_parameters()]:
+        assert t.grad is not None, name
+        assert t.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (7, 9), (13, 5)])
+def test_attention_gate_and_decoder_block_at_odd_sizes(h: int, w: int) -> None:
+    gate = AttentionGate(4, 6, 2).eval()
+    with torch.no_grad():
+        assert gate(torch.randn(1, 4, h, w), torch.randn(1, 6, h, w)).shape == (1, 6, h, w)
+        block = DecoderBlock(8, 6, 4).eval()
+        coarse = torch.randn(1, 8, (h + 1) // 2, (w + 1) // 2)
+        assert block(coarse, torch.randn(1, 6, h, w)).shape == (1, 4, h, w)
+
+
+def test_conv_blocks_keep_their_state_dict_keys() -> None:
+    """Checkpoints written before ConvBNReLU became torchvision's Conv2dNormActivation load."""
+    keys = list(ResidualDoubleConv(4, 8).state_dict())
+    assert keys[:6] == [
+        "conv1.0.weight",
+        "conv1.1.weight",
+        "conv1.1.bias",
+        "conv1.1.running_mean",
+        "conv1.1.running_var",
+        "conv1.1.num_batches_tracked",
+    ]
+    assert "conv2.weight" in keys
+    assert "shortcut.0.weight" in keys
+    assert ResidualDoubleConv(4, 8).conv1[0].bias is None
 
 
 def test_in_channels() -> None:
@@ -255,7 +357,7 @@ def test_mismatched_encoder_weights_list_keys(tmp_path: Path) -> None:
 
 
 def test_missing_and_non_state_dict_weight_files(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="encoder_weights file not found"):
+    with pytest.raises(InputNotFoundError, match="encoder_weights file not found"):
         tiny(encoder_weights=tmp_path / "nope.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a torch file")
@@ -284,29 +386,43 @@ def test_pickle_payload_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_imagenet_offline_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(*args: object, **kwargs: object) -> None:
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+def test_imagenet_offline_error(fake_imagenet: FakeImagenet) -> None:
+    fake_imagenet(urllib.error.URLError("no network"))
     with pytest.raises(WeightsUnavailableError, match="pass its path as encoder_weights="):
         tiny(encoder_weights="imagenet")
+    fake_imagenet(RuntimeError("invalid hash value"))
+    with pytest.raises(WeightsUnavailableError, match="invalid hash value"):
+        tiny(encoder_weights="ImageNet")
 
 
-def test_imagenet_weights_from_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """'imagenet' goes through torch.hub with weights_only=True and loads what it returns."""
+def test_imagenet_weights_through_torchvision_api(fake_imagenet: FakeImagenet) -> None:
+    """'imagenet' asks torchvision's weights enum (hash-checked, weights_only=True)."""
     resnet = torchvision.models.resnet18(weights=None)
-    seen: dict[str, object] = {}
-
-    def fake(url: str, **kwargs: object) -> dict[str, torch.Tensor]:
-        seen.update(kwargs, url=url)
-        return resnet.state_dict()
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake)
+    seen = fake_imagenet(resnet.state_dict())
     model = tiny(encoder_weights="imagenet")
-    assert seen["weights_only"] is True
-    assert "resnet18" in str(seen["url"])
+    assert seen["name"] == "resnet18"
+    assert seen["kwargs"]["weights_only"] is True
+    assert seen["kwargs"]["check_hash"] is True
     torch.testing.assert_close(model.encoder.conv1.weight, resnet.conv1.weight)
+    torch.testing.assert_close(
+        model.encoder.layer4[1].bn2.running_var, resnet.layer4[1].bn2.running_var
+    )
+
+
+@pytest.mark.parametrize("spelling", [None, "none", "None", "NONE"])
+def test_encoder_weights_none_spellings(
+    spelling: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Issue: "none" (the CLI/TrainConfig spelling) was read as a file named "none".
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    a = tiny(encoder_weights=spelling)
+    torch.manual_seed(0)
+    b = tiny()
+    torch.testing.assert_close(a.encoder.conv1.weight, b.encoder.conv1.weight)
+    torch.manual_seed(0)
+    enc = ResNetEncoder("resnet18", spelling)
+    torch.testing.assert_close(enc.conv1.weight, b.encoder.conv1.weight)
 
 
 def test_config_round_trip() -> None:

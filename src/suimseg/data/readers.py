@@ -39,6 +39,14 @@ image viewer shows them. Masks drawn over the displayed image therefore line up,
 prediction is written in the same (upright) frame as the image it was made from. Files
 without the tag (all SUIM files, all BMPs) are unaffected.
 
+**Decoding at a model's input size** (:func:`read_image_array`), the one rule shared by
+:class:`~suimseg.data.SUIMDataset` (with ``image_size``) and
+:class:`~suimseg.inference.Predictor` (with ``image_size`` and no tiling): a JPEG is
+decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale that stays at least as large as the
+target (Pillow's DCT-domain ``draft``), then every image is resized to the target in
+**uint8** with torchvision's antialiased bilinear kernel (:func:`resize_uint8`); the
+caller then converts to float and normalises. Same file and size, same tensor.
+
 **Decompression bombs.** A file whose header announces more than ``max_pixels`` pixels
 (default :data:`DEFAULT_MAX_PIXELS`, 100 million) raises
 :class:`~suimseg.errors.DatasetError` *before* any pixel is decoded. Pass
@@ -54,10 +62,12 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import torch
+import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps
 
 from suimseg.classes import rgb_to_index_u8
-from suimseg.errors import ConfigError, DatasetError
+from suimseg.errors import ConfigError, DatasetError, InputNotFoundError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -65,8 +75,10 @@ __all__ = [
     "exif_orientation",
     "open_image",
     "read_image",
+    "read_image_array",
     "read_mask_labels",
     "read_size",
+    "resize_uint8",
     "to_rgb",
 ]
 
@@ -140,7 +152,7 @@ def open_image(
         The open, not yet decoded PIL image.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is not an image or is too large.
 
     Example:
@@ -149,7 +161,7 @@ def open_image(
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(2, f"{kind} file {file} does not exist; check the path", str(file))
+        raise InputNotFoundError(2, f"{kind} file {file} does not exist; check the path", str(file))
     try:
         with warnings.catch_warnings():
             # suimseg applies its own (configurable) limit just below.
@@ -187,7 +199,7 @@ def read_size(
     EXIF orientations 5 to 8 (quarter turns) swap the stored width and height.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is not an image or is too large.
 
     Example:
@@ -258,7 +270,7 @@ def read_image(
         The RGB image.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is unreadable, too large or a float image.
 
     Example:
@@ -280,6 +292,66 @@ def read_image(
     return rgb
 
 
+def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a uint8 image ``(3, H, W)`` to ``size = (height, width)``, staying in uint8.
+
+    torchvision's antialiased bilinear kernel (``antialias=True``, rounded to uint8): the
+    resize step of both the dataset and the predictor. A same-size input is returned as is.
+
+    Example:
+        >>> resize_uint8(torch.zeros(3, 8, 10, dtype=torch.uint8), (4, 5)).shape
+        torch.Size([3, 4, 5])
+    """
+    if image.dtype != torch.uint8 or image.ndim != 3:
+        raise ConfigError(
+            f"image: expected a uint8 tensor (3, H, W), got {image.dtype} {tuple(image.shape)}"
+        )
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    out: torch.Tensor = TF.resize(image, [int(size[0]), int(size[1])], antialias=True)
+    return out
+
+
+def read_image_array(
+    path: PathLike,
+    *,
+    size: tuple[int, int] | None = None,
+    fast_decode: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> npt.NDArray[np.uint8]:
+    """Decode an image file to an upright uint8 RGB array, at ``size`` if given.
+
+    The shared decode-and-resize rule of the module docstring: reduced-scale JPEG decoding
+    (``fast_decode``) followed by :func:`resize_uint8`.
+
+    Args:
+        path: The file.
+        size: ``(height, width)`` to resize to, or ``None`` for the native (upright) size.
+        fast_decode: Let JPEGs decode at 1/2, 1/4 or 1/8 scale while staying >= ``size``.
+        max_pixels: Upper bound on ``width * height`` (checked before decoding).
+
+    Returns:
+        A writable uint8 array ``(H, W, 3)``.
+
+    Raises:
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
+        DatasetError: If the file is unreadable, too large or a float image.
+
+    Example:
+        >>> read_image_array("photo.jpg", size=(384, 384)).shape  # doctest: +SKIP
+        (384, 384, 3)
+    """
+    draft = None if size is None or not fast_decode else (int(size[1]), int(size[0]))
+    image = read_image(path, max_pixels=max_pixels, draft_size=draft)
+    arr = np.array(image, dtype=np.uint8)  # writable copy, torch may view it
+    if size is None or arr.shape[:2] == tuple(size):
+        return arr
+    # The channels-last view: torchvision's uint8 antialiased kernel is several times
+    # faster on it than Pillow's resize (see benchmarks/data.py).
+    out = resize_uint8(torch.from_numpy(arr).permute(2, 0, 1), size).permute(1, 2, 0)
+    return np.ascontiguousarray(out.numpy())
+
+
 def read_mask_labels(
     path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> npt.NDArray[np.uint8]:
@@ -293,7 +365,7 @@ def read_mask_labels(
         A uint8 label map ``(H, W)`` with ids in ``[0, 8)``.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is unreadable, too large, or single-channel (no colour
             rule applies to a grayscale mask).
 

@@ -21,14 +21,12 @@ from torch import Tensor
 from suimseg.data.readers import DEFAULT_MAX_PIXELS, read_image
 from suimseg.errors import ConfigError
 
-__all__ = ["ImageInput", "as_image_list", "load_image", "to_float_image"]
+__all__ = ["ImageInput", "as_image_list", "load_image", "to_float_image", "to_image_tensor"]
 
 #: One image in any form the predictor accepts: a file path, a PIL image, an array
 #: ``(H, W, 3)`` / ``(H, W)`` (uint8, or float in ``[0, 1]``), or a tensor ``(3, H, W)`` /
 #: ``(N, 3, H, W)`` (uint8, or float in ``[0, 1]``; *not* ImageNet-normalised).
 ImageInput: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray[Any, Any] | Tensor
-
-_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def load_image(
@@ -48,7 +46,7 @@ def load_image(
         The decoded RGB image.
 
     Raises:
-        FileNotFoundError: If ``path`` does not exist.
+        InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file cannot be decoded as an image or is too large.
 
     Example:
@@ -71,8 +69,12 @@ def _check_unit_range(t: Tensor, what: str) -> None:
         )
 
 
-def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor:
-    """Convert one in-memory image to a float32 tensor ``(3, H, W)`` in ``[0, 1]``.
+def to_image_tensor(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor:
+    """Convert one in-memory image to a ``(3, H, W)`` tensor, uint8 kept as uint8.
+
+    uint8 inputs (PIL images, uint8 arrays and tensors) stay uint8, so that the predictor
+    can resize them in uint8 like the dataset does; float inputs become float32 (checked to
+    lie in ``[0, 1]``). An array gives a channels-last view of its memory, as the dataset's.
 
     Args:
         image: A PIL image (any mode; converted to RGB), an array ``(H, W, 3)`` or a
@@ -80,18 +82,18 @@ def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor
             (uint8, or float in ``[0, 1]``).
 
     Returns:
-        A float32 tensor ``(3, H, W)`` on the input's device (CPU for PIL and numpy).
+        A uint8 or float32 tensor ``(3, H, W)`` on the input's device (CPU for PIL, numpy).
 
     Raises:
         ConfigError: For other shapes, dtypes or out-of-range floats.
 
     Example:
-        >>> to_float_image(np.zeros((5, 7, 3), np.uint8)).shape
-        torch.Size([3, 5, 7])
+        >>> to_image_tensor(np.zeros((5, 7, 3), np.uint8)).dtype
+        torch.uint8
     """
     if isinstance(image, Image.Image):
-        arr = np.asarray(image.convert("RGB"))
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+        arr = np.array(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
+        return torch.from_numpy(arr).permute(2, 0, 1)
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:
@@ -115,7 +117,7 @@ def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor
             f"{type(image).__name__}"
         )
     if t.dtype == torch.uint8:
-        return t.float().div_(255.0)
+        return t
     if t.is_floating_point():
         _check_unit_range(t, "image")
         return t.float()
@@ -123,6 +125,26 @@ def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor
         f"image: expected uint8 values or floats in [0, 1], got dtype {t.dtype}; convert "
         "with .astype(np.uint8) (0-255) or divide by 255"
     )
+
+
+def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor:
+    """Convert one in-memory image to a float32 tensor ``(3, H, W)`` in ``[0, 1]``.
+
+    Args:
+        image: As for :func:`to_image_tensor`.
+
+    Returns:
+        A float32 tensor ``(3, H, W)`` on the input's device (CPU for PIL and numpy).
+
+    Raises:
+        ConfigError: For other shapes, dtypes or out-of-range floats.
+
+    Example:
+        >>> to_float_image(np.zeros((5, 7, 3), np.uint8)).shape
+        torch.Size([3, 5, 7])
+    """
+    t = to_image_tensor(image)
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t
 
 
 def as_image_list(inputs: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:

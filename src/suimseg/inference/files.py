@@ -27,7 +27,7 @@ from suimseg.classes import index_to_rgb
 from suimseg.data._io import atomic_save_image
 from suimseg.data.dataset import IMAGE_EXTENSIONS
 from suimseg.data.visualize import overlay as overlay_image
-from suimseg.errors import ConfigError
+from suimseg.errors import ConfigError, InputNotFoundError
 from suimseg.inference._images import load_image
 from suimseg.inference.predictor import Predictor
 
@@ -78,7 +78,7 @@ def collect_inputs(
         Sorted pairs per folder, in the order of ``inputs``.
 
     Raises:
-        FileNotFoundError: If an input does not exist.
+        InputNotFoundError: If an input does not exist (a ``FileNotFoundError``).
         ConfigError: If no image is found, or two inputs would write the same output.
     """
     if isinstance(inputs, (str, os.PathLike)):
@@ -103,7 +103,7 @@ def collect_inputs(
         elif src.is_file():
             pairs.append((src, Path(src.name)))
         else:
-            raise FileNotFoundError(f"input {src} does not exist; pass image files or folders")
+            raise InputNotFoundError(f"input {src} does not exist; pass image files or folders")
     if not pairs:
         raise ConfigError(
             f"inputs: no images found in {[str(p) for p in inputs]} (folders are searched "
@@ -155,7 +155,7 @@ def predict_files(
     Raises:
         ConfigError: For a bad ``fmt``/``alpha``, no images, colliding outputs, or an
             output that would replace an input file.
-        FileNotFoundError: If an input does not exist.
+        InputNotFoundError: If an input does not exist (a ``FileNotFoundError``).
 
     Example:
         >>> res = predict_files(predictor, ["dive/"], "preds", overlay=True)  # doctest: +SKIP
@@ -199,15 +199,16 @@ def predict_files(
             )
             result.skipped.append(src)
             continue
-        image = load_image(src)
-        labels = predictor.predict(image)[0].labels
+        # The path, not a decoded image: the predictor reads it with the dataset's
+        # decode-and-resize rule (reduced-scale JPEG decode, uint8 resize).
+        labels = predictor.predict(src)[0].labels
         for dst in todo:
             dst.parent.mkdir(parents=True, exist_ok=True)
             if dst == mask_path:
                 mask = Image.fromarray(index_to_rgb(labels))
                 atomic_save_image(mask, dst, format=_PIL_FORMATS[fmt])
             else:
-                picture = overlay_image(image, labels.numpy(), alpha, show_legend=True)
+                picture = overlay_image(load_image(src), labels.numpy(), alpha, show_legend=True)
                 atomic_save_image(picture, dst, format="PNG")
             result.written.append(dst)
     return result

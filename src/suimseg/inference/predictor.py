@@ -1,7 +1,15 @@
 """The :class:`Predictor`: label maps (and probabilities) for images of any size.
 
-Preprocessing matches training: uint8 -> float in ``[0, 1]``, bilinear resize with
-antialiasing to ``image_size``, ImageNet normalisation. Test-time augmentation, ensembles
+Preprocessing is the dataset's (``SUIMDataset(..., image_size=s)`` with
+``eval_transforms(s)``), step for step, so a file gives the model the same tensor in
+training-time evaluation and here: the file is decoded and resized to ``image_size`` by
+:func:`suimseg.data.readers.read_image_array` (reduced-scale JPEG decode, then an
+antialiased bilinear resize **in uint8**), then converted to float in ``[0, 1]`` and
+normalised with torchvision's ``to_dtype``/``normalize``. In-memory uint8 images (PIL,
+uint8 arrays and tensors) are resized in uint8 by the same kernel; float inputs are resized
+in float. With ``image_size=None`` or tiling, files are decoded at full resolution and
+not resized: tiling runs the model on native-resolution windows of ``image_size``, a
+different input from the resize path by design. Test-time augmentation, ensembles
 and tiled inference all average *class probabilities* (softmax of the logits, in float32);
 the averaged probabilities are resized bilinearly back to each input's size before the
 ``argmax``.
@@ -18,11 +26,13 @@ from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
+from suimseg.data.readers import read_image_array, read_size, resize_uint8
 from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_size
 from suimseg.errors import ConfigError
-from suimseg.inference._images import ImageInput, as_image_list, load_image, to_float_image
+from suimseg.inference._images import ImageInput, as_image_list, load_image, to_image_tensor
 from suimseg.inference.tiling import TileWeighting, sliding_window_probs
 
 __all__ = ["TTA", "AmpMode", "Prediction", "Predictor", "Tiling"]
@@ -129,12 +139,6 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
         return x
     down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
-
-
-def _as_float_image(image: ImageInput) -> Tensor:
-    if isinstance(image, (str, os.PathLike)):
-        return to_float_image(load_image(image))
-    return to_float_image(image)
 
 
 @contextlib.contextmanager
@@ -248,8 +252,8 @@ class Predictor:
             raise ConfigError(
                 f"mean/std: expected 3 values each (std > 0), got mean={mean!r}, std={std!r}"
             )
-        self._mean = torch.tensor([float(m) for m in mean], device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor([float(s) for s in std], device=self.device).view(1, 3, 1, 1)
+        self._mean = [float(m) for m in mean]
+        self._std = [float(s) for s in std]
 
     @staticmethod
     def _check_weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
@@ -328,7 +332,7 @@ class Predictor:
                     p = _resize(p, (h, w)) * (weight / views)
                     total = p if total is None else total + p
         if total is None:  # pragma: no cover - there is always one model and one view
-            raise RuntimeError("no forward pass ran")
+            raise ConfigError("models: no forward pass ran (no model or no TTA view)")
         return total
 
     @contextlib.contextmanager
@@ -337,8 +341,33 @@ class Predictor:
         with _eval_mode(self.models), torch.inference_mode():
             yield
 
-    def _normalize(self, img: Tensor) -> Tensor:
-        return (img.to(self.device, torch.float32).unsqueeze(0) - self._mean) / self._std
+    def _model_input(self, image: ImageInput) -> tuple[Tensor, tuple[int, int]]:
+        """The normalised ``(1, 3, h, w)`` model input of one image and its native size.
+
+        The steps and their order are ``eval_transforms``' after the dataset's decode:
+        resize (uint8 stays uint8), ``to_dtype(float32, scale=True)``, ``normalize``.
+        """
+        size = self.image_size if self.tiling is None else None
+        if isinstance(image, (str, os.PathLike)):
+            if size is not None:
+                w, h = read_size(image)
+                arr = read_image_array(image, size=size)
+                t, native = torch.from_numpy(arr).permute(2, 0, 1), (h, w)
+            else:
+                t = to_image_tensor(load_image(image))
+                native = (int(t.shape[-2]), int(t.shape[-1]))
+        else:
+            t = to_image_tensor(image)
+            native = (int(t.shape[-2]), int(t.shape[-1]))
+        if size is not None and tuple(t.shape[-2:]) != size:
+            if t.dtype == torch.uint8:
+                t = resize_uint8(t, size)
+            else:
+                t = F.interpolate(
+                    t.unsqueeze(0), size=size, mode="bilinear", align_corners=False, antialias=True
+                )[0]
+        x = TF.to_dtype(t.to(self.device), torch.float32, scale=True)
+        return TF.normalize(x, self._mean, self._std).unsqueeze(0), native
 
     def _probs_native(self, x: Tensor) -> Tensor:
         """Probabilities of one normalised image ``(1, 3, H, W)`` at native size (tiling)."""
@@ -377,7 +406,7 @@ class Predictor:
 
         Raises:
             ConfigError: For unsupported inputs or a wrong number of ``output_sizes``.
-            FileNotFoundError: For a path that does not exist.
+            InputNotFoundError: For a path that does not exist (a ``FileNotFoundError``).
 
         Example:
             >>> preds = predictor.predict(["a.jpg", "b.png"])  # doctest: +SKIP
@@ -395,13 +424,14 @@ class Predictor:
         with self.eval_context():
             for start in range(0, len(images), self.batch_size):
                 chunk = images[start : start + self.batch_size]
-                tensors = [_as_float_image(im) for im in chunk]
+                prepared = [self._model_input(im) for im in chunk]
                 targets = (
                     [s for s in sizes[start : start + len(chunk)] if s is not None]
                     if output_sizes is not None
-                    else [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+                    else [native for _, native in prepared]
                 )
-                for probs, size in zip(self._probs_chunk(tensors), targets, strict=True):
+                batch = [x for x, _ in prepared]
+                for probs, size in zip(self._probs_chunk(batch), targets, strict=True):
                     p = _resize(probs.unsqueeze(0), size)[0]
                     results.append(
                         Prediction(
@@ -411,12 +441,11 @@ class Predictor:
                     )
         return results
 
-    def _probs_chunk(self, tensors: list[Tensor]) -> list[Tensor]:
-        """Probabilities of each image at model resolution (or native/tiled)."""
+    def _probs_chunk(self, inputs: list[Tensor]) -> list[Tensor]:
+        """Probabilities of each prepared input at model resolution (or native/tiled)."""
         if self.image_size is None or self.tiling is not None:
-            return [self._probs_native(self._normalize(t))[0] for t in tensors]
-        batch = torch.cat([_resize(self._normalize(t), self.image_size) for t in tensors])
-        return list(self.probs_normalized(batch).unbind(0))
+            return [self._probs_native(x)[0] for x in inputs]
+        return list(self.probs_normalized(torch.cat(inputs)).unbind(0))
 
     def predict_proba(self, inputs: ImageInput | Sequence[ImageInput]) -> list[Tensor]:
         """Class probabilities ``(C, H, W)`` (float32, CPU) for each image at its own size.
@@ -434,6 +463,6 @@ class Predictor:
         out = []
         for pred in self.predict(inputs, return_probs=True):
             if pred.probs is None:  # pragma: no cover - return_probs=True always sets it
-                raise RuntimeError("probabilities were not computed")
+                raise ConfigError("predict_proba: probabilities were not computed")
             out.append(pred.probs)
         return out

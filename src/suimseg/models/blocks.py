@@ -2,45 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import Conv2dNormActivation
 from torchvision.ops import SqueezeExcitation as _TVSqueezeExcitation
 
 __all__ = ["AttentionGate", "ConvBNReLU", "DecoderBlock", "ResidualDoubleConv", "SqueezeExcitation"]
 
 
-class ConvBNReLU(nn.Sequential):
-    """``Conv2d`` (no bias) followed by a normalisation layer and an activation.
-
-    Args:
-        in_channels: Input channels.
-        out_channels: Output channels.
-        kernel_size: Square kernel size; padding keeps the spatial size.
-        norm_layer: Normalisation layer factory, called with ``out_channels``.
-        act_layer: Activation factory, called with ``inplace=True``.
-
-    Shape:
-        - Input: ``(N, in_channels, H, W)``
-        - Output: ``(N, out_channels, H, W)``
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        *,
-        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
-        act_layer: Callable[..., nn.Module] = nn.ReLU,
-    ) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-            norm_layer(out_channels),
-            act_layer(inplace=True),
-        )
+#: torchvision's ``Conv2dNormActivation`` (conv without bias, ``BatchNorm2d``, in-place ReLU,
+#: "same" padding), under the name the decoder has always used. Its submodules are numbered
+#: ``0``/``1``/``2`` exactly like the former hand-written ``nn.Sequential``, so state dicts
+#: (and the committed checkpoints) keep their keys.
+ConvBNReLU = Conv2dNormActivation
 
 
 class ResidualDoubleConv(nn.Module):

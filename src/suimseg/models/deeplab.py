@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
@@ -12,7 +11,11 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
 from suimseg.errors import ConfigError
-from suimseg.models.encoders import EncoderWeights, load_resnet_weights
+from suimseg.models.encoders import (
+    EncoderWeights,
+    load_resnet_weights,
+    resolve_encoder_weights,
+)
 
 __all__ = ["DeepLabV3ResNet50", "deeplabv3_resnet50"]
 
@@ -33,9 +36,10 @@ class DeepLabV3ResNet50(nn.Module):
 
     Args:
         num_classes: Number of output classes (8 for SUIM).
-        encoder_weights: ``None`` (random init), ``"imagenet"`` (torchvision's default
-            ResNet-50 ImageNet weights, downloaded through its cache) or a path to a local
-            torchvision ``resnet50`` state dict (its ``fc.*`` entries are ignored).
+        encoder_weights: ``None`` or ``"none"`` (any case; random init), ``"imagenet"``
+            (torchvision's default ResNet-50 ImageNet weights, downloaded through its cache)
+            or a path to a local torchvision ``resnet50`` state dict (its ``fc.*`` entries
+            are ignored).
         aux_loss: Also build torchvision's auxiliary FCN head on ``layer3``. :meth:`forward`
             never uses it; call :meth:`forward_with_aux` to get both outputs for an
             auxiliary loss.
@@ -65,11 +69,7 @@ class DeepLabV3ResNet50(nn.Module):
             raise ConfigError(f"num_classes: expected a positive int, got {num_classes!r}")
         if not isinstance(aux_loss, bool):
             raise ConfigError(f"aux_loss: expected True or False, got {aux_loss!r}")
-        if encoder_weights is not None and not isinstance(encoder_weights, (str, os.PathLike)):
-            raise ConfigError(
-                "encoder_weights: expected None, 'imagenet' or a path to a local torchvision "
-                f"resnet50 state-dict file, got {encoder_weights!r}"
-            )
+        encoder_weights = resolve_encoder_weights(encoder_weights)
         self.config: dict[str, Any] = {"num_classes": num_classes, "aux_loss": aux_loss}
         self.num_classes = num_classes
         tv = torchvision.models.segmentation.deeplabv3_resnet50(
@@ -88,12 +88,12 @@ class DeepLabV3ResNet50(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(
+            raise ConfigError(
                 f"DeepLabV3ResNet50.forward: expected input of shape (N, 3, H, W), got "
                 f"{tuple(x.shape)}"
             )
         if self.training and x.shape[0] == 1:
-            raise ValueError(
+            raise ConfigError(
                 "DeepLabV3ResNet50: batch size 1 in training mode: the ASPP image-pooling "
                 "branch's BatchNorm sees one value per channel and cannot train. Use a batch "
                 "size >= 2 (drop_last=True in the DataLoader), or call model.eval() for "

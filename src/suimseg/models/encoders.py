@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import urllib.error
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Union
@@ -12,7 +11,12 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from suimseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from suimseg.errors import (
+    CheckpointError,
+    ConfigError,
+    InputNotFoundError,
+    WeightsUnavailableError,
+)
 
 __all__ = [
     "ENCODER_NAMES",
@@ -22,10 +26,12 @@ __all__ = [
     "imagenet_state_dict",
     "load_resnet_weights",
     "load_state_dict_file",
+    "resolve_encoder_weights",
 ]
 
 EncoderName = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
-#: ``None`` (random init), ``"imagenet"`` or a path to a local torchvision ResNet state dict.
+#: ``None`` or ``"none"`` (random init), ``"imagenet"`` or a path to a local torchvision
+#: ResNet state dict.
 EncoderWeights = Union[None, str, "os.PathLike[str]"]
 
 ENCODER_NAMES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -37,12 +43,32 @@ _CHANNELS: dict[str, tuple[int, int, int, int, int]] = {
     "resnet101": (64, 256, 512, 1024, 2048),
 }
 
-_WEIGHT_ENUMS: dict[str, str] = {
-    "resnet18": "ResNet18_Weights",
-    "resnet34": "ResNet34_Weights",
-    "resnet50": "ResNet50_Weights",
-    "resnet101": "ResNet101_Weights",
-}
+
+def resolve_encoder_weights(weights: object) -> str | os.PathLike[str] | None:
+    """Normalise an ``encoder_weights`` argument: ``None`` and ``"none"`` (any case) mean none.
+
+    The CLI and :class:`~suimseg.config.TrainConfig` spell "no pre-trained weights" as the
+    string ``"none"``; every model accepts it as well as ``None``. (A local file that is
+    literally named ``none`` must be passed as a path with a folder, e.g. ``"./none"``.)
+
+    Returns:
+        ``None``, or the string/path unchanged.
+
+    Raises:
+        ConfigError: For anything that is not ``None``, a string or a path.
+
+    Example:
+        >>> resolve_encoder_weights("None") is None, resolve_encoder_weights("imagenet")
+        (True, 'imagenet')
+    """
+    if weights is None or (isinstance(weights, str) and weights.strip().lower() == "none"):
+        return None
+    if isinstance(weights, (str, os.PathLike)):
+        return weights
+    raise ConfigError(
+        "encoder_weights: expected None, 'imagenet' or a path to a local state-dict file "
+        f"(or 'none' for random init), got {weights!r}"
+    )
 
 
 def load_state_dict_file(
@@ -53,12 +79,12 @@ def load_state_dict_file(
     Accepts a plain state dict, or a dict holding one under ``"state_dict"`` or ``"model"``.
 
     Raises:
-        FileNotFoundError: If the file does not exist.
+        InputNotFoundError: If the file does not exist (a ``FileNotFoundError``).
         CheckpointError: If the file is not a loadable, pickle-free state dict.
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{what} file not found: {str(p)!r} (pass an existing file path)")
+        raise InputNotFoundError(f"{what} file not found: {str(p)!r} (pass an existing file path)")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError...
@@ -85,22 +111,23 @@ def load_state_dict_file(
 
 
 def imagenet_state_dict(name: str) -> dict[str, Tensor]:
-    """Fetch torchvision's default ImageNet state dict of ResNet ``name`` via torch.hub's cache.
+    """torchvision's default ImageNet state dict of ResNet ``name``, via its weights API.
+
+    ``torchvision.models.get_model_weights(name).DEFAULT.get_state_dict(...)`` downloads
+    into (or reads from) torch.hub's cache, checks the file's hash and loads it with
+    ``weights_only=True``.
 
     Raises:
         ConfigError: For an unknown ResNet name.
         WeightsUnavailableError: If the weights are not cached and cannot be downloaded;
             the message gives the URL and where to put the file.
     """
-    if name not in _WEIGHT_ENUMS:
+    if name not in _CHANNELS:
         raise ConfigError(f"encoder: expected one of {', '.join(ENCODER_NAMES)}, got {name!r}")
-    enum = getattr(torchvision.models, _WEIGHT_ENUMS[name])
-    w = enum.DEFAULT
+    w = torchvision.models.get_model_weights(name).DEFAULT
     try:
-        sd: dict[str, Tensor] = torch.hub.load_state_dict_from_url(
-            w.url, progress=True, check_hash=True, weights_only=True
-        )
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        sd: dict[str, Tensor] = w.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash RuntimeError
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
         raise WeightsUnavailableError(
             f"encoder_weights='imagenet': could not download {name} ImageNet weights "
@@ -129,10 +156,10 @@ def load_resnet_weights(
 
     Raises:
         WeightsUnavailableError: ImageNet weights cannot be downloaded (offline).
-        FileNotFoundError: The local file does not exist.
+        InputNotFoundError: The local file does not exist (a ``FileNotFoundError``).
         CheckpointError: The file's keys or shapes do not match (listed).
     """
-    if isinstance(weights, str) and weights.lower() == "imagenet":
+    if isinstance(weights, str) and weights.strip().lower() == "imagenet":
         sd = imagenet_state_dict(name)
         source = f"{name} ImageNet weights"
     elif isinstance(weights, (str, os.PathLike)):
@@ -182,9 +209,10 @@ class ResNetEncoder(nn.Module):
 
     Args:
         name: One of ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``.
-        weights: ``None`` for random init, ``"imagenet"`` for torchvision's ImageNet weights
-            (downloaded through torchvision's cache), or a path to a local torchvision ResNet
-            state-dict file (loaded with ``weights_only=True``).
+        weights: ``None`` or ``"none"`` (any case) for random init, ``"imagenet"`` for
+            torchvision's ImageNet weights (downloaded through torchvision's cache), or a
+            path to a local torchvision ResNet state-dict file (loaded with
+            ``weights_only=True``).
         in_channels: Input channels. With pre-trained weights and ``in_channels != 3`` the
             first convolution's weights are adapted (summed for 1 channel, otherwise tiled
             and rescaled), as timm and segmentation_models.pytorch do.
@@ -226,12 +254,15 @@ class ResNetEncoder(nn.Module):
         self.layer2: nn.Sequential = resnet.layer2
         self.layer3: nn.Sequential = resnet.layer3
         self.layer4: nn.Sequential = resnet.layer4
+        weights = resolve_encoder_weights(weights)
         if weights is not None:
             self.load_pretrained(weights)
         if in_channels != 3:
             self._adapt_first_conv(in_channels)
 
     def _adapt_first_conv(self, in_channels: int) -> None:
+        # Hand-written: torchvision has no input-channel adaptation (timm's adapt_input_conv
+        # would be a new dependency for these eight lines).
         old = self.conv1.weight.detach()
         if in_channels == 1:
             new = old.sum(dim=1, keepdim=True)
@@ -248,7 +279,7 @@ class ResNetEncoder(nn.Module):
 
         Raises:
             WeightsUnavailableError: ImageNet weights cannot be downloaded (offline).
-            FileNotFoundError: The local file does not exist.
+            InputNotFoundError: The local file does not exist (a ``FileNotFoundError``).
             CheckpointError: The file's keys or shapes do not match this encoder (listed).
         """
         load_resnet_weights(self, self.name, weights)
