@@ -166,4 +166,5 @@ def test_out_of_bounds_values_are_usage_errors_not_tracebacks(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) <= 4
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 4
