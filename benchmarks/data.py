@@ -143,7 +143,7 @@ def _measure(
     base = ips[makers[0][0]]
     out = {}
     for name in loaders:
-        first = n[name] / t[name]["warmup_s"][0]
+        first = n[name] / (t[name]["warmup_s"] or t[name]["runs_s"])[0]  # the cache-filling epoch
         out[name] = {
             "median": statistics.median(ips[name]),
             "runs": ips[name],

@@ -355,36 +355,33 @@ def _columns(kind: str, rows: Sequence[dict[str, Any]]) -> str:
     return table(heads, [[cell(x, k) for k in keys] for x in rows], align)
 
 
+CAPTIONS = {
+    "train_step": "Training step, {image_size}, batch {batch_size}; {warmup_steps} warm-up steps, "
+    "median of {repeats} x {steps_per_repeat} steps.",
+    "epoch": "Training epochs: {train_images} train / {val_images} val images of "
+    "{source_size_wh} at {image_size}x{image_size}, {model_size} {model}, batch {batch_size}, "
+    "{workers} workers, amp={amp}, channels_last={channels_last}, compile={compile}{extra}; "
+    "synthetic set written in {synthetic_data_s} s.",
+    "inference": "Inference, precision {precision}, channels_last {channels_last}; "
+    "median of {repeats} calls after {warmup} warm-up.",
+    "data": "Data pipeline at {target_size}, {n_images} images per source, "
+    "median of {repeats} epochs.",
+    "suite": "GPU suite stages.",
+}
+
+
+class _Settings(dict[str, Any]):
+    """``str.format_map`` source: settings as printed (missing ones as ``None``)."""
+
+    def __missing__(self, key: str) -> str:
+        return "None"
+
+
 def _caption(r: Report) -> str:
-    s = r.settings
-    if r.kind == "train_step":
-        return (
-            f"Training step, {fmt(s.get('image_size'))}, batch {s.get('batch_size')}; "
-            f"{s.get('warmup_steps')} warm-up steps, median of {s.get('repeats')} x "
-            f"{s.get('steps_per_repeat')} steps."
-        )
-    if r.kind == "epoch":
-        extra = ("augment_on", "cache", "val_batch_size", "async_checkpoint")
-        return (
-            f"Training epochs: {s.get('train_images')} train / {s.get('val_images')} val images "
-            f"of {fmt(s.get('source_size_wh'))} at {s.get('image_size')}x{s.get('image_size')}, "
-            f"{s.get('model_size')} {s.get('model')}, batch {s.get('batch_size')}, "
-            f"{s.get('workers')} workers, amp={s.get('amp')}, channels_last="
-            f"{s.get('channels_last')}, compile={s.get('compile')}"
-            + "".join(f", {k}={s[k]}" for k in extra if k in s)
-            + f"; synthetic set written in {fmt(s.get('synthetic_data_s'))} s."
-        )
-    if r.kind == "inference":
-        return (
-            f"Inference, precision {s.get('precision')}, channels_last {s.get('channels_last')}; "
-            f"median of {s.get('repeats')} calls after {s.get('warmup')} warm-up."
-        )
-    if r.kind == "data":
-        return (
-            f"Data pipeline at {s.get('target_size')}, {s.get('n_images')} images per source, "
-            f"median of {s.get('repeats')} epochs."
-        )
-    return "GPU suite stages." if r.kind == "suite" else ""
+    s = _Settings({k: fmt(v) if isinstance(v, (list, float)) else v for k, v in r.settings.items()})
+    extra = ("augment_on", "cache", "val_batch_size", "async_checkpoint")  # newer epoch.py runs
+    s["extra"] = "".join(f", {k}={r.settings[k]}" for k in extra if k in r.settings)
+    return CAPTIONS[r.kind].format_map(s)
 
 
 def _tables(r: Report) -> str:
