@@ -199,21 +199,21 @@ PYEOF
 
     local B=benchmarks
     if [ "$QUICK" = 1 ]; then
-        run_stage train_step 40 10 train_step.json "$PY" $B/train_step.py --device cpu \
+        run_stage train_step 90 10 train_step.json "$PY" $B/train_step.py --device cpu \
             --size 32 --batch 2 --variants fp32 --max-batch --max-batch-variants fp32 \
             --max-batch-limit 4 --warmup 0 --repeats 1 --steps 1 --threads 1 --tiny-models \
             --budget-s "{BUDGET}" --out "$OUTDIR/train_step.json"
-        run_stage epoch 40 10 epoch.json "$PY" $B/epoch.py --device cpu --n-images 12 \
+        run_stage epoch 90 10 epoch.json "$PY" $B/epoch.py --device cpu --n-images 12 \
             --source-size 64x48 --image-size 32 --batch-size 2 --epochs 2 --gen-workers 2 \
             --threads 1 --data-root "$SYNTH" --budget-s "{BUDGET}" --out "$OUTDIR/epoch.json"
-        run_stage inference 30 10 inference.json "$PY" $B/inference.py --device cpu \
+        run_stage inference 60 10 inference.json "$PY" $B/inference.py --device cpu \
             --sizes 32 --batches 1 --warmup 0 --repeats 1 --threads 1 --tiny-models \
             --budget-s "{BUDGET}" --out "$OUTDIR/inference.json"
-        run_stage epoch_device 40 10 epoch_device.json "$PY" $B/epoch.py --device cpu \
+        run_stage epoch_device 90 10 epoch_device.json "$PY" $B/epoch.py --device cpu \
             --n-images 12 --source-size 64x48 --image-size 32 --batch-size 2 --epochs 2 \
             --threads 1 --data-root "$SYNTH" --augment-on device --cache shared \
             --budget-s "{BUDGET}" --out "$OUTDIR/epoch_device.json"
-        run_stage data 30 10 data.json "$PY" $B/data.py --n-images 4 --repeats 1 \
+        run_stage data 60 10 data.json "$PY" $B/data.py --n-images 4 --repeats 1 \
             --out "$OUTDIR/data.json"
     else
         run_stage train_step 200 60 train_step.json "$PY" $B/train_step.py --full \
@@ -229,7 +229,7 @@ PYEOF
             --out "$OUTDIR/data.json"
     fi
     if [ "$QUICK" = 1 ]; then
-        run_stage augment 30 8 augment.json "$PY" $B/augment.py --device cpu --size 64 \
+        run_stage augment 60 8 augment.json "$PY" $B/augment.py --device cpu --size 64 \
             --batch 2 --n-images 1 --warmup 0 --repeats 1 --out "$OUTDIR/augment.json"
     else
         run_stage augment 120 20 augment.json "$PY" $B/augment.py --full \
