@@ -27,21 +27,21 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from _common import (
     machine_info,
+    make_parser,
+    parse,
+    pick,
     print_table,
-    resolve_device,
-    set_threads,
+    start,
     time_repeats,
-    write_json,
+    write_report,
 )
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -226,89 +226,52 @@ def measure_device(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="more repeats, batch 32")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (device part)")
-    parser.add_argument("--size", type=int, default=384, help="target size S (S x S)")
-    parser.add_argument("--batch", type=int, default=None, help="device batch (8; --full 32)")
-    parser.add_argument("--n-images", type=int, default=None, help="loader images per step")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repetitions")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads (1, as in a DataLoader worker; 0 keeps torch's default)",
-    )
-    parser.add_argument("--skip-loader", action="store_true", help="only the device part")
-    parser.add_argument("--skip-device", action="store_true", help="only the loader part")
-    parser.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results/augment.json"), help="JSON output"
-    )
-    args = parser.parse_args(argv)
-    for name in ("size", "batch", "n_images", "repeats"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')}: expected a positive int, got {value}")
-    if args.warmup < 0:
-        parser.error(f"--warmup: expected an int >= 0, got {args.warmup}")
-    set_threads(args.threads)
-    device = resolve_device(args.device)
-    batch = args.batch or (32 if args.full else 8)
-    repeats = args.repeats or (7 if args.full else 3)
-    n_images = args.n_images or (16 if args.full else 4)
+    """Run the benchmark; returns the process exit code."""
+    p = make_parser(__doc__, "augment", threads=1)  # 1 thread, as in a DataLoader worker
+    p.add_argument("--size", type=int, default=384, help="target size S (S x S)")
+    p.add_argument("--batch", type=int, default=None, help="device batch (8; --full 32)")
+    p.add_argument("--n-images", type=int, default=None, help="loader images per step (4; 16)")
+    p.add_argument("--skip-loader", action="store_true", help="only the device part")
+    p.add_argument("--skip-device", action="store_true", help="only the loader part")
+    args = parse(p, argv)
+    device = start(args)
+    batch = pick(args, "batch", 8, 32)
+    warmup, repeats = pick(args, "warmup", 1, 1), pick(args, "repeats", 3, 7)
+    n_images = pick(args, "n_images", 4, 16)
     load_start = os.getloadavg()
 
     loader: list[dict[str, Any]] = []
     if not args.skip_loader:
         print(f"loader side (CPU, {torch.get_num_threads()} thread(s)), target {args.size}")
-        loader = measure_loader(args.size, n_images, args.warmup, repeats)
-        print_table(
-            ["step", "input", "ms/img applied", "p", "ms/img expected"],
-            [
-                (
-                    r["step"],
-                    r["input"],
-                    r["ms_per_image"],
-                    r["probability"],
-                    r["expected_ms_per_image"],
-                )
-                for r in loader
-            ],
-        )
+        loader = measure_loader(args.size, n_images, warmup, repeats)
+        keys = ("step", "input", "ms_per_image", "probability", "expected_ms_per_image")
+        heads = ["step", "input", "ms/img applied", "p", "ms/img expected"]
+        print_table(heads, [[r[k] for k in keys] for r in loader])
     dev: list[dict[str, Any]] = []
     if not args.skip_device:
         print(f"\ndevice side ({device}), batch {batch} at {args.size}x{args.size}")
-        dev = measure_device(device, args.size, batch, args.warmup, repeats)
-        print_table(
-            ["module", "batch", "ms/batch", "ms/img", "img/s"],
-            [
-                (r["module"], r["batch"], r["ms_per_batch"], r["ms_per_image"], r["images_per_s"])
-                for r in dev
-            ],
-        )
+        dev = measure_device(device, args.size, batch, warmup, repeats)
+        keys = ("module", "batch", "ms_per_batch", "ms_per_image", "images_per_s")
+        heads = ["module", "batch", "ms/batch", "ms/img", "img/s"]
+        print_table(heads, [[r[k] for k in keys] for r in dev])
 
-    report = {
-        "benchmark": "suimseg augmentation",
-        "machine": machine_info(device),
-        "settings": {
-            "target_size": args.size,
-            "sources": [f"{w}x{h}" for w, h in SOURCES],
-            "loader_images_per_step": n_images,
-            "loader_input": "tv_tensors (Image uint8 (3, H, W), Mask uint8 (H, W)) pairs; "
-            "random steps forced on (p = 1); expected = probability x cost",
-            "device_batch": batch,
-            "device": str(device),
-            "warmup": args.warmup,
-            "repeats": repeats,
-            "torch_threads": torch.get_num_threads(),
-            "statistic": "median over repetitions; CUDA timings synchronised",
-            "load_average_start": load_start,
-            "load_average_end": os.getloadavg(),
-        },
-        "results": {"loader": loader, "device": dev},
+    settings = {
+        "target_size": args.size,
+        "sources": [f"{w}x{h}" for w, h in SOURCES],
+        "loader_images_per_step": n_images,
+        "loader_input": "tv_tensors (Image uint8 (3, H, W), Mask uint8 (H, W)) pairs; "
+        "random steps forced on (p = 1); expected = probability x cost",
+        "device_batch": batch,
+        "device": str(device),
+        "warmup": warmup,
+        "repeats": repeats,
+        "torch_threads": torch.get_num_threads(),
+        "statistic": "median over repetitions; CUDA timings synchronised",
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
     }
-    write_json(args.out, report)
+    results = {"loader": loader, "device": dev}
+    write_report(args.out, "suimseg augmentation", machine_info(device), settings, results)
     print(f"wrote {args.out}")
     return 0
 

@@ -38,14 +38,24 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-from _common import machine_info, write_json
+from _common import (
+    Progress,
+    int_list,
+    machine_info,
+    make_parser,
+    parse,
+    pick,
+    size_list,
+    start,
+    time_interleaved,
+    write_report,
+)
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -97,132 +107,77 @@ class NaiveSUIM(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return out_image.as_subclass(torch.Tensor), out_mask.as_subclass(torch.Tensor)
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated worker counts such as 0,2, got {text!r}"
-        ) from None
-    if not values or values[0] < 0:
-        raise argparse.ArgumentTypeError(f"expected worker counts >= 0, got {text!r}")
-    return values
-
-
-def _sizes(text: str) -> list[tuple[int, int]]:
-    out = []
-    for part in text.split(","):
-        try:
-            w, h = (int(v) for v in part.lower().split("x"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected source sizes WxH[,WxH], e.g. 1920x1080, got {text!r}"
-            ) from None
-        if w < 1 or h < 1:
-            raise argparse.ArgumentTypeError(f"expected positive sizes, got {part!r}")
-        out.append((w, h))
-    return out
-
-
-def _epoch(loader: DataLoader[Any]) -> float:
-    t0 = time.perf_counter()
-    n = 0
-    for images, _ in loader:
-        n += images.shape[0]
-    return n / (time.perf_counter() - t0)
-
-
-def _measure_interleaved(
-    makers: list[tuple[str, Callable[[], Dataset[Any]]]],
-    workers: int,
-    repeats: int,
-    shuffle: bool = False,
+def _measure(
+    makers: list[tuple[str, Callable[[], Dataset[Any]]]], workers: int, args: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
-    """Time every pipeline once per round, in turn, so slow drifts in machine load hit
-    them alike; the per-round ratio to the first pipeline is robust to that drift."""
+    """Epochs of every pipeline, interleaved round by round (the first is the baseline).
+
+    Interleaving makes slow drifts in machine load hit every pipeline alike; the per-round
+    ratio to the baseline is robust to that drift.
+    """
     loaders = {
         name: DataLoader(
             make(),
             batch_size=8,
-            shuffle=shuffle,
+            shuffle=args.shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(0) if shuffle else None,
+            generator=torch.Generator().manual_seed(0) if args.shuffle else None,
         )
         for name, make in makers
     }
-    # Warm-up epoch (for the cached pipeline: the epoch that fills the cache).
-    first = {name: _epoch(loader) for name, loader in loaders.items()}
-    runs: dict[str, list[float]] = {name: [] for name in loaders}
-    for _ in range(repeats):
-        for name, loader in loaders.items():
-            runs[name].append(_epoch(loader))
-    base_name = makers[0][0]
+
+    def epoch(loader: DataLoader[Any]) -> None:
+        for _ in loader:
+            pass
+
+    # The warm-up epoch is the one that fills the cache of the cached pipelines.
+    t = time_interleaved(
+        {n: functools.partial(epoch, ld) for n, ld in loaders.items()},
+        device=torch.device("cpu"),
+        warmup=args.warmup,
+        repeats=args.repeats,
+    )
+    n = {name: len(cast(Sized, ld.dataset)) for name, ld in loaders.items()}
+    ips = {name: [n[name] / r for r in t[name]["runs_s"]] for name in loaders}
+    base = ips[makers[0][0]]
     out = {}
     for name in loaders:
-        ratios = [r / b for r, b in zip(runs[name], runs[base_name], strict=True)]
+        first = n[name] / (t[name]["warmup_s"] or t[name]["runs_s"])[0]  # the cache-filling epoch
         out[name] = {
-            "median": statistics.median(runs[name]),
-            "runs": runs[name],
-            "first_epoch": first[name],
-            "first_epoch_ratio": first[name] / statistics.median(runs[base_name]),
-            "median_ratio": statistics.median(ratios),
+            "median": statistics.median(ips[name]),
+            "runs": ips[name],
+            "first_epoch": first,
+            "first_epoch_ratio": first / statistics.median(base),
+            "median_ratio": statistics.median(a / b for a, b in zip(ips[name], base, strict=True)),
         }
     del loaders
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="real sizes and worker counts")
-    parser.add_argument("--size", type=int, default=384, help="target size S (S x S)")
-    parser.add_argument("--n-images", type=int, default=None, help="images per source size")
-    parser.add_argument("--repeats", type=int, default=None, help="timed epochs per setting")
-    parser.add_argument("--real", type=Path, default=None, help="extra SUIM-layout root (TEST)")
-    parser.add_argument(
-        "--sources",
-        type=_sizes,
-        default=None,
-        help="synthetic source sizes WxH[,WxH] (default: 640x480, and 1920x1080 with --full)",
+    """Run the benchmark; returns the process exit code."""
+    p = make_parser(__doc__, "data", device=False, threads=1)
+    p.add_argument("--size", type=int, default=384, help="target size S (S x S)")
+    p.add_argument("--n-images", type=int, default=None, help="images per source (16; --full 32)")
+    p.add_argument("--real", type=Path, default=None, help="extra SUIM-layout root (its TEST)")
+    p.add_argument(
+        "--sources", type=size_list, help="synthetic WxH[,WxH] (640x480; --full also 1920x1080)"
     )
-    parser.add_argument(
+    p.add_argument("--workers", type=int_list, help="DataLoader workers (0; --full 0,2,CPUs)")
+    p.add_argument(
         "--shuffle",
         action="store_true",
         help="shuffle every epoch (as in training): with workers, cache=True then hits only "
         "the samples a worker has seen before, cache='shared' every sample",
     )
-    parser.add_argument(
-        "--workers",
-        type=_int_list,
-        default=None,
-        help="DataLoader worker counts, e.g. 0,2 (default: 0, and 0,2,N with --full)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results/data.json"), help="JSON output"
-    )
-    parser.add_argument(
-        "--torch-threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads in the main process (DataLoader workers always use 1); "
-        "0 keeps torch's default",
-    )
-    args = parser.parse_args(argv)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-
-    if args.full:
-        sources = [(640, 480), (1920, 1080)]
-        n_images = args.n_images or 32
-        repeats = args.repeats or 3
-        workers = sorted({0, 2, os.cpu_count() or 1})
-    else:
-        sources = [(640, 480)]
-        n_images = args.n_images or 16
-        repeats = args.repeats or 2
-        workers = [0]
-    sources = args.sources or sources
-    workers = args.workers or workers
+    args = parse(p, argv)
+    start(args)  # --threads: the main process (DataLoader workers always use 1)
+    sources = pick(args, "sources", [(640, 480)], [(640, 480), (1920, 1080)])
+    n_images = pick(args, "n_images", 16, 32)
+    args.warmup = pick(args, "warmup", 1, 1)
+    args.repeats = pick(args, "repeats", 2, 3)
+    workers = sorted(set(pick(args, "workers", [0], [0, 2, os.cpu_count() or 1])))
     size = args.size
     load_start = os.getloadavg()
     transforms: dict[OutputKind, Any] = {
@@ -230,60 +185,59 @@ def main(argv: list[str] | None = None) -> int:
         "uint8": eval_transforms(size, output="uint8"),
     }
     results: list[dict[str, Any]] = []
+    settings = {
+        "target_size": size,
+        "sources": [f"{w}x{h}" for w, h in sources],
+        "n_images": n_images,
+        "repeats": args.repeats,
+        "warmup_epochs": args.warmup,
+        "batch_size": 8,
+        "shuffle": args.shuffle,
+        "torch_threads_main_process": torch.get_num_threads(),
+        "workers": workers,
+        "transform": "eval_transforms(size); output='uint8' rows: "
+        "eval_transforms(size, output='uint8') (normalisation then happens on the "
+        "device, not timed here)",
+        "bytes_per_sample_between_processes": {
+            "float": size * size * (3 * 4 + 8),
+            "uint8": size * size * (3 + 1),
+        },
+        "statistic": "median images/s over timed epochs after one warm-up epoch; "
+        "speed-up = median over rounds of (images/s / naive images/s in the same round); "
+        "pipelines are interleaved round by round",
+        "load_average_start": load_start,
+    }
 
-    def _report() -> dict[str, Any]:
-        # Written after every setting, so a run killed by a time limit keeps its rows.
-        return {
-            "benchmark": "suimseg data pipeline",
-            "machine": machine_info(torch.device("cpu")),
-            "settings": {
-                "target_size": size,
-                "sources": [f"{w}x{h}" for w, h in sources],
-                "n_images": n_images,
-                "repeats": repeats,
-                "warmup_epochs": 1,
-                "batch_size": 8,
-                "shuffle": args.shuffle,
-                "torch_threads_main_process": torch.get_num_threads(),
-                "workers": workers,
-                "transform": "eval_transforms(size); output='uint8' rows: "
-                "eval_transforms(size, output='uint8') (normalisation then happens on the "
-                "device, not timed here)",
-                "bytes_per_sample_between_processes": {
-                    "float": size * size * (3 * 4 + 8),
-                    "uint8": size * size * (3 + 1),
-                },
-                "statistic": "median images/s over timed epochs after one warm-up epoch; "
-                "speed-up = median over rounds of (images/s / naive images/s in the same round); "
-                "pipelines are interleaved round by round",
-                "load_average_start": load_start,
-                "load_average_end": os.getloadavg(),
-            },
-            "results": results,
-        }
+    def save() -> None:  # after every setting, so a run killed by a time limit keeps its rows
+        settings["load_average_end"] = os.getloadavg()
+        info = machine_info(torch.device("cpu"))
+        write_report(args.out, "suimseg data pipeline", info, settings, results)
 
+    # (name, cache, output, fast_decode); the naive baseline comes first.
+    variants: list[tuple[str, CacheMode, OutputKind, bool]] = [
+        ("naive", False, "float", False),
+        ("suimseg, no fast decode", False, "float", False),
+        ("suimseg", False, "float", True),
+        ("suimseg, uint8 output", False, "uint8", True),
+        ("suimseg + cache", True, "float", True),
+        ("suimseg + shared cache", "shared", "float", True),
+        ("suimseg + shared cache, uint8", "shared", "uint8", True),
+    ]
+    table = Progress(["source", "pipeline", "workers", "img/s", "speed-up"], widths=(24, 38))
     with tempfile.TemporaryDirectory() as tmp:
-        roots: list[tuple[str, Path]] = []
-        for w, h in sources:
-            root = make_synthetic_suim(
-                Path(tmp) / f"{w}x{h}", n_train_val=0, n_test=n_images, size=(w, h), seed=0
+        roots = [
+            (
+                f"synthetic {w}x{h}",
+                make_synthetic_suim(
+                    Path(tmp) / f"{w}x{h}", n_train_val=0, n_test=n_images, size=(w, h), seed=0
+                ),
             )
-            roots.append((f"synthetic {w}x{h}", root))
+            for w, h in sources
+        ]
         if args.real is not None:
             roots.append((f"real ({args.real.name})", args.real))
-
-        print(f"{'source':<24} {'pipeline':<38} {'workers':>7} {'img/s':>9} {'speed-up':>9}")
         for label, root in roots:
             for nw in workers:
-                # (name, cache, output, fast_decode); the naive baseline comes first.
-                variants: list[tuple[str, CacheMode, OutputKind, bool]] = [
-                    ("suimseg, no fast decode", False, "float", False),
-                    ("suimseg", False, "float", True),
-                    ("suimseg, uint8 output", False, "uint8", True),
-                    ("suimseg + cache", True, "float", True),
-                    ("suimseg + shared cache", "shared", "float", True),
-                    ("suimseg + shared cache, uint8", "shared", "uint8", True),
-                ]
                 makers: list[tuple[str, Callable[[], Dataset[Any]]]] = [
                     ("naive", functools.partial(NaiveSUIM, root, "TEST", size))
                 ]
@@ -300,32 +254,17 @@ def main(argv: list[str] | None = None) -> int:
                             cache=cache,
                         ),
                     )
-                    for name, cache, output, fast in variants
+                    for name, cache, output, fast in variants[1:]
                 ]
-                settings_of: dict[str, tuple[CacheMode, OutputKind]] = {
-                    name: (cache, output) for name, cache, output, _ in variants
-                }
-                settings_of["naive"] = (False, "float")
-                measured = _measure_interleaved(makers, nw, repeats, args.shuffle)
-                for name, _ in makers:
+                measured = _measure(makers, nw, args)
+                for name, cache, output, _ in variants:
                     m = measured[name]
-                    cache, output = settings_of[name]
                     rows = [(name, m["median"], m["median_ratio"], m["runs"])]
                     if cache is not False:
-                        rows = [
-                            (
-                                f"{name}, ep. 1",
-                                m["first_epoch"],
-                                m["first_epoch_ratio"],
-                                [m["first_epoch"]],
-                            ),
-                            (f"{name}, ep. 2+", m["median"], m["median_ratio"], m["runs"]),
-                        ]
+                        first = m["first_epoch"], m["first_epoch_ratio"], [m["first_epoch"]]
+                        rows = [(f"{name}, ep. 1", *first), (f"{name}, ep. 2+", *rows[0][1:])]
                     for row_name, ips, ratio, runs in rows:
-                        print(
-                            f"{label:<24} {row_name:<38} {nw:>7} {ips:>9.1f} {ratio:>8.2f}x",
-                            flush=True,
-                        )
+                        table.row(label, row_name, nw, ips, f"{ratio:.2f}x")
                         results.append(
                             {
                                 "source": label,
@@ -338,9 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "runs": runs,
                             }
                         )
-                write_json(args.out, _report())
-
-    write_json(args.out, _report())
+                save()
+    save()
     print(f"wrote {args.out}")
     return 0
 

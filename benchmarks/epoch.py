@@ -42,7 +42,18 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from _common import Budget, machine_info, print_table, resolve_device, set_threads, write_json
+from _common import (
+    Budget,
+    machine_info,
+    make_parser,
+    parse,
+    pick,
+    print_table,
+    report_dict,
+    size_list,
+    start,
+    write_json,
+)
 from torch.utils.data import DataLoader
 
 from suimseg.app.config import TrainConfig
@@ -145,86 +156,45 @@ class EpochClock(Callback):
             trainer.should_stop = True
 
 
-def _cache_arg(text: str) -> str:
-    if text != "shared":
-        raise argparse.ArgumentTypeError(f"expected nothing or 'shared', got {text!r}")
-    return text
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="SUIM-sized run (see above)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--n-images", type=int, default=None, help="train_val images")
-    parser.add_argument(
-        "--source-size", default=None, help="WxH of the synthetic JPEGs (default 640x480 full)"
-    )
-    parser.add_argument("--image-size", type=int, default=None, help="training size S (SxS)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per step")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs to run")
-    parser.add_argument(
+    p = make_parser(__doc__, "epoch", timing=False, budget=True)
+    p.add_argument("--n-images", type=int, default=None, help="train_val images (40; --full 1525)")
+    p.add_argument("--source-size", type=size_list, default=None, help="WxH of the synthetic JPEGs")
+    p.add_argument("--image-size", type=int, default=None, help="training size S (SxS)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    p.add_argument("--epochs", type=int, default=None, help="epochs to run (1; --full 2)")
+    p.add_argument(
         "--model-size",
         choices=["tiny", "design"],
         default=None,
-        help="tiny: ResNet-18 V3 with narrow decoder (small default); design: the V3 recipe",
+        help="tiny: ResNet-18 V3 with a narrow decoder (quick default); design: the V3 recipe",
     )
-    parser.add_argument("--model", choices=["v3", "deeplabv3"], default="v3")
-    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default="auto")
-    parser.add_argument("--compile", action="store_true", help="TrainConfig(compile=True)")
-    parser.add_argument(
+    p.add_argument("--model", choices=["v3", "deeplabv3"], default="v3")
+    # The TrainConfig fields the GPU suite varies:
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default="auto")
+    p.add_argument("--compile", action="store_true", help="TrainConfig(compile=True)")
+    p.add_argument(
         "--cache",
         nargs="?",
         const=True,
         default=False,
-        type=_cache_arg,
-        metavar="shared",
-        help="TrainConfig(cache=True); --cache shared: TrainConfig(cache='shared')",
+        choices=[True, "shared"],
+        help="TrainConfig(cache=True); --cache shared: cache='shared'",
     )
-    parser.add_argument(
-        "--augment-on",
-        choices=["loader", "device"],
-        default="loader",
-        help="TrainConfig(augment_on=...): augment in the loader workers or on the device",
-    )
-    parser.add_argument(
-        "--val-batch-size", type=int, default=None, help="TrainConfig(val_batch_size=...)"
-    )
-    parser.add_argument(
-        "--async-checkpoint",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="TrainConfig(async_checkpoint=...) (default: on for CUDA)",
-    )
-    parser.add_argument(
+    p.add_argument("--augment-on", choices=["loader", "device"], default="loader")
+    p.add_argument("--val-batch-size", type=int, default=None)
+    p.add_argument("--async-checkpoint", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
         "--data-root", type=Path, default=None, help="reuse (or create) the synthetic set here"
     )
-    parser.add_argument(
+    p.add_argument(
         "--gen-workers",
         type=int,
         default=None,
-        help="processes writing the synthetic set (default: min(16, CPUs) with --full, else 1)",
+        help="processes writing the synthetic set (1; --full min(16, CPUs))",
     )
-    parser.add_argument(
-        "--budget-s",
-        type=float,
-        default=None,
-        help="soft time budget in seconds: no new epoch starts if it would end past it "
-        "(at least one epoch always runs); default: no budget",
-    )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results/epoch.json"), help="JSON output"
-    )
-    return parser.parse_args(argv)
-
-
-def _wh(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--source-size: expected WxH such as 640x480, got {text!r}") from None
-    return w, h
+    return parse(p, argv)
 
 
 _STEM = re.compile(r"^(?P<prefix>.+)_(?P<index>\d+)_$")
@@ -288,19 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
     args = parse_args(argv)
     budget = Budget(args.budget_s)
-    set_threads(args.threads)
-    device = resolve_device(args.device)
-    full = args.full
-    n_images = args.n_images or (1525 if full else 40)
-    source = _wh(args.source_size) if args.source_size else ((640, 480) if full else (160, 120))
-    image_size = args.image_size or (384 if full else 64)
-    batch = args.batch_size or (6 if full else 4)
-    workers = args.workers if args.workers is not None else (min(16, _cpus()) if full else 0)
-    gen_workers = (
-        args.gen_workers if args.gen_workers is not None else (min(16, _cpus()) if full else 1)
-    )
-    epochs = args.epochs or (2 if full else 1)
-    model_size = args.model_size or ("design" if full else "tiny")
+    device = start(args)
+    many = min(16, os.cpu_count() or 1)
+    n_images = pick(args, "n_images", 40, 1525)
+    (source,) = pick(args, "source_size", [(160, 120)], [(640, 480)])
+    image_size = pick(args, "image_size", 64, 384)
+    batch = pick(args, "batch_size", 4, 6)
+    workers, gen_workers = pick(args, "workers", 0, many), pick(args, "gen_workers", 1, many)
+    epochs = pick(args, "epochs", 1, 2)
+    model_size = pick(args, "model_size", "tiny", "design")
     arch: dict[str, Any] = (
         {"encoder": "resnet18", "decoder_channels": (64, 32, 16, 8), "bridge_channels": 64}
         if model_size == "tiny"
@@ -388,38 +354,16 @@ def main(argv: list[str] | None = None) -> int:
         trainer.fit(train, val, epochs)  # type: ignore[arg-type]
 
     rows = clock.rows
-    report = _report(info, settings, rows, True, stopped=clock.stopped_by_budget)
-    print_table(
-        [
-            "epoch",
-            "wall s",
-            "train wait",
-            "train compute",
-            "val wait",
-            "val compute",
-            "ckpt s",
-            "train img/s",
-        ],
-        [
-            [
-                r["epoch"],
-                r["wall_s"],
-                r["train_data_wait_s"],
-                r["train_compute_s"],
-                r["val_data_wait_s"],
-                r["val_compute_s"],
-                r["checkpoint_s"],
-                r["train_images_per_s"],
-            ]
-            for r in rows
-        ],
-    )
+    keys = ("epoch", "wall_s", "train_data_wait_s", "train_compute_s", "val_data_wait_s")
+    keys += ("val_compute_s", "checkpoint_s", "train_images_per_s")
+    heads = ["epoch", "wall s", "train wait", "train compute", "val wait", "val compute"]
+    print_table([*heads, "ckpt s", "train img/s"], [[r[k] for k in keys] for r in rows])
     if clock.stopped_by_budget:
         print(f"stopped after {len(rows)} of {epochs} epochs: time budget")
-    estimate = report["results"]["estimate_50_epochs_s"]
-    print(f"50-epoch estimate: {estimate / 60:.1f} min ({estimate:.0f} s)")
+    report = _report(info, settings, rows, True, stopped=clock.stopped_by_budget)
     write_json(args.out, report)
-    print(f"wrote {args.out}")
+    estimate = report["results"]["estimate_50_epochs_s"]
+    print(f"50-epoch estimate: {estimate / 60:.1f} min ({estimate:.0f} s)\nwrote {args.out}")
     return 0
 
 
@@ -434,26 +378,20 @@ def _report(
     """The JSON report for the epochs run so far (written after every epoch)."""
     later = [r["wall_s"] for r in rows[1:]]
     steady = statistics.median(later) if later else rows[0]["wall_s"]
-    estimate = rows[0]["wall_s"] + 49 * steady if later else 50 * rows[0]["wall_s"]
-    return {
-        "benchmark": "suimseg training epoch",
-        "machine": info,
-        "settings": settings,
-        "results": {
-            "epochs": rows,
-            "steady_epoch_s": steady,
-            "estimate_50_epochs_s": estimate,
-            "estimate_rule": "epoch 1 + 49 x median(later epochs)" if later else "50 x epoch 1",
-        },
-        "complete": complete,
-        "stopped_by_budget": stopped,
+    results = {
+        "epochs": rows,
+        "steady_epoch_s": steady,
+        "estimate_50_epochs_s": rows[0]["wall_s"] + 49 * steady if later else 50 * steady,
+        "estimate_rule": "epoch 1 + 49 x median(later epochs)" if later else "50 x epoch 1",
     }
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 1
+    return report_dict(
+        "suimseg training epoch",
+        info,
+        settings,
+        results,
+        complete=complete,
+        stopped_by_budget=stopped,
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@
 #               batches, DeviceAugment on the GPU), on the same synthetic set
 #                                                               -> epoch_device.json
 #   data        data.py --full with the time left               -> data.json
-#   augment     benchmarks/augment.py, if present, with the time left -> augment.json
+#   augment     augment.py --full with the time left            -> augment.json
 # then suite.json (stage, status, exit code, seconds) and the markdown tables of
 # benchmarks/report.py, printed into the log. DIR holds at most 8 files (the device tool
 # brings back 8): suite.log, suite.json and one JSON per stage.
@@ -199,21 +199,21 @@ PYEOF
 
     local B=benchmarks
     if [ "$QUICK" = 1 ]; then
-        run_stage train_step 40 10 train_step.json "$PY" $B/train_step.py --device cpu \
+        run_stage train_step 90 10 train_step.json "$PY" $B/train_step.py --device cpu \
             --size 32 --batch 2 --variants fp32 --max-batch --max-batch-variants fp32 \
             --max-batch-limit 4 --warmup 0 --repeats 1 --steps 1 --threads 1 --tiny-models \
             --budget-s "{BUDGET}" --out "$OUTDIR/train_step.json"
-        run_stage epoch 40 10 epoch.json "$PY" $B/epoch.py --device cpu --n-images 12 \
+        run_stage epoch 90 10 epoch.json "$PY" $B/epoch.py --device cpu --n-images 12 \
             --source-size 64x48 --image-size 32 --batch-size 2 --epochs 2 --gen-workers 2 \
             --threads 1 --data-root "$SYNTH" --budget-s "{BUDGET}" --out "$OUTDIR/epoch.json"
-        run_stage inference 30 10 inference.json "$PY" $B/inference.py --device cpu \
+        run_stage inference 60 10 inference.json "$PY" $B/inference.py --device cpu \
             --sizes 32 --batches 1 --warmup 0 --repeats 1 --threads 1 --tiny-models \
             --budget-s "{BUDGET}" --out "$OUTDIR/inference.json"
-        run_stage epoch_device 40 10 epoch_device.json "$PY" $B/epoch.py --device cpu \
+        run_stage epoch_device 90 10 epoch_device.json "$PY" $B/epoch.py --device cpu \
             --n-images 12 --source-size 64x48 --image-size 32 --batch-size 2 --epochs 2 \
             --threads 1 --data-root "$SYNTH" --augment-on device --cache shared \
             --budget-s "{BUDGET}" --out "$OUTDIR/epoch_device.json"
-        run_stage data 30 10 data.json "$PY" $B/data.py --n-images 4 --repeats 1 \
+        run_stage data 60 10 data.json "$PY" $B/data.py --n-images 4 --repeats 1 \
             --out "$OUTDIR/data.json"
     else
         run_stage train_step 200 60 train_step.json "$PY" $B/train_step.py --full \
@@ -228,25 +228,12 @@ PYEOF
         run_stage data 150 45 data.json "$PY" $B/data.py --full --repeats 2 \
             --out "$OUTDIR/data.json"
     fi
-    if [ -f $B/augment.py ]; then
-        local help extra=()
-        help=$("$PY" $B/augment.py --help 2>&1 || true)
-        [[ $help == *--out* ]] && extra+=(--out "$OUTDIR/augment.json")
-        [ "$QUICK" = 0 ] && [[ $help == *--full* ]] && extra+=(--full)
-        if [ "$QUICK" = 1 ]; then  # the smallest run its flags allow
-            local flag
-            for flag in "--device cpu" "--repeats 1" "--warmup 0" "--n-images 1" "--batch 2"; do
-                [[ $help == *"${flag% *}"* ]] && extra+=($flag)
-            done
-        fi
-        if [ "$QUICK" = 1 ]; then
-            run_stage augment 30 8 augment.json "$PY" $B/augment.py "${extra[@]}"
-        else
-            run_stage augment 120 20 augment.json "$PY" $B/augment.py "${extra[@]}"
-        fi
+    if [ "$QUICK" = 1 ]; then
+        run_stage augment 60 8 augment.json "$PY" $B/augment.py --device cpu --size 64 \
+            --batch 2 --n-images 1 --warmup 0 --repeats 1 --out "$OUTDIR/augment.json"
     else
-        STAGES+=("augment|skipped (benchmarks/augment.py absent)||||")
-        write_suite_json
+        run_stage augment 120 20 augment.json "$PY" $B/augment.py --full \
+            --out "$OUTDIR/augment.json"
     fi
 
     echo "=== done in $(( $(now) - START ))s; report (python benchmarks/report.py $OUTDIR):"

@@ -25,147 +25,82 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from _common import (
     OOM_ERRORS,
     Budget,
+    Progress,
     as_input,
     free_memory,
+    int_list,
     machine_info,
-    peak_memory_mb,
+    make_parser,
+    model_factories,
+    parse,
+    pick,
     print_table,
-    reset_peak_memory,
-    resolve_device,
-    set_threads,
-    synchronize,
-    tiny_factories,
-    write_json,
+    size_list,
+    start,
+    time_interleaved,
+    write_report,
 )
-from torch import Tensor, nn
+from torch import nn
 
-from suimseg.classes import NUM_CLASSES
 from suimseg.inference import TTA, Predictor
 from suimseg.inference.predictor import AmpMode
-from suimseg.models import UNetResAttnV3, deeplabv3_resnet50
 
-MODELS: dict[str, Callable[[], nn.Module]] = {
-    "v3": lambda: UNetResAttnV3(num_classes=NUM_CLASSES, encoder_weights=None),
-    "deeplabv3": lambda: deeplabv3_resnet50(num_classes=NUM_CLASSES, encoder_weights=None),
-}
 MODES: dict[str, TTA] = {"plain": TTA(), "tta": TTA(hflip=True)}
-
-
-def _size(text: str) -> tuple[int, int]:
-    """``"384"`` -> (384, 384); ``"480x640"`` -> (480, 640) as (height, width)."""
-    parts = text.lower().split("x")
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected S or HxW (e.g. 384 or 480x640), got {text!r}"
-        ) from None
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"expected S or HxW with positive sizes, got {text!r}")
-    return dims[0], dims[1]
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="the issue's settings (see above)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
-    parser.add_argument(
-        "--sizes",
-        type=lambda s: [_size(p) for p in s.split(",")],
-        default=None,
-        help="comma-separated S or HxW sizes (default small: 128; full: 384,480x640)",
-    )
-    parser.add_argument(
-        "--batches",
-        type=lambda s: [int(p) for p in s.split(",")],
-        default=None,
-        help="comma-separated batch sizes (default small: 1,2; full: 1,8)",
-    )
-    parser.add_argument("--models", default="v3,deeplabv3", help="comma-separated models")
-    parser.add_argument("--modes", default="plain,tta", help="comma-separated: plain,tta")
-    parser.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        default="auto",
-        help="auto: bf16 + channels_last on CUDA, fp32 on the CPU",
-    )
-    parser.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="channels_last models and inputs (default: on for CUDA, off on the CPU)",
-    )
-    parser.add_argument(
-        "--tiny-models",
-        action="store_true",
-        help="small stand-in models (plumbing checks only; figures say nothing of the real models)",
-    )
-    parser.add_argument("--warmup", type=int, default=None, help="untimed calls per setting")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per setting")
-    parser.add_argument(
-        "--budget-s",
-        type=float,
-        default=None,
-        help="soft time budget in seconds: settings not started when it runs out are "
-        "skipped and listed in the JSON; default: no budget",
-    )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results/inference.json"), help="JSON output"
-    )
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
-    args = parse_args(argv)
-    budget = Budget(args.budget_s)
-    set_threads(args.threads)
-    device = resolve_device(args.device)
-    full = args.full
-    sizes: list[tuple[int, int]] = args.sizes or (
-        [(384, 384), (480, 640)] if full else [(128, 128)]
+    p = make_parser(__doc__, "inference", budget=True, models=True)
+    p.add_argument(
+        "--sizes", type=size_list, help="S or HxW, comma-separated (128; --full 384,480x640)"
     )
-    batches: list[int] = args.batches or ([1, 8] if full else [1, 2])
-    warmup = args.warmup if args.warmup is not None else (3 if full else 1)
-    repeats = args.repeats or (10 if full else 3)
-    names = args.models.split(",")
+    p.add_argument(
+        "--batches", type=int_list, help="batch sizes, comma-separated (1,2; --full 1,8)"
+    )
+    p.add_argument("--modes", default="plain,tta", help="comma-separated subset of plain,tta")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 on the CPU",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last models and inputs (default: on CUDA only)",
+    )
+    args = parse(p, argv)
+    budget = Budget(args.budget_s)
+    device = start(args)
+    sizes: list[tuple[int, int]] = pick(args, "sizes", [(128, 128)], [(384, 384), (480, 640)])
+    batches: list[int] = pick(args, "batches", [1, 2], [1, 8])
+    warmup, repeats = pick(args, "warmup", 1, 3), pick(args, "repeats", 3, 10)
+    factories = model_factories(tiny=args.tiny_models)
+    names = (args.models or "v3,deeplabv3").split(",")
     modes = args.modes.split(",")
-    for n in names:
-        if n not in MODELS:
-            raise SystemExit(f"--models: unknown {n!r}; expected a subset of {list(MODELS)}")
-    for mode in modes:
-        if mode not in MODES:
-            raise SystemExit(f"--modes: unknown {mode!r}; expected a subset of {list(MODES)}")
+    for flag, chosen, known in (("models", names, factories), ("modes", modes, MODES)):
+        if unknown := [n for n in chosen if n not in known]:
+            raise SystemExit(f"--{flag}: unknown {unknown}; expected a subset of {list(known)}")
     precision = args.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
-    channels_last = args.channels_last if args.channels_last is not None else device.type == "cuda"
+    channels_last = pick(args, "channels_last", device.type == "cuda", device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-    makers = {**MODELS, **tiny_factories()} if args.tiny_models else MODELS
     models: dict[str, nn.Module] = {}
     for name in names:
-        model = makers[name]().to(device).eval()
+        model = factories[name]().to(device).eval()
         models[name] = model.to(memory_format=torch.channels_last) if channels_last else model
-    weights_mib = {
-        n: sum(p.numel() * p.element_size() for p in m.parameters()) / 2**20
-        for n, m in models.items()
-    }
     amp: AmpMode | None = "bf16" if precision == "bf16" else None
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -185,26 +120,27 @@ def main(argv: list[str] | None = None) -> int:
         "eval mode under inference_mode, on a pre-normalised random batch",
         "statistic": "median latency over timed calls after warm-up; models alternate "
         "call by call so load changes hit both alike",
-        "weights_mib": weights_mib,
+        "weights_mib": {
+            n: sum(p.numel() * p.element_size() for p in m.parameters()) / 2**20
+            for n, m in models.items()
+        },
         "peak_memory_note": "CUDA max_memory_allocated during a model's calls; both "
         "models' weights stay resident, so it includes the other model's weights_mib",
     }
 
-    def report(complete: bool) -> dict[str, Any]:
-        return {
-            "benchmark": "suimseg inference",
-            "machine": info,
-            "settings": settings,
-            "results": results,
-            "v3_vs_deeplabv3": _ratios(results),
-            "skipped": skipped,
-            "complete": complete,
-        }
+    def save(complete: bool) -> None:
+        write_report(
+            args.out,
+            "suimseg inference",
+            info,
+            settings,
+            results,
+            v3_vs_deeplabv3=_ratios(results),
+            skipped=skipped,
+            complete=complete,
+        )
 
-    print(
-        f"{'model':<10} {'size':>8} {'batch':>5} {'mode':>6} {'ms/batch':>10} "
-        f"{'ms/img':>9} {'img/s':>8} {'peak MiB':>9}"
-    )
+    table = Progress(["model", "size", "batch", "mode", "ms/batch", "ms/img", "img/s", "peak MiB"])
     for mode in modes:
         predictors = {
             n: Predictor(m, device=device, image_size=None, tta=MODES[mode], amp=amp)
@@ -212,109 +148,65 @@ def main(argv: list[str] | None = None) -> int:
         }
         for h, w in sizes:
             for b in batches:
+                where = {"size": [h, w], "batch": b, "mode": mode}
                 if budget.exceeded():
-                    skipped.append(
-                        {"size": [h, w], "batch": b, "mode": mode, "reason": "time budget"}
-                    )
+                    skipped.append({**where, "reason": "time budget"})
                     continue
                 x = as_input(b, (h, w), device, channels_last)
+                calls = {n: (lambda p=p, x=x: p.probs_normalized(x)) for n, p in predictors.items()}
                 try:
-                    timings = _interleaved(predictors, x, device, warmup, repeats)
+                    with contextlib.ExitStack() as stack:
+                        for pr in predictors.values():
+                            stack.enter_context(pr.eval_context())
+                        timings = time_interleaved(
+                            calls, device=device, warmup=warmup, repeats=repeats
+                        )
                 except OOM_ERRORS:
                     free_memory(device)
-                    print(f"{'all':<10} {f'{h}x{w}':>8} {b:>5} {mode:>6} out of memory")
-                    skipped.append(
-                        {"size": [h, w], "batch": b, "mode": mode, "reason": "out of memory"}
-                    )
+                    print(f"{h}x{w} batch {b} {mode}: out of memory")
+                    skipped.append({**where, "reason": "out of memory"})
                     continue
-                for name, (runs, peak) in timings.items():
-                    med = statistics.median(runs)
+                for name, t in timings.items():
+                    med = t["median_s"]
                     row = {
                         "model": name,
-                        "size": [h, w],
-                        "batch": b,
-                        "mode": mode,
+                        **where,
                         "forward_passes": MODES[mode].num_views,
                         "latency_ms_median": 1e3 * med,
-                        "latency_ms_min": 1e3 * min(runs),
+                        "latency_ms_min": 1e3 * t["min_s"],
                         "ms_per_image": 1e3 * med / b,
                         "images_per_s": b / med,
-                        "peak_memory_mib": peak,
-                        "runs_s": runs,
+                        "peak_memory_mib": t["peak_memory_mib"],
+                        "runs_s": t["runs_s"],
                     }
                     results.append(row)
-                    print(
-                        f"{name:<10} {f'{h}x{w}':>8} {b:>5} {mode:>6} "
-                        f"{row['latency_ms_median']:>10.1f} {row['ms_per_image']:>9.1f} "
-                        f"{row['images_per_s']:>8.2f} "
-                        f"{'-' if peak is None else f'{peak:.0f}':>9}",
-                        flush=True,
+                    table.row(
+                        name,
+                        f"{h}x{w}",
+                        b,
+                        mode,
+                        *(row[k] for k in ("latency_ms_median", "ms_per_image", "images_per_s")),
+                        row["peak_memory_mib"],
                     )
-                del x
+                del x, calls
                 free_memory(device)
-                write_json(args.out, report(complete=False))
+                save(complete=False)
 
-    ratios = _ratios(results)
-    if ratios:
-        print()
-        print(
-            "V3 latency as a fraction of DeepLabV3-ResNet50's (ratio of medians, and median "
-            "of the per-call ratios of back-to-back calls; lower is better)"
-        )
+    if ratios := _ratios(results):
+        print("\nV3 latency / DeepLabV3-ResNet50's (ratio of medians; median of paired calls)")
         print_table(
             ["size", "batch", "mode", "v3 ms", "deeplabv3 ms", "ratio", "paired ratio"],
             [
-                [
-                    f"{r['size'][0]}x{r['size'][1]}",
-                    r["batch"],
-                    r["mode"],
-                    r["v3_ms"],
-                    r["deeplabv3_ms"],
-                    r["ratio"],
-                    r["paired_ratio_median"],
-                ]
+                [f"{r['size'][0]}x{r['size'][1]}", r["batch"], r["mode"], r["v3_ms"], *rest]
                 for r in ratios
+                for rest in [[r["deeplabv3_ms"], r["ratio"], r["paired_ratio_median"]]]
             ],
         )
     for item in skipped:
         print(f"skipped: {item}")
-    write_json(args.out, report(complete=True))
+    save(complete=True)
     print(f"wrote {args.out}")
     return 0
-
-
-def _interleaved(
-    predictors: dict[str, Predictor],
-    x: Tensor,
-    device: torch.device,
-    warmup: int,
-    repeats: int,
-) -> dict[str, tuple[list[float], float | None]]:
-    """Time every predictor on ``x``, alternating models call by call.
-
-    Alternating spreads any change in machine load (other processes on a shared CPU)
-    evenly over the models being compared. Returns, per model, the seconds of each timed
-    call and the peak CUDA memory over its calls (``None`` on the CPU).
-    """
-    runs: dict[str, list[float]] = {n: [] for n in predictors}
-    peaks: dict[str, float | None] = dict.fromkeys(predictors)
-    for p in predictors.values():
-        with p.eval_context():
-            for _ in range(warmup):
-                p.probs_normalized(x)
-    synchronize(device)
-    for _ in range(repeats):
-        for name, p in predictors.items():
-            reset_peak_memory(device)
-            with p.eval_context():
-                t0 = time.perf_counter()
-                p.probs_normalized(x)
-                synchronize(device)
-                runs[name].append(time.perf_counter() - t0)
-            peak = peak_memory_mb(device)
-            old = peaks[name]
-            peaks[name] = peak if old is None or peak is None else max(old, peak)
-    return {n: (runs[n], peaks[n]) for n in predictors}
 
 
 def _ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -332,8 +224,7 @@ def _ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "v3_ms": r["latency_ms_median"],
                     "deeplabv3_ms": base["latency_ms_median"],
                     "ratio": r["latency_ms_median"] / base["latency_ms_median"],
-                    # The models alternate call by call: call i of V3 and call i of
-                    # DeepLabV3 ran back to back, under the same machine load.
+                    # Call i of V3 and call i of DeepLabV3 ran back to back.
                     "paired_ratio_median": statistics.median(
                         a / b for a, b in zip(r["runs_s"], base["runs_s"], strict=True)
                     ),

@@ -1,38 +1,27 @@
-"""Turn the benchmark JSON reports into markdown tables for ``docs/benchmarks.md``.
+"""Markdown tables and target verdicts for ``docs/benchmarks.md``, from the JSON reports.
 
-Reads the reports written by ``train_step.py``, ``epoch.py``, ``inference.py``,
-``data.py`` (and ``gpu_suite.sh``'s ``suite.json``; any other report with a list of flat
-rows gets a generic table) from files or folders, and prints:
-
-- the machine of every report (device name, torch, torchvision, CUDA, cuDNN, CPUs);
-- the issue's targets, each marked **met** / **not met** with the measured figure, or
-  *not measured*. A verdict computed from a run whose settings are not the target's
-  (a CPU run of a GPU target, another image size or batch) is marked *indicative only*,
-  with the reason;
-- one table per report, ready to paste.
-
-Only the standard library is used, so it runs anywhere in a fraction of a second.
+Reads the reports of ``train_step.py``, ``epoch.py``, ``inference.py``, ``data.py``,
+``augment.py`` and ``gpu_suite.sh``'s ``suite.json`` (files, or folders of them) and
+prints the machines, issue 9's targets each marked **met** / **not met** with the
+measured figure (*indicative only*, with the reason, where the run's settings are not the
+target's: a CPU run of a GPU target, another size or batch, tiny models, an H200), and one
+table per report. Standard library only.
 
 Usage::
 
-    python benchmarks/report.py                         # benchmarks/results/*.json
-    python benchmarks/report.py /path/to/out            # a folder (e.g. the GPU suite's)
-    python benchmarks/report.py a.json b.json --out report.md
+    python benchmarks/report.py                  # benchmarks/results/*.json
+    python benchmarks/report.py DIR [DIR|FILE ...] > report.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-__all__ = ["Report", "Target", "evaluate_targets", "load_reports", "main", "render"]
 
 #: Issue 9's targets.
 SPEEDUP_TARGET = 1.5  # V3 training images/s >= 1.5x DeepLabV3-ResNet50's (GPU, 384x384)
@@ -47,8 +36,18 @@ MODEL_NAMES = {
     "deeplabv3": "DeepLabV3-ResNet50",
     "smp_unet": "smp Unet(resnet50, scse)",
 }
-
-KNOWN = {
+MACHINE_LABELS = [
+    ("gpu_memory_gib", "{} GiB"),
+    ("torch", "torch {}"),
+    ("torchvision", "torchvision {}"),
+    ("cuda_version", "CUDA {}"),
+    ("cudnn", "cuDNN {}"),
+    ("python", "Python {}"),
+    ("cpu_count", "{} CPUs"),
+    ("torch_threads", "torch threads {}"),
+    ("load_average_1_5_15", "load average {}"),
+]
+KINDS = {
     "suimseg training step": "train_step",
     "suimseg training epoch": "epoch",
     "suimseg inference": "inference",
@@ -67,22 +66,25 @@ class Report:
 
     @property
     def kind(self) -> str:
-        """The script that wrote it (``train_step``, ``augment``, ...), ``suite`` or ``other``."""
-        return KNOWN.get(str(self.data.get("benchmark", "")), "other")
+        """The script that wrote it (``train_step``, ...), ``suite`` or ``other``."""
+        return KINDS.get(str(self.data.get("benchmark")), "other")
 
     @property
     def machine(self) -> dict[str, Any]:
-        m = self.data.get("machine")
-        return m if isinstance(m, dict) else {}
+        return self.data.get("machine") or {}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.data.get("settings") or {}
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        rows = self.data.get("results")
+        return [x for x in rows if isinstance(x, dict)] if isinstance(rows, list) else []
 
     @property
     def on_cuda(self) -> bool:
         return str(self.machine.get("device", "")).startswith("cuda")
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        s = self.data.get("settings")
-        return s if isinstance(s, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,8 @@ class Target:
     """One target checked against one report.
 
     ``met`` is ``None`` when the figure was not measured; ``applicable`` is false when the
-    report's settings differ from the target's (then the verdict is indicative only,
-    and ``why`` says how).
+    report's settings differ from the target's (the verdict is then indicative only, and
+    ``why`` says how).
     """
 
     name: str
@@ -101,15 +103,15 @@ class Target:
     applicable: bool
     why: str
     source: str
+    gpu: bool
 
     @property
     def verdict(self) -> str:
         if self.met is None:
             return "not measured" + (f" ({self.why})" if self.why else "")
-        word = "**met**" if self.met else "**not met**"
         if self.applicable:
-            return word
-        return f"{word.replace('**', '')} (indicative only: {self.why})"
+            return "**met**" if self.met else "**not met**"
+        return f"{'met' if self.met else 'not met'} (indicative only: {self.why})"
 
 
 def load_reports(paths: Sequence[Path]) -> list[Report]:
@@ -121,14 +123,9 @@ def load_reports(paths: Sequence[Path]) -> list[Report]:
     """
     files: list[Path] = []
     for p in paths:
-        if p.is_dir():
-            files.extend(sorted(p.glob("*.json")))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(
-                f"paths: {p} does not exist; pass benchmark JSON files or folders holding them"
-            )
+        if not p.exists():
+            raise FileNotFoundError(f"paths: {p} does not exist; pass JSON reports or folders")
+        files += sorted(p.glob("*.json")) if p.is_dir() else [p]
     reports = []
     for f in files:
         try:
@@ -147,578 +144,334 @@ def load_reports(paths: Sequence[Path]) -> list[Report]:
 # --------------------------------------------------------------------------- formatting
 
 
-def fmt(v: Any, digits: int = 3) -> str:
-    """A compact number: ``None`` -> ``-``; 3 significant digits below 100, else integer-ish."""
+def fmt(v: Any) -> str:
+    """A compact cell: ``None`` -> ``-``; 3 significant digits below 10, fewer above."""
     if v is None:
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, int):
-        return str(v)
     if isinstance(v, float):
-        if v != v:  # NaN
-            return "nan"
-        if abs(v) >= 1000:
-            return f"{v:.0f}"
-        if abs(v) >= 10:
-            return f"{v:.1f}"
-        return f"{v:.{digits}g}"
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"
+    if isinstance(v, list) and len(v) == 2:
+        return f"{v[0]}x{v[1]}"
     return str(v).replace("|", "\\|")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
     """A markdown table; ``align`` has one ``l``/``r`` per column (default: first left)."""
     align = align or "l" + "r" * (len(headers) - 1)
-    sep = ["---" if a == "l" else "---:" for a in align]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(sep) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in r) + " |")
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|",
+    ]
+    lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def _model(name: str) -> str:
-    return MODEL_NAMES.get(name, name)
-
-
-def _size(v: Any) -> str:
-    if isinstance(v, list) and len(v) == 2:
-        return f"{v[0]}x{v[1]}"
-    return fmt(v)
 
 
 def machine_line(r: Report) -> str:
     """One line naming the machine of a report."""
-    m = r.machine
+    m = dict(r.machine)
+    m["gpu_memory_gib"] = m.get("gpu_memory_gib") and f"{m['gpu_memory_gib']:.0f}"
+    m["load_average_1_5_15"] = m.get("load_average_1_5_15") and f"{m['load_average_1_5_15'][0]:.1f}"
     parts = [str(m.get("device_name") or m.get("processor") or "unknown device")]
-    if m.get("gpu_memory_gib"):
-        parts.append(f"{m['gpu_memory_gib']:.0f} GiB")
-    parts.append(f"torch {m.get('torch', '?')}")
-    if m.get("torchvision"):
-        parts.append(f"torchvision {m['torchvision']}")
-    if m.get("cuda_version"):
-        parts.append(f"CUDA {m['cuda_version']}")
-    if m.get("cudnn"):
-        parts.append(f"cuDNN {m['cudnn']}")
-    if m.get("python"):
-        parts.append(f"Python {m['python']}")
-    if m.get("cpu_count"):
-        parts.append(f"{m['cpu_count']} CPUs")
-    if m.get("torch_threads"):
-        parts.append(f"torch threads {m['torch_threads']}")
-    load = m.get("load_average_1_5_15")
-    if isinstance(load, list) and load:
-        parts.append(f"load average {load[0]:.1f}")
+    for key, label in MACHINE_LABELS:
+        if m.get(key):
+            parts.append(label.format(m[key]))
     return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------- targets
 
 
-def _ok_rows(r: Report) -> list[dict[str, Any]]:
-    rows = r.data.get("results")
-    return [x for x in rows if isinstance(x, dict)] if isinstance(rows, list) else []
-
-
-def _gpu_context(r: Report, **want: Any) -> tuple[bool, str]:
-    """Whether ``r`` ran on CUDA with the settings in ``want`` (name -> (actual, expected))."""
-    why = [] if r.on_cuda else ["not a GPU run"]
+def _context(r: Report, gpu: bool = True, **want: tuple[Any, Any]) -> tuple[bool, str]:
+    """Whether ``r`` ran with the target's settings (``label=(actual, expected)``)."""
+    why = ["not a GPU run"] if gpu and not r.on_cuda else []
     if r.settings.get("tiny_models"):
         why.append("tiny stand-in models")
-    for label, (actual, expected) in want.items():
-        if actual != expected:
-            why.append(f"{label} {_size(actual)}, target {_size(expected)}")
+    why += [f"{k} {fmt(a)}, target {fmt(e)}" for k, (a, e) in want.items() if a != e]
     return not why, "; ".join(why)
 
 
-def _train_step_targets(r: Report) -> list[Target]:
-    out: list[Target] = []
-    rows = [x for x in _ok_rows(r) if not x.get("largest_batch")]
-    size = r.settings.get("image_size")
-    batch = r.settings.get("batch_size")
-    src = r.path.name
-    variants = list(dict.fromkeys(str(x.get("variant")) for x in rows))
+Check = tuple[str, str, str, "bool | None", bool, str]  # Target's fields up to ``why``
+
+
+def _train_step_targets(r: Report) -> list[Check]:
+    out: list[Check] = []
+    rows = [x for x in r.rows if not x.get("largest_batch")]
+    size, batch = r.settings.get("image_size"), r.settings.get("batch_size")
     by = {(x.get("model"), x.get("variant")): x for x in rows}
-    for v in variants:
+    for v in dict.fromkeys(str(x.get("variant")) for x in rows):
         v3, dl = by.get(("v3", v)), by.get(("deeplabv3", v))
         if v3 is None or dl is None:
             continue
-        a, b = v3.get("images_per_s"), dl.get("images_per_s")
-        applicable, why = _gpu_context(r, size=(size, [384, 384]))
+        ok, why = _context(r, size=(size, [384, 384]))
         name = (
             f"V3 training images/s >= {SPEEDUP_TARGET}x DeepLabV3-ResNet50's ({v}, batch {batch})"
         )
+        goal = f">= {SPEEDUP_TARGET}x"
+        a, b = v3.get("images_per_s"), dl.get("images_per_s")
         if a is None or b is None:
-            err = v3.get("error") or dl.get("error") or "no timing"
-            out.append(Target(name, f">= {SPEEDUP_TARGET}x", "-", None, applicable, err, src))
-            continue
-        ratio = a / b
-        out.append(
-            Target(
-                name,
-                f">= {SPEEDUP_TARGET}x",
-                f"{ratio:.2f}x ({a:.1f} vs {b:.1f} img/s at {_size(size)})",
-                ratio >= SPEEDUP_TARGET,
-                applicable,
-                why,
-                src,
+            out.append(
+                (name, goal, "-", None, ok, v3.get("error") or dl.get("error") or "no timing")
             )
-        )
+        else:
+            measured = f"{a / b:.2f}x ({a:.1f} vs {b:.1f} img/s at {fmt(size)})"
+            out.append((name, goal, measured, a / b >= SPEEDUP_TARGET, ok, why))
     for model in dict.fromkeys(str(x.get("model")) for x in rows):
         cl, f32 = by.get((model, "bf16_cl")), by.get((model, "fp32"))
         if cl is None or f32 is None:
             continue
-        name = (
-            f"{_model(model)} bf16 + channels_last peak memory <= {MEMORY_TARGET}x fp32's "
-            f"(batch {batch})"
-        )
-        applicable, why = _gpu_context(r, batch=(batch, 6), size=(size, [384, 384]))
+        name = f"{MODEL_NAMES.get(model, model)} bf16 + channels_last peak memory"
+        name += f" <= {MEMORY_TARGET}x fp32's (batch {batch})"
+        goal = f"<= {MEMORY_TARGET}x"
+        ok, why = _context(r, batch=(batch, 6), size=(size, [384, 384]))
         m_cl, m_32 = cl.get("peak_memory_mib"), f32.get("peak_memory_mib")
         if m_cl is None or m_32 is None:
-            reason = "no CUDA peak memory on the CPU" if not r.on_cuda else "no memory figure"
-            out.append(Target(name, f"<= {MEMORY_TARGET}x", "-", None, applicable, reason, src))
-            continue
-        ratio = m_cl / m_32
-        out.append(
-            Target(
-                name,
-                f"<= {MEMORY_TARGET}x",
-                f"{ratio:.2f}x ({m_cl:.0f} vs {m_32:.0f} MiB)",
-                ratio <= MEMORY_TARGET,
-                applicable,
-                why,
-                src,
-            )
-        )
+            why = "no CUDA peak memory on the CPU" if not r.on_cuda else "no memory figure"
+            out.append((name, goal, "-", None, ok, why))
+        else:
+            measured = f"{m_cl / m_32:.2f}x ({m_cl:.0f} vs {m_32:.0f} MiB)"
+            out.append((name, goal, measured, m_cl / m_32 <= MEMORY_TARGET, ok, why))
     return out
 
 
-def _epoch_targets(r: Report) -> list[Target]:
-    res = r.data.get("results")
+def _epoch_targets(r: Report) -> list[Check]:
+    res, s = r.data.get("results"), r.settings
     if not isinstance(res, dict) or res.get("estimate_50_epochs_s") is None:
         return []
-    s = r.settings
     est = float(res["estimate_50_epochs_s"])
-    n = (s.get("train_images") or 0) + (s.get("val_images") or 0)
-    applicable, why = _gpu_context(
+    ok, why = _context(
         r,
-        images=(n, 1525),
+        images=((s.get("train_images") or 0) + (s.get("val_images") or 0), 1525),
         source=(s.get("source_size_wh"), [640, 480]),
         size=(s.get("image_size"), 384),
         model=(s.get("model_size"), "design"),
     )
     device = str(r.machine.get("device_name", ""))
     if r.on_cuda and "H100" not in device:
-        why = "; ".join(filter(None, [why, f"ran on {device}, target names an H100"]))
-    n_ep = len(res.get("epochs") or [])
+        ok, why = False, "; ".join(filter(None, [why, f"ran on {device}, target names an H100"]))
+    n = len(res.get("epochs") or [])
+    measured = f"{est / 60:.1f} min ({res.get('estimate_rule')}, from {n} epoch(s))"
+    name = "50-epoch recipe on SUIM-sized data <= 10 min (epoch.py estimate)"
+    return [(name, "<= 10 min", measured, est <= EPOCHS_TARGET_S, ok, why)]
+
+
+def _inference_targets(r: Report) -> list[Check]:
+    if r.on_cuda or r.settings.get("tiny_models"):  # a CPU target, for the real models
+        return []
+    name = f"V3 batch-1 CPU latency at 384x384 <= {LATENCY_TARGET}x DeepLabV3-ResNet50's"
+    threads = r.machine.get("torch_threads", "?")
     return [
-        Target(
-            "50-epoch recipe on SUIM-sized data <= 10 min (epoch.py estimate)",
-            "<= 10 min",
-            f"{est / 60:.1f} min ({res.get('estimate_rule')}, from {n_ep} epoch(s))",
-            est <= EPOCHS_TARGET_S,
-            applicable and "H100" in device,
-            why,
-            r.path.name,
+        (
+            name,
+            f"<= {LATENCY_TARGET}x",
+            f"{x['ratio']:.3f}x ({x['v3_ms']:.0f} vs {x['deeplabv3_ms']:.0f} ms; paired "
+            f"{fmt(x.get('paired_ratio_median'))}x; {threads} threads)",
+            x["ratio"] <= LATENCY_TARGET,
+            True,
+            "",
         )
+        for x in r.data.get("v3_vs_deeplabv3") or []
+        if (x.get("size"), x.get("batch"), x.get("mode")) == ([384, 384], 1, "plain")
     ]
 
 
-def _inference_targets(r: Report) -> list[Target]:
-    if r.on_cuda or r.settings.get("tiny_models"):  # a CPU target, for the real models
-        return []
-    out = []
-    for x in r.data.get("v3_vs_deeplabv3") or []:
-        if x.get("size") == [384, 384] and x.get("batch") == 1 and x.get("mode") == "plain":
-            ratio = float(x["ratio"])
-            out.append(
-                Target(
-                    "V3 batch-1 CPU latency at 384x384 <= 0.6x DeepLabV3-ResNet50's",
-                    f"<= {LATENCY_TARGET}x",
-                    f"{ratio:.3f}x ({x['v3_ms']:.0f} vs {x['deeplabv3_ms']:.0f} ms; paired "
-                    f"{fmt(x.get('paired_ratio_median'))}x; "
-                    f"{r.machine.get('torch_threads', '?')} threads)",
-                    ratio <= LATENCY_TARGET,
-                    True,
-                    "",
-                    r.path.name,
-                )
-            )
-    return out
-
-
-def _data_targets(r: Report) -> list[Target]:
-    out = []
-    size = r.settings.get("target_size")
-    for x in _ok_rows(r):
-        if x.get("source") != "synthetic 1920x1080":
-            continue
-        pipe, ratio = x.get("pipeline"), x.get("speedup_vs_naive")
-        if ratio is None:
-            continue
-        if pipe == "suimseg":
-            goal, label = DATA_TARGET, "no cache"
-        elif pipe == "suimseg + cache, ep. 2+":
-            goal, label = CACHE_TARGET, "in-memory cache, epochs 2+"
-        else:
-            continue
-        out.append(
-            Target(
-                f"data pipeline at 384 on 1920x1080 JPEGs >= {goal:g}x naive ({label}, "
-                f"{x.get('workers')} workers)",
-                f">= {goal:g}x",
-                f"{ratio:.2f}x ({x.get('images_per_s', 0):.1f} img/s)",
-                ratio >= goal,
-                size == 384,
-                "" if size == 384 else f"target size {size}, target 384",
-                r.path.name,
-            )
-        )
-    return out
-
-
-def evaluate_targets(reports: Sequence[Report], which: str = "all") -> list[Target]:
-    """Every target that the reports hold figures for.
-
-    Args:
-        reports: The loaded reports.
-        which: ``"gpu"`` (training speed-up, memory, 50-epoch time), ``"cpu"`` (inference
-            latency, data pipeline) or ``"all"`` (GPU targets first).
-
-    Returns:
-        One :class:`Target` per target and report (and per variant or model where the
-        target applies to several), in a stable order.
-
-    Example:
-        >>> evaluate_targets([])
-        []
-    """
-    if which not in ("gpu", "cpu", "all"):
-        raise ValueError(f"which: expected 'gpu', 'cpu' or 'all', got {which!r}")
-    order = {
-        "gpu": [("train_step", _train_step_targets), ("epoch", _epoch_targets)],
-        "cpu": [("inference", _inference_targets), ("data", _data_targets)],
+def _data_targets(r: Report) -> list[Check]:
+    goals = {
+        "suimseg": (DATA_TARGET, "no cache"),
+        "suimseg + cache, ep. 2+": (CACHE_TARGET, "in-memory cache, epochs 2+"),
     }
-    groups = order["gpu"] + order["cpu"] if which == "all" else order[which]
-    out: list[Target] = []
-    for kind, fn in groups:
-        for r in reports:
-            if r.kind == kind:
-                out += fn(r)
+    size = r.settings.get("target_size")
+    why = "" if size == 384 else f"target size {size}, target 384"
+    out: list[Check] = []
+    for x in r.rows:
+        ratio, pipeline = x.get("speedup_vs_naive"), x.get("pipeline")
+        if x.get("source") == "synthetic 1920x1080" and pipeline in goals and ratio is not None:
+            goal, label = goals[pipeline]
+            name = f"data pipeline at 384 on 1920x1080 JPEGs >= {goal:g}x naive ({label}, "
+            name += f"{x.get('workers')} workers)"
+            measured = f"{ratio:.2f}x ({x.get('images_per_s', 0):.1f} img/s)"
+            out.append((name, f">= {goal:g}x", measured, ratio >= goal, size == 384, why))
     return out
+
+
+def evaluate_targets(reports: Sequence[Report]) -> list[Target]:
+    """Every target the reports hold figures for: the GPU ones (training speed-up,
+    memory, 50-epoch time), then the CPU ones (inference latency, data pipeline)."""
+    checks: list[tuple[str, Callable[[Report], list[Check]], bool]] = [
+        ("train_step", _train_step_targets, True),
+        ("epoch", _epoch_targets, True),
+        ("inference", _inference_targets, False),
+        ("data", _data_targets, False),
+    ]
+    return [
+        Target(*t, source=r.path.name, gpu=gpu)
+        for kind, check, gpu in checks
+        for r in reports
+        if r.kind == kind
+        for t in check(r)
+    ]
 
 
 # --------------------------------------------------------------------------- tables
 
-
-def _train_step_table(r: Report) -> str:
-    rows = []
-    for x in _ok_rows(r):
-        note = x.get("error") or ""
-        if x.get("largest_batch"):
-            cut = " (search cut by the budget)" if x.get("search_cut_by_budget") else ""
-            note = f"largest batch{cut}" + (f"; {note}" if note else "")
-        rows.append(
-            [
-                _model(str(x.get("model"))),
-                str(x.get("variant")),
-                x.get("batch"),
-                x.get("images_per_s"),
-                _x(x.get("speedup_vs_deeplabv3")),
-                x.get("peak_memory_mib"),
-                _x(x.get("memory_vs_fp32")),
-                x.get("forward_gflops_per_image"),
-                x.get("achieved_tflops"),
-                note,
-            ]
-        )
-    s = r.settings
-    head = (
-        f"Training step, {_size(s.get('image_size'))}, batch {s.get('batch_size')}; "
-        f"{s.get('warmup_steps')} warm-up steps, median of {s.get('repeats')} x "
-        f"{s.get('steps_per_repeat')} steps."
-        + (" Tiny stand-in models (a plumbing check)." if s.get("tiny_models") else "")
-    )
-    return (
-        head
-        + "\n\n"
-        + table(
-            [
-                "model",
-                "variant",
-                "batch",
-                "images/s",
-                "x DeepLabV3",
-                "peak MiB",
-                "x fp32 memory",
-                "fwd GFLOPs/img",
-                "TFLOP/s",
-                "note",
-            ],
-            rows,
-            "llrrrrrrrl",
-        )
-    )
+#: Per report kind: the caption, and the columns as "header=key" (``key`` defaults to
+#: the header; ``x:key`` prints a ratio as ``1.23x``; a ``<`` after a column aligns it
+#: left).
+COLUMNS = {
+    "train_step": "model<; variant<; batch; images/s=images_per_s; "
+    "x DeepLabV3=x:speedup_vs_deeplabv3; peak MiB=peak_memory_mib; x fp32 memory=x:memory_vs_fp32; "
+    "fwd GFLOPs/img=forward_gflops_per_image; TFLOP/s=achieved_tflops; note<",
+    "epoch": "epoch; wall s=wall_s; train wait s=train_data_wait_s; "
+    "train compute s=train_compute_s; val wait s=val_data_wait_s; val compute s=val_compute_s; "
+    "checkpoint s=checkpoint_s; train img/s=train_images_per_s; val mIoU=val_miou",
+    "inference": "size<; batch; mode<; V3 ms=v3_ms; DeepLabV3 ms=deeplabv3_ms; "
+    "V3 / DeepLabV3=ratio; paired ratio=paired_ratio_median; V3 img/s=v3_images_per_s; "
+    "DeepLabV3 img/s=deeplabv3_images_per_s; V3 peak MiB=v3_peak_memory_mib",
+    "data": "source<; pipeline<; workers; images/s=images_per_s; "
+    "speed-up vs naive=x:speedup_vs_naive",
+    "loader": "step<; input<; ms/image applied=ms_per_image; p=probability; "
+    "ms/image expected=expected_ms_per_image",
+    "device": "module<; batch; ms/batch=ms_per_batch; ms/image=ms_per_image; images/s=images_per_s",
+    "suite": "stage<; status<; exit code=rc; wall s=wall_s; limit s=limit_s; JSON=json<",
+}
 
 
-def _x(v: Any) -> str:
-    return "-" if v is None else f"{v:.2f}x"
+def _columns(kind: str, rows: Sequence[dict[str, Any]]) -> str:
+    """The markdown table of ``rows`` with the columns ``COLUMNS[kind]``."""
+    heads, keys, align = [], [], ""
+    for spec in COLUMNS[kind].split("; "):
+        head, _, key = spec.partition("=")
+        align += "l" if "<" in spec else "r"
+        heads.append(head.rstrip("<"))
+        keys.append((key or head).rstrip("<"))
+
+    def cell(x: dict[str, Any], key: str) -> Any:
+        if key.startswith("x:"):
+            v = x.get(key[2:])
+            return "-" if v is None else f"{v:.2f}x"
+        return x.get(key)
+
+    return table(heads, [[cell(x, k) for k in keys] for x in rows], align)
 
 
-def _epoch_table(r: Report) -> str:
-    s = r.settings
-    res = r.data.get("results") or {}
-    head = (
-        f"Training epochs: {s.get('train_images')} train / {s.get('val_images')} val images "
-        f"of {_size(s.get('source_size_wh'))} at {s.get('image_size')}x{s.get('image_size')}, "
-        f"{s.get('model_size')} {s.get('model')}, batch {s.get('batch_size')}, "
-        f"{s.get('workers')} workers, amp={s.get('amp')}, channels_last="
-        f"{s.get('channels_last')}, compile={s.get('compile')}"
-        + "".join(
-            f", {key}={s[key]}"
-            for key in ("augment_on", "cache", "val_batch_size", "async_checkpoint")
-            if key in s  # recorded by newer epoch.py runs
-        )
-        + f"; synthetic set written in {fmt(s.get('synthetic_data_s'))} s."
-    )
-    rows = [
-        [
-            e.get("epoch"),
-            e.get("wall_s"),
-            e.get("train_data_wait_s"),
-            e.get("train_compute_s"),
-            e.get("val_data_wait_s"),
-            e.get("val_compute_s"),
-            e.get("checkpoint_s"),
-            e.get("train_images_per_s"),
-            e.get("val_miou"),
-        ]
-        for e in res.get("epochs") or []
-    ]
-    body = table(
-        [
-            "epoch",
-            "wall s",
-            "train wait s",
-            "train compute s",
-            "val wait s",
-            "val compute s",
-            "checkpoint s",
-            "train img/s",
-            "val mIoU",
-        ],
-        rows,
-        "r" * 9,
-    )
-    est = res.get("estimate_50_epochs_s")
-    tail = ""
-    if est is not None:
-        tail = (
-            f"\n\n50-epoch estimate: {est / 60:.1f} min ({est:.0f} s; {res.get('estimate_rule')})."
-        )
-    if r.data.get("stopped_by_budget"):
-        tail += " Stopped early by the time budget."
-    return head + "\n\n" + body + tail
+CAPTIONS = {
+    "train_step": "Training step, {image_size}, batch {batch_size}; {warmup_steps} warm-up steps, "
+    "median of {repeats} x {steps_per_repeat} steps.",
+    "epoch": "Training epochs: {train_images} train / {val_images} val images of "
+    "{source_size_wh} at {image_size}x{image_size}, {model_size} {model}, batch {batch_size}, "
+    "{workers} workers, amp={amp}, channels_last={channels_last}, compile={compile}{extra}; "
+    "synthetic set written in {synthetic_data_s} s.",
+    "inference": "Inference, precision {precision}, channels_last {channels_last}; "
+    "median of {repeats} calls after {warmup} warm-up.",
+    "data": "Data pipeline at {target_size}, {n_images} images per source, "
+    "median of {repeats} epochs.",
+    "suite": "GPU suite stages.",
+}
 
 
-def _inference_table(r: Report) -> str:
-    s = r.settings
-    rows_by = {
-        (x.get("model"), tuple(x.get("size") or ()), x.get("batch"), x.get("mode")): x
-        for x in _ok_rows(r)
-    }
-    rows = []
-    for x in r.data.get("v3_vs_deeplabv3") or []:
-        key = (tuple(x.get("size") or ()), x.get("batch"), x.get("mode"))
-        v3 = rows_by.get(("v3", *key), {})
-        dl = rows_by.get(("deeplabv3", *key), {})
-        rows.append(
-            [
-                _size(x.get("size")),
-                x.get("batch"),
-                str(x.get("mode")),
-                x.get("v3_ms"),
-                x.get("deeplabv3_ms"),
-                x.get("ratio"),
-                x.get("paired_ratio_median"),
-                v3.get("images_per_s"),
-                dl.get("images_per_s"),
-                v3.get("peak_memory_mib"),
-            ]
-        )
-    head = (
-        f"Inference, precision {s.get('precision')}, channels_last {s.get('channels_last')}; "
-        f"median of {s.get('repeats')} calls after {s.get('warmup')} warm-up."
-        + (" Tiny stand-in models (a plumbing check)." if s.get("tiny_models") else "")
-    )
-    return (
-        head
-        + "\n\n"
-        + table(
-            [
-                "size",
-                "batch",
-                "mode",
-                "V3 ms",
-                "DeepLabV3 ms",
-                "V3 / DeepLabV3",
-                "paired ratio",
-                "V3 img/s",
-                "DeepLabV3 img/s",
-                "V3 peak MiB",
-            ],
-            rows,
-            "lrlrrrrrrr",
-        )
-    )
+class _Settings(dict[str, Any]):
+    """``str.format_map`` source: settings as printed (missing ones as ``None``)."""
+
+    def __missing__(self, key: str) -> str:
+        return "None"
 
 
-def _data_table(r: Report) -> str:
-    rows = [
-        [
-            str(x.get("source")),
-            str(x.get("pipeline")),
-            x.get("workers"),
-            x.get("images_per_s"),
-            _x(x.get("speedup_vs_naive")),
-        ]
-        for x in _ok_rows(r)
-    ]
-    s = r.settings
-    head = (
-        f"Data pipeline at {s.get('target_size')}, {s.get('n_images')} images per source, "
-        f"median of {s.get('repeats')} epochs."
-    )
-    return (
-        head
-        + "\n\n"
-        + table(["source", "pipeline", "workers", "images/s", "speed-up vs naive"], rows, "llrrr")
-    )
+def _caption(r: Report) -> str:
+    s = _Settings({k: fmt(v) if isinstance(v, (list, float)) else v for k, v in r.settings.items()})
+    extra = ("augment_on", "cache", "val_batch_size", "async_checkpoint")  # newer epoch.py runs
+    s["extra"] = "".join(f", {k}={r.settings[k]}" for k in extra if k in r.settings)
+    return CAPTIONS[r.kind].format_map(s)
 
 
-def _suite_table(r: Report) -> str:
-    rows = [
-        [
-            str(x.get("stage")),
-            str(x.get("status")),
-            x.get("rc"),
-            x.get("wall_s"),
-            x.get("limit_s"),
-            str(x.get("json") or "-"),
-        ]
-        for x in _ok_rows(r)
-    ]
-    return "GPU suite stages.\n\n" + table(
-        ["stage", "status", "exit code", "wall s", "limit s", "JSON"], rows, "llrrrl"
-    )
-
-
-def _augment_table(r: Report) -> str:
-    """augment.py: one table per part (``loader`` per transform, ``device`` per module)."""
+def _tables(r: Report) -> str:
+    """The caption and table(s) of one report."""
     res = r.data.get("results")
-    if not isinstance(res, dict):
-        return _generic_table(r)
-    parts = []
-    for part, rows in res.items():
-        if isinstance(rows, list) and rows:
-            parts.append(f"Augmentation, {part} side:\n\n" + _rows_table(rows))
-    return "\n\n".join(parts) or "(no tabular results)"
-
-
-def _generic_table(r: Report) -> str:
-    return _rows_table(_ok_rows(r))
-
-
-def _rows_table(rows: list[dict[str, Any]]) -> str:
-    """Every scalar column of a list of flat rows (lists and dicts left out)."""
-    rows = [x for x in rows if isinstance(x, dict)]
-    keys = [
-        k
-        for k in dict.fromkeys(k for x in rows for k in x)
-        if all(not isinstance(x.get(k), (list, dict)) for x in rows)
-    ]
-    if not rows or not keys:
-        return "(no tabular results)"
-    numeric = [
-        all(isinstance(x.get(k), (int, float)) or x.get(k) is None for x in rows) for k in keys
-    ]
-    align = "".join("r" if n else "l" for n in numeric)
-    return table(keys, [[x.get(k) for k in keys] for x in rows], align)
+    if r.kind == "train_step":
+        rows = []
+        for x in r.rows:
+            note = [str(x.get("error") or "")]
+            if x.get("largest_batch"):
+                cut = " (search cut by the budget)" if x.get("search_cut_by_budget") else ""
+                note.insert(0, f"largest batch{cut}")
+            model = MODEL_NAMES.get(x.get("model", ""), x.get("model"))
+            rows.append({**x, "model": model, "note": "; ".join(filter(None, note))})
+        return _caption(r) + "\n\n" + _columns(r.kind, rows)
+    if r.kind == "epoch" and isinstance(res, dict):
+        text = _caption(r) + "\n\n" + _columns(r.kind, res.get("epochs") or [])
+        est = res.get("estimate_50_epochs_s")
+        if est is not None:
+            rule = res.get("estimate_rule")
+            text += f"\n\n50-epoch estimate: {est / 60:.1f} min ({est:.0f} s; {rule})."
+        return text + (
+            " Stopped early by the time budget." if r.data.get("stopped_by_budget") else ""
+        )
+    if r.kind == "inference":
+        by = {
+            (x.get("model"), fmt(x.get("size")), x.get("batch"), x.get("mode")): x for x in r.rows
+        }
+        rows = []
+        for x in r.data.get("v3_vs_deeplabv3") or []:
+            row = dict(x)
+            for m in ("v3", "deeplabv3"):
+                run = by.get((m, fmt(x.get("size")), x.get("batch"), x.get("mode")), {})
+                row |= {f"{m}_{k}": run.get(k) for k in ("images_per_s", "peak_memory_mib")}
+            rows.append(row)
+        return _caption(r) + "\n\n" + _columns(r.kind, rows)
+    if r.kind == "augment" and isinstance(res, dict):
+        return (
+            "Augmentation, loader side (one sample):\n\n"
+            + _columns("loader", res.get("loader") or [])
+            + f"\n\nAugmentation, device side ({r.settings.get('device')}):\n\n"
+            + _columns("device", res.get("device") or [])
+        )
+    if r.kind in ("data", "suite"):
+        return _caption(r) + "\n\n" + _columns(r.kind, r.rows)
+    return "(not a known benchmark report)"
 
 
 def render(reports: Sequence[Report]) -> str:
-    """The markdown: machines, targets, then one table per report."""
+    """The markdown: machines, target verdicts, then one table per report."""
     out = ["## Machines", ""]
     for r in reports:
-        if r.kind != "suite":
-            out.append(f"- `{r.path.name}`: {machine_line(r)}")
-    suite = [r for r in reports if r.kind == "suite"]
-    for r in suite:
-        env = r.data.get("environment") or {}
-        if isinstance(env, dict) and env:
-            probe = ", ".join(f"{k} {fmt(v)}" for k, v in env.items())
+        if r.kind == "suite":
+            probe = ", ".join(f"{k} {fmt(v)}" for k, v in (r.data.get("environment") or {}).items())
             out.append(f"- `{r.path.name}` (the suite's environment probe): {probe}")
-    for title, targets in (
-        ("GPU targets", evaluate_targets(reports, "gpu")),
-        ("CPU targets", evaluate_targets(reports, "cpu")),
-    ):
-        out += ["", f"## {title}", ""]
-        if targets:
-            rows = [[t.name, t.threshold, t.measured, t.verdict, f"`{t.source}`"] for t in targets]
-            out.append(
-                table(["target", "threshold", "measured", "verdict", "source"], rows, "lllll")
-            )
         else:
-            out.append("(no report holds a figure for these targets)")
-    renderers = {
-        "train_step": _train_step_table,
-        "epoch": _epoch_table,
-        "inference": _inference_table,
-        "data": _data_table,
-        "augment": _augment_table,
-        "suite": _suite_table,
-    }
+            out.append(f"- `{r.path.name}`: {machine_line(r)}")
+    targets = evaluate_targets(reports)
+    for title, gpu in (("GPU targets", True), ("CPU targets", False)):
+        rows = [
+            [t.name, t.threshold, t.measured, t.verdict, f"`{t.source}`"]
+            for t in targets
+            if t.gpu == gpu
+        ]
+        body = (
+            table(["target", "threshold", "measured", "verdict", "source"], rows, "lllll")
+            if rows
+            else "(no report holds a figure for these targets)"
+        )
+        out += ["", f"## {title}", "", body]
     for r in reports:
         out += ["", f"### `{r.path.name}` ({r.data.get('benchmark')})", ""]
-        if r.kind != "suite":  # the suite's environment is listed under Machines
-            out.append(f"Machine: {machine_line(r)}.")
+        if r.settings.get("tiny_models"):
+            out += ["Tiny stand-in models (a plumbing check).", ""]
         if r.data.get("complete") is False:
-            out.append("")
-            out.append("*Partial: the run stopped before it finished (time limit or error).*")
-        out.append("")
-        out.append(renderers.get(r.kind, _generic_table)(r))
-        skipped = r.data.get("skipped")
-        if isinstance(skipped, list) and skipped:
-            out.append("")
-            out.append(
-                "Skipped: "
-                + "; ".join(
-                    ", ".join(f"{k} {_size(v)}" for k, v in s.items() if k != "reason")
-                    + f" ({s.get('reason')})"
-                    for s in skipped
-                    if isinstance(s, dict)
-                )
-                + "."
-            )
+            out += ["*Partial: the run stopped before it finished (time limit or error).*", ""]
+        out.append(_tables(r))
+        skipped = [s for s in r.data.get("skipped") or [] if isinstance(s, dict)]
+        if skipped:
+            items = [
+                ", ".join(f"{k} {fmt(v)}" for k, v in s.items() if k != "reason")
+                + f" ({s.get('reason')})"
+                for s in skipped
+            ]
+            out += ["", "Skipped: " + "; ".join(items) + "."]
     return "\n".join(out) + "\n"
 
 
-def _write(path: Path, text: str) -> None:
-    """Write ``text`` atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Print (and optionally write) the markdown; returns the process exit code."""
+    """Print the markdown; returns the process exit code."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "paths",
@@ -727,7 +480,6 @@ def main(argv: list[str] | None = None) -> int:
         default=[Path(__file__).resolve().parent / "results"],
         help="JSON reports or folders of them (default: benchmarks/results)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     args = parser.parse_args(argv)
     try:
         reports = load_reports(args.paths)
@@ -735,10 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"report.py: error: {exc}\n")
     if not reports:
         parser.exit(2, f"report.py: error: no *.json reports in {[str(p) for p in args.paths]}\n")
-    text = render(reports)
-    sys.stdout.write(text)
-    if args.out is not None:
-        _write(args.out, text)
+    sys.stdout.write(render(reports))
     return 0
 
 
