@@ -5,24 +5,33 @@ flushed, ``fsync``-ed and renamed over the target with :func:`os.replace`; the f
 then synced so the rename survives a power cut. A crash, a kill or a full disk mid-write
 leaves the previous file untouched (at worst a stray temporary file, which
 :func:`remove_stale_temporaries` deletes), never a truncated target.
+
+A failed write is always an :class:`OSError` that names the *target* (never the temporary
+name) and the errno's meaning, e.g. ``[Errno 28] No space left on device: 'run/last.pt'``,
+also where a library (``torch.save``) would have turned the disk error into a
+``RuntimeError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
     "fsync_dir",
+    "named_write_errors",
     "remove_stale_temporaries",
     "temporary_path",
+    "write_error",
 ]
 
 #: Names :func:`temporary_path` gives: ``.<name>.<kind>-<pid>``.
@@ -72,28 +81,96 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def write_error(target: Path, cause: OSError) -> OSError:
+    """The OSError of a failed write of ``target``: its errno, meaning and the target's name.
+
+    ``OSError(errno, ...)`` returns the fitting subclass (``PermissionError`` for EACCES,
+    ...), so ``except PermissionError`` keeps working.
+    """
+    code = cause.errno if cause.errno is not None else errno.EIO
+    meaning = os.strerror(code)
+    if code == errno.ENOSPC:
+        meaning += " (the disk is full; free some space)"
+    elif code == errno.EFBIG:
+        meaning += " (the file system or a ulimit -f caps the file size)"
+    return OSError(code, f"{meaning}; any previous file there is unchanged", str(target))
+
+
+@contextlib.contextmanager
+def named_write_errors(target: Path) -> Iterator[None]:
+    """Re-raise an OSError from writing ``target`` (or its temporary file) by ``target``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename == str(target) and exc.errno is not None:
+            raise
+        raise write_error(target, exc) from exc
+
+
+class _RecordingFile:
+    """A binary file that remembers the OSError of a failed write.
+
+    ``torch.save`` turns an OSError raised by ``write`` into a ``RuntimeError`` with an
+    internal message ("unexpected pos 704 vs 598"); the recorded error gives the cause back.
+    """
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def fileno(self) -> int:
+        # Without a descriptor, writers (PIL's encoders) go through write(), where a
+        # failure is recorded; with one they write to it directly and lose the errno.
+        raise io.UnsupportedOperation("fileno")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     """Write a file atomically: ``write`` receives a binary handle to a temporary file.
 
-    Parent folders are created. Any exception (``OSError`` from a full disk, an error in
-    ``write``, ``KeyboardInterrupt``) removes the temporary file and propagates unchanged;
-    the target keeps its previous content.
+    Parent folders are created. Any exception (an error in ``write``,
+    ``KeyboardInterrupt``) removes the temporary file and propagates; a failed write or
+    rename (a full disk, a file-size limit, a read-only folder) is raised as
+    :func:`write_error`'s ``OSError`` naming the target. The target keeps its previous
+    content.
 
     Returns:
         The target path.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with named_write_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(target)
+    recorder: _RecordingFile | None = None
+    in_callback = False
     try:
         with open(tmp, "wb") as fh:
-            write(fh)
+            recorder = _RecordingFile(fh)
+            in_callback = True
+            write(cast(IO[bytes], recorder))
+            in_callback = False
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        # A write to the temporary file failed, or opening/flushing/renaming it did; an
+        # OSError of the callback's own (e.g. reading a source file) propagates as it is.
+        cause = recorder.error if recorder is not None else None
+        if cause is None and isinstance(exc, OSError) and not in_callback:
+            cause = exc
+        if cause is not None:
+            raise write_error(target, cause) from exc
         raise
     fsync_dir(target.parent)
     return target

@@ -11,6 +11,7 @@ from PIL import Image
 
 from suimseg.classes import rgb_to_index
 from suimseg.data import overlay
+from suimseg.data.visualize import LEGEND_COLUMN_PX
 from suimseg.errors import ConfigError, InputNotFoundError
 from suimseg.inference import Predictor, collect_inputs, predict_files
 
@@ -60,7 +61,7 @@ def test_folder_inputs_mirror_relative_paths_and_overlays(
     names = sorted(p.relative_to(out).as_posix() for p in res.written)
     assert names == ["masks/a.bmp", "masks/sub/b.bmp", "overlays/a.png", "overlays/sub/b.png"]
     with Image.open(out / "overlays" / "sub" / "b.png") as ov:
-        assert ov.width == 180  # widened so the legend text fits
+        assert ov.width == LEGEND_COLUMN_PX  # widened so the legend text fits
         assert ov.height > 22  # the legend strip is appended below the image
         top = np.asarray(ov.convert("RGB").crop((0, 0, 18, 22)))
     image = Image.open(root / "sub" / "b.png").convert("RGB")

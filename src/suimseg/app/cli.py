@@ -682,6 +682,14 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"suimseg: warning: {message}", file=sys.stderr)
 
 
+def _message(exc: BaseException) -> str:
+    """An error as one line in user terms: ``path: meaning`` for file-system errors."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        name = str(exc.filename)
+        return exc.strerror if name in exc.strerror else f"{name}: {exc.strerror}"
+    return str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``suimseg`` console script; returns the exit status."""
     parser = build_parser()
@@ -705,7 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SUIMSegError, OSError) as exc:
         if args.debug:
             raise
-        print(f"suimseg: error: {exc}", file=sys.stderr)
+        print(f"suimseg: error: {_message(exc)}", file=sys.stderr)
         return 1
 
 

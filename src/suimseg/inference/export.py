@@ -17,11 +17,12 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor, nn
 
+from suimseg._atomic import atomic_write, named_write_errors
 from suimseg.errors import ConfigError, MissingDependencyError
 
 __all__ = ["export_onnx", "export_torchscript", "verify_onnx"]
@@ -128,16 +129,12 @@ def export_torchscript(
                     f"{diff:.3g} (> atol={atol}) on an input of shape {tuple(x.shape)}; the "
                     "model has shape-dependent Python control flow that tracing cannot keep"
                 )
-    tmp = _tmp_for(out)
-    try:
+    def write(fh: IO[bytes]) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit.save's deprecation notice
-            torch.jit.save(traced, str(tmp))
-        _fsync_replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+            torch.jit.save(traced, fh)
+
+    return atomic_write(out, write)
 
 
 def _require(module: str, feature: str) -> None:
@@ -210,8 +207,9 @@ def export_onnx(
                 )
             if program is None:  # pragma: no cover - dynamo=True always returns a program
                 raise ConfigError("export_onnx: the exporter returned no program")
-            program.save(str(tmp))
-        _fsync_replace(tmp, out)
+            with named_write_errors(out):
+                program.save(str(tmp))
+                _fsync_replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
