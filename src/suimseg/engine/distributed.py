@@ -34,6 +34,7 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "require_sharded",
     "seed_rank_epoch",
     "shard_loader",
 ]
@@ -205,6 +206,35 @@ def shard_loader(loader: DataLoader[object], *, train: bool, seed: int = 0) -> D
         prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
         persistent_workers=loader.persistent_workers,
         pin_memory_device=loader.pin_memory_device,
+    )
+
+
+def require_sharded(loader: object, name: str) -> None:
+    """Under DDP, refuse a DataLoader that is not sharded across the processes.
+
+    The trainer does not rebuild loaders: each process must be given its share (a
+    :class:`~torch.utils.data.DistributedSampler` or :class:`ShardSampler`, e.g. from
+    :func:`shard_loader`). A no-op in a single process and for non-DataLoader iterables.
+
+    Raises:
+        ConfigError: If ``loader`` is an unsharded DataLoader while distributed.
+
+    Example:
+        >>> require_sharded(DataLoader(range(4)), "train_loader")  # a single process: fine
+    """
+    if not is_distributed() or not isinstance(loader, DataLoader):
+        return
+    sampler = loader.sampler
+    batch_sampler = getattr(loader.batch_sampler, "sampler", None)
+    if isinstance(sampler, (DistributedSampler, ShardSampler)) or isinstance(
+        batch_sampler, (DistributedSampler, ShardSampler)
+    ):
+        return
+    fix = "train=True, seed=seed" if name == "train_loader" else "train=False"
+    raise ConfigError(
+        f"{name}: expected a DataLoader sharded across the {get_world_size()} processes "
+        f"(a DistributedSampler or ShardSampler), got one with a "
+        f"{type(sampler).__name__}; pass shard_loader(loader, {fix}) from suimseg.engine"
     )
 
 
