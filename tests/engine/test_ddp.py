@@ -50,6 +50,8 @@ def test_shard_loader_keeps_a_sharded_loader() -> None:
     data = TensorDataset(torch.arange(6))
     loader = DataLoader(data, batch_size=2, sampler=ShardSampler(data, rank=0, world_size=2))
     assert shard_loader(loader, train=False) is loader
+    plain = DataLoader(data, batch_size=2, shuffle=True)
+    assert shard_loader(plain, train=True) is plain  # a single process: nothing to shard
 
 
 _SCRIPT = """

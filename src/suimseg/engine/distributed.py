@@ -155,9 +155,10 @@ class ShardSampler(Sampler[int]):
 
 
 def shard_loader(loader: DataLoader[object], *, train: bool, seed: int = 0) -> DataLoader[object]:
-    """Return ``loader`` rebuilt with a distributed sampler, or unchanged if it has one.
+    """Return ``loader`` rebuilt with a distributed sampler, or unchanged when not needed.
 
-    Training loaders get a :class:`~torch.utils.data.DistributedSampler` (shuffling with
+    The loader is returned as it is when it already has such a sampler and in a single
+    process, so one script serves both ``python`` and ``torchrun``. Training loaders get a :class:`~torch.utils.data.DistributedSampler` (shuffling with
     ``seed + epoch`` when the original loader shuffled); evaluation loaders get a
     :class:`ShardSampler` so each sample is counted once. Every other DataLoader setting
     (batch size, workers, collate function, ...) is kept.
@@ -174,7 +175,7 @@ def shard_loader(loader: DataLoader[object], *, train: bool, seed: int = 0) -> D
         ConfigError: If the loader uses a custom ``batch_sampler`` or an iterable dataset,
             which cannot be sharded automatically.
     """
-    if isinstance(loader.sampler, (DistributedSampler, ShardSampler)):
+    if not is_distributed() or isinstance(loader.sampler, (DistributedSampler, ShardSampler)):
         return loader
     if loader.batch_size is None or not isinstance(loader.dataset, Sized):
         raise ConfigError(
