@@ -68,6 +68,7 @@ __all__ = [
     "RunDirLock",
     "default_callbacks",
     "json_run_config",
+    "summary_line",
 ]
 
 logger = logging.getLogger("suimseg")
@@ -425,6 +426,10 @@ class History(Callback):
 def summary_line(record: EpochRecord, epochs: int) -> str:
     """The one-line summary of an epoch that :class:`Progress` prints.
 
+    Learning rates are labelled with their parameter group's name; a group named
+    ``<name>_...`` with the same rate as an earlier group ``<name>`` (``encoder_no_decay``
+    and ``encoder``) is folded into it.
+
     Example:
         >>> summary_line(EpochRecord(epoch=2, train_loss=0.5, val_miou=0.25,
         ...                          lrs={"encoder": 1e-5, "decoder": 1e-4}), 9)
@@ -436,7 +441,11 @@ def summary_line(record: EpochRecord, epochs: int) -> str:
     if record.val_miou is not None:
         parts.append(f"mIoU {100 * record.val_miou:.2f}%")
     if record.lrs:
-        parts.append("lr " + " ".join(f"{name} {lr:.2e}" for name, lr in record.lrs.items()))
+        shown: dict[str, float] = {}
+        for name, lr in record.lrs.items():  # fold "encoder_no_decay" into an equal "encoder"
+            if not any(name.startswith(f"{p}_") and lr == shown[p] for p in shown):
+                shown[name] = lr
+        parts.append("lr " + " ".join(f"{name} {lr:.2e}" for name, lr in shown.items()))
     parts.append(f"{record.epoch_time_s:.1f}s")
     parts.append(f"{record.images_per_s:.1f} img/s")
     if record.skipped_steps:

@@ -158,8 +158,9 @@ def shard_loader(loader: DataLoader[object], *, train: bool, seed: int = 0) -> D
     """Return ``loader`` rebuilt with a distributed sampler, or unchanged when not needed.
 
     The loader is returned as it is when it already has such a sampler and in a single
-    process, so one script serves both ``python`` and ``torchrun``. Training loaders get a :class:`~torch.utils.data.DistributedSampler` (shuffling with
-    ``seed + epoch`` when the original loader shuffled); evaluation loaders get a
+    process, so one script serves both ``python`` and ``torchrun``. Training loaders get a
+    :class:`~torch.utils.data.DistributedSampler` (shuffling with ``seed + epoch`` when the
+    original loader shuffled); evaluation loaders get a
     :class:`ShardSampler` so each sample is counted once. Every other DataLoader setting
     (batch size, workers, collate function, ...) is kept.
 
