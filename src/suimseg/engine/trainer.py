@@ -39,10 +39,20 @@ from suimseg.engine.callbacks import Callback, NonFiniteLoss
 from suimseg.engine.checkpoint import atomic_save, load_checkpoint, restore_training_state
 from suimseg.engine.checkpoint import training_state as _training_state
 from suimseg.engine.history import EpochRecord
-from suimseg.engine.utils import group_lrs, resolve_device, skipped_sample_count, unpack_batch
+from suimseg.engine.utils import (
+    check_trainer_args,
+    group_lrs,
+    model_num_classes,
+    not_float_error,
+    reduce_on_plateau,
+    resolve_device,
+    skipped_sample_count,
+    training_device,
+    unpack_batch,
+    wrap_model,
+)
 from suimseg.errors import ConfigError
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
-from suimseg.optim import group_min_lrs
 
 __all__ = [
     "AmpMode",
@@ -84,39 +94,6 @@ class TrainStats:
     skipped_samples: int = 0
 
 
-def reduce_on_plateau(
-    optimizer: Optimizer, *, factor: float = 0.5, patience: int = 5, min_lr: float = 1e-6
-) -> ReduceLROnPlateau:
-    """The design's schedule: halve the LR when validation mIoU stalls for 5 epochs.
-
-    The trainer steps a :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau` with the
-    validation mIoU (``mode="max"``) after every epoch. The ``min_lr`` floor is scaled by
-    each group's ``"lr_mult"`` (set by :func:`suimseg.optim.param_groups`), so the
-    encoder/decoder learning-rate ratio survives the floor.
-
-    Args:
-        optimizer: The optimizer whose learning rates are reduced.
-        factor: Multiplier applied to the LR on a plateau.
-        patience: Epochs without improvement before reducing.
-        min_lr: Lower bound of the base LR (groups without ``"lr_mult"`` get exactly this).
-
-    Returns:
-        The scheduler, to pass as ``Trainer(..., scheduler=...)``.
-
-    Example:
-        >>> opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-4)
-        >>> reduce_on_plateau(opt).mode
-        'max'
-    """
-    return ReduceLROnPlateau(
-        optimizer,
-        mode="max",
-        factor=factor,
-        patience=patience,
-        min_lr=group_min_lrs(optimizer.param_groups, min_lr),
-    )
-
-
 def _epoch_record(
     epoch: int,
     stats: TrainStats,
@@ -145,78 +122,14 @@ def _epoch_record(
     )
 
 
-def _check_args(
-    model: Any,
-    loss_fn: Any,
-    optimizer: Any,
-    scheduler: Any,
-    scheduler_interval: Any,
-    amp: Any,
-    grad_clip: Any,
-) -> None:
-    """Validate the trainer's arguments (the messages name the argument and the fix)."""
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise ConfigError(f"loss_fn: expected a callable, got {type(loss_fn).__name__}")
-    if not isinstance(optimizer, Optimizer):
-        raise ConfigError(
-            f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__}"
-        )
-    if scheduler_interval not in ("epoch", "step"):
-        raise ConfigError(
-            f"scheduler_interval: expected 'epoch' or 'step', got {scheduler_interval!r}"
-        )
-    if isinstance(scheduler, ReduceLROnPlateau) and scheduler_interval == "step":
-        raise ConfigError(
-            "scheduler_interval: ReduceLROnPlateau is stepped with the validation mIoU "
-            "once per epoch; use scheduler_interval='epoch'"
-        )
-    if amp not in (None, "bf16", "fp16"):
-        raise ConfigError(f"amp: expected 'bf16', 'fp16' or None, got {amp!r}")
-    if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and grad_clip > 0):
-        raise ConfigError(f"grad_clip: expected a positive number or None, got {grad_clip!r}")
-
-
-def _check_callbacks(callbacks: Sequence[Any]) -> None:
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise ConfigError(
-                f"callbacks: expected suimseg.engine.Callback instances, got "
-                f"{type(cb).__name__}; subclass Callback"
-            )
-
-
-def _wrap_model(
-    model: nn.Module, device: torch.device, *, compile: bool
-) -> tuple[nn.Module, nn.Module]:
-    """``(train_module, eval_module)``: DDP (when distributed) and ``torch.compile`` wrappers."""
-    train_module: nn.Module = model
-    if dist_utils.is_distributed():
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        train_module = DistributedDataParallel(model, device_ids=ids)
-    if not compile:
-        return train_module, model
-    eval_module = cast(nn.Module, torch.compile(model))
-    if train_module is model:
-        return eval_module, eval_module
-    return cast(nn.Module, torch.compile(train_module)), eval_module
-
-
 class Trainer:
     """Train and evaluate a segmentation model: AMP, gradient clipping, LR schedule, DDP.
 
-    The trainer runs the loop; everything around it is a :class:`~suimseg.engine.Callback`
-    from :mod:`suimseg.engine.callbacks` (checkpoints, history files, run lock, progress,
-    early stopping, device-side batch transforms, the non-finite-loss policy).
-    :func:`~suimseg.engine.callbacks.default_callbacks` builds the usual set.
-
-    DDP is explicit: initialise the process group (``torchrun`` + ``init_distributed``)
-    and shard the loaders (:func:`~suimseg.engine.shard_loader`) before calling
-    :meth:`fit`; when a process group with more than one process is active the trainer
-    wraps the model in ``DistributedDataParallel`` and all-reduces losses and metrics.
+    The trainer runs the loop; checkpoints, history files, the run lock, progress, early
+    stopping, device-side transforms and the non-finite-loss policy are callbacks
+    (:mod:`suimseg.engine.callbacks`; :func:`~suimseg.engine.default_callbacks` builds the
+    usual set). DDP is explicit: the caller initialises the process group and shards the
+    loaders; with an active group the trainer wraps the model in DistributedDataParallel.
 
     Args:
         model: The model; logits ``(N, C, H, W)`` out. Convert BatchNorm to SyncBatchNorm
@@ -278,24 +191,16 @@ class Trainer:
         class_names: Sequence[str] | None = None,
         callbacks: Sequence[Callback] = (),
     ) -> None:
-        _check_args(model, loss_fn, optimizer, scheduler, scheduler_interval, amp, grad_clip)
-        _check_callbacks(callbacks)
-        self.device = resolve_device(device)
+        check_trainer_args(
+            model, loss_fn, optimizer, scheduler, scheduler_interval, amp, grad_clip, callbacks
+        )
+        self.device = training_device(device, amp)
         self.distributed = dist_utils.is_distributed()
-        if self.distributed and str(self.device) == "cuda":  # no index given: use LOCAL_RANK
-            self.device = dist_utils.cuda_device_for_this_process()
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        if amp == "fp16" and self.device.type != "cuda":
-            raise ConfigError(
-                f"amp: 'fp16' needs a CUDA device, got device {self.device}; use amp='bf16' "
-                "or None on the CPU"
-            )
         model.to(self.device)
         if channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
-        self._train_module, self._eval_module = _wrap_model(model, self.device, compile=compile)
+        self._train_module, self._eval_module = wrap_model(model, self.device, compile=compile)
         self.loss_fn, self.optimizer, self.scheduler = loss_fn, optimizer, scheduler
         self.scheduler_interval = scheduler_interval
         self.amp = amp
@@ -304,11 +209,7 @@ class Trainer:
         self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.channels_last = channels_last
         self.ignore_index = IGNORE_INDEX
-        config = getattr(model, "config", None)
-        found = config.get("num_classes") if isinstance(config, dict) else None
-        self.num_classes: int | None = found if isinstance(found, int) else None
-        if self.num_classes is None and class_names is not None:
-            self.num_classes = len(class_names)
+        self.num_classes = model_num_classes(model, class_names)
         self.class_names = None if class_names is None else tuple(class_names)
         if self.num_classes is not None:  # validate the names now, not after an epoch
             self.class_names = self._new_confusion(self.num_classes).class_names
@@ -367,14 +268,7 @@ class Trainer:
         for cb in self.callbacks:
             images, targets = cb.on_after_batch_transfer(self, images, targets, train)
         if not images.is_floating_point():  # a dtype check: free, no device sync
-            raise ConfigError(
-                f"{'training' if train else 'evaluation'} batch: expected float images for "
-                f"the model, got {images.dtype} (a loader built with output='uint8' yields "
-                "unnormalised uint8 images); normalise them on the device with a "
-                "DeviceTransform callback that returns float images (e.g. DeviceTransform("
-                "train=DeviceAugment(), eval=DeviceNormalize())), or build the loader's "
-                "transforms with output='float'"
-            )
+            raise not_float_error(images, train)
         if self.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         if not targets.is_floating_point() and targets.dtype != torch.int64:
@@ -382,18 +276,11 @@ class Trainer:
         return images, targets
 
     def train_one_epoch(self, loader: Iterable[Any], epoch: int) -> TrainStats:
-        """Run one epoch of training steps (with the callbacks' batch hooks).
+        """Run one epoch of training steps over ``loader`` (1-based ``epoch``).
 
-        Args:
-            loader: Yields ``(images, targets)`` batches or dicts with ``"image"`` and
-                ``"mask"``; under DDP, a sharded loader.
-            epoch: 1-based epoch number (for the sampler's ``set_epoch`` and messages).
-
-        Returns:
-            The epoch's :class:`TrainStats`.
-
-        Raises:
-            NonFiniteLossError: On a non-finite loss (the default ``NonFiniteLoss`` policy).
+        ``loader`` yields ``(images, targets)`` or dicts with ``"image"`` and ``"mask"``
+        (sharded under DDP). Raises :class:`~suimseg.errors.NonFiniteLossError` on a
+        non-finite loss (the default ``NonFiniteLoss`` policy).
         """
         dist_utils.require_sharded(loader, "train_loader")
         set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
@@ -446,13 +333,8 @@ class Trainer:
         Under DDP pass a loader sharded without padding (``shard_loader(loader,
         train=False)``); the confusion matrices are summed, so the result equals a
         single-process evaluation. The model's train/eval mode is restored afterwards.
-
-        Raises:
-            ConfigError: If the loader yields no batch, or is not sharded under DDP.
-
-        Example:
-            >>> metrics = trainer.evaluate(val_loader)  # doctest: +SKIP
-            >>> print(metrics.format_table())  # doctest: +SKIP
+        Raises :class:`~suimseg.errors.ConfigError` for an empty or (under DDP) unsharded
+        loader.
         """
         return self._evaluate(loader)[0]
 
@@ -510,30 +392,24 @@ class Trainer:
     ) -> list[EpochRecord]:
         """Train until ``epochs`` epochs are completed (counting resumed ones).
 
-        Each epoch: ``on_epoch_start``, the training steps, validation, the scheduler step,
-        the best-mIoU bookkeeping, then ``on_epoch_end`` with the epoch's
-        :class:`~suimseg.engine.EpochRecord` (where callbacks save checkpoints, write
-        history lines and may set ``trainer.should_stop``). Ctrl-C calls ``on_interrupt``
-        (the :class:`~suimseg.engine.callbacks.Checkpoint` callback saves ``last.pt``) and
-        returns normally with ``trainer.interrupted = True``; any other error calls
+        Each epoch: training, validation, the scheduler step, the best-mIoU bookkeeping,
+        then ``on_epoch_end`` with the :class:`~suimseg.engine.EpochRecord` (callbacks may
+        set ``trainer.should_stop``). Ctrl-C calls ``on_interrupt`` (``Checkpoint`` saves
+        ``last.pt``) and returns with ``trainer.interrupted = True``; any other error calls
         ``on_exception`` and is re-raised.
 
         Args:
-            train_loader: Training batches. For an exact resume, shuffle with a
-                ``DataLoader(shuffle=True)`` (its order derives from the torch RNG, which
-                checkpoints restore) or a sampler with ``set_epoch``.
-            val_loader: Validation batches, or ``None`` (then no best mIoU and no plateau
-                scheduler).
+            train_loader: Training batches; for an exact resume, a ``DataLoader(shuffle=True)``
+                (its order follows the restored torch RNG) or a sampler with ``set_epoch``.
+            val_loader: Validation batches, or ``None`` (no best mIoU, no plateau schedule).
             epochs: Total number of epochs, including those done before ``resume_from``.
-            resume_from: A checkpoint to continue from (see :meth:`load_checkpoint`); it
-                is kept as ``trainer.resumed`` for the callbacks.
+            resume_from: A checkpoint to continue from, kept as ``trainer.resumed``.
 
         Returns:
             The records of the epochs run by this call.
 
         Raises:
             ConfigError: For invalid arguments.
-            NonFiniteLossError: On a non-finite loss (default policy).
             CheckpointError: If ``resume_from`` cannot be used.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -598,11 +474,9 @@ class Trainer:
         return record
 
     def state_dict(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The full training state as a checkpoint dict (see :mod:`suimseg.engine.checkpoint`).
+        """The training state as a checkpoint dict, with ``extra`` merged into its ``"extra"``.
 
-        Holds the model (with its constructor config when it is a suimseg model),
-        optimizer, scheduler, scaler, counters, best metric, RNG states, class names and
-        ``extra`` (JSON-like, merged into the checkpoint's ``"extra"``).
+        See :func:`~suimseg.engine.training_state` for what it holds.
         """
         own = {
             "best_epoch": self.best_epoch,
@@ -622,11 +496,8 @@ class Trainer:
     ) -> None:
         """Restore a :meth:`state_dict` (model, optimizer, scheduler, scaler, counters).
 
-        Args:
-            state: A :meth:`state_dict` or a loaded checkpoint.
-            restore_rng: Also restore the torch/numpy/Python random states (for an exact
-                resume).
-            source: How error messages name the state (e.g. its file).
+        ``restore_rng`` also restores the random states (for an exact resume); ``source``
+        names the state in error messages.
 
         Raises:
             CheckpointError: If it was written for another architecture, or its optimizer
