@@ -63,7 +63,7 @@ class EpochRecord:
             stored) is read as index-named groups.
         epoch_time_s: Wall-clock seconds for training plus validation.
         images_per_s: Training throughput (all processes together under DDP).
-        skipped_steps: Steps skipped because of a non-finite loss (``nonfinite="skip"``).
+        skipped_steps: Steps skipped because of a non-finite loss (``NonFiniteLoss("skip")``).
         skipped_samples: Corrupt training samples skipped (and replaced) by the dataset
             (``SUIMDataset(on_corrupt="skip")``).
         is_best: Whether ``val_miou`` improved on every earlier epoch.
