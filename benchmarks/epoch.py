@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader
 from suimseg.app.config import TrainConfig
 from suimseg.app.recipe import build_training
 from suimseg.data import make_synthetic_suim
-from suimseg.engine import Callback, EpochRecord, Trainer
+from suimseg.engine import Callback, Checkpoint, EpochRecord, Trainer
 
 
 class TimedLoader:
@@ -327,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
             "cache": args.cache,
             "augment_on": args.augment_on,
             "val_batch_size": setup.val_loader.batch_size,
-            "async_checkpoint": trainer.async_checkpoint,
+            "async_checkpoint": any(
+                isinstance(cb, Checkpoint) and cb.async_write for cb in trainer.callbacks
+            ),
             "pin_memory": bool(setup.train_loader.pin_memory),
             "persistent_workers": bool(setup.train_loader.persistent_workers),
             "prefetch_factor": setup.train_loader.prefetch_factor,

@@ -1,9 +1,10 @@
 """Distributed data-parallel training with torchrun and the reference Trainer.
 
-The script is an ordinary training script: the Trainer reads torchrun's environment,
-initialises the process group (NCCL on CUDA, gloo on CPU), wraps the model in
-DistributedDataParallel and shards the loaders. Run as plain ``python`` it trains in one
-process.
+DDP is explicit: the script initialises the process group from torchrun's environment
+(NCCL on CUDA, gloo on CPU), shards the loaders with ``shard_loader`` and, on GPUs,
+converts BatchNorm to SyncBatchNorm; the Trainer sees the process group, wraps the model
+in DistributedDataParallel and all-reduces losses and metrics. Run as plain ``python`` it
+trains in one process.
 
 Small settings (the default): two CPU processes with gloo on a tiny synthetic dataset, a
 few seconds:
@@ -42,7 +43,7 @@ from suimseg import (
     make_synthetic_suim,
     param_groups,
 )
-from suimseg.engine import reduce_on_plateau
+from suimseg.engine import default_callbacks, reduce_on_plateau, shard_loader
 from suimseg.engine.distributed import (
     destroy_distributed,
     get_rank,
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     on_gpu = torch.cuda.is_available() and full
     device = "cuda" if on_gpu else "cpu"
 
-    # Initialise the process group early so rank 0 can prepare shared files first
-    # (the Trainer would otherwise do it; it reuses an initialised group).
+    # The caller owns the process group (the Trainer never initialises one); doing it
+    # first also lets rank 0 prepare shared files before the others read them.
     init_distributed(device)
     rank, world = get_rank(), get_world_size()
     torch.manual_seed(0)  # every rank builds the same initial weights
@@ -100,12 +101,19 @@ def main(argv: list[str] | None = None) -> None:
 
     train_set = SUIMDataset(root, "train", image_size=size)
     val_set = SUIMDataset(root, "val", image_size=size)
-    # Plain loaders: the Trainer gives the training loader a DistributedSampler (reshuffled
-    # each epoch) and the validation loader a ShardSampler (no padding, exact mIoU).
-    train_loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=args.workers
+    # Sharded loaders: the training loader gets a DistributedSampler (reshuffled each epoch)
+    # and the validation loader a ShardSampler (no padding, exact mIoU). Unchanged in a
+    # single process.
+    train_loader = shard_loader(
+        DataLoader(
+            train_set, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=args.workers
+        ),
+        train=True,
+        seed=0,
     )
-    val_loader = DataLoader(val_set, batch_size=batch_size, num_workers=args.workers)
+    val_loader = shard_loader(
+        DataLoader(val_set, batch_size=batch_size, num_workers=args.workers), train=False
+    )
 
     if full:
         model = UNetResAttnV3(encoder_weights="imagenet")
@@ -115,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             encoder="resnet18", decoder_channels=(16, 16, 8, 8), bridge_channels=16
         )
         lr, enc_lr_mult = 1e-3, 1.0
+    if on_gpu and world > 1:  # small per-GPU batches: synchronise BatchNorm statistics
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.AdamW(param_groups(model, enc_lr_mult, lr=lr, weight_decay=1e-4))
     trainer = Trainer(
         model,
@@ -124,9 +134,9 @@ def main(argv: list[str] | None = None) -> None:
         device=device,  # under torchrun with CUDA each process takes cuda:LOCAL_RANK
         amp="bf16" if on_gpu else None,
         channels_last=on_gpu,
-        sync_batchnorm=on_gpu,  # small per-GPU batches: synchronise BatchNorm statistics
-        checkpoint_dir=out,  # only rank 0 writes
-        progress=False,
+        # Checkpoints and history in `out` (only rank 0 writes); RankSeed(0) gives each
+        # rank its own augmentation stream.
+        callbacks=default_callbacks(out, progress=False, seed=0),
     )
     history = trainer.fit(train_loader, val_loader, epochs=epochs)
     if rank == 0:

@@ -42,7 +42,7 @@ from suimseg import (
     param_groups,
 )
 from suimseg.data import eval_transforms, render_scene, train_transforms
-from suimseg.engine import reduce_on_plateau
+from suimseg.engine import default_callbacks, reduce_on_plateau
 from suimseg.models import build_model
 
 # The new dataset's classes and their mask colours (RGB).
@@ -111,9 +111,7 @@ def pretrained_stand_in(work: Path, size: int) -> Path:
         DiceFocalLoss(),
         optimizer,
         device="cpu",
-        checkpoint_dir=work / "suim-run",
-        progress=False,
-        verbose=False,
+        callbacks=default_callbacks(work / "suim-run", progress=False, verbose=False),
     )
     loader = DataLoader(SUIMDataset(suim, "train", image_size=size), batch_size=4, shuffle=True)
     trainer.fit(loader, DataLoader(SUIMDataset(suim, "val", image_size=size)), epochs=1)
@@ -172,10 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         optimizer,
         scheduler=reduce_on_plateau(optimizer),
         device=args.device,
-        num_classes=len(CLASS_NAMES),
         class_names=CLASS_NAMES,
-        checkpoint_dir=args.out or work / "finetune-run",
-        progress=False,
+        callbacks=default_callbacks(args.out or work / "finetune-run", progress=False),
     )
     trainer.fit(
         DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True),

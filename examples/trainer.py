@@ -36,7 +36,7 @@ from suimseg import (
     make_synthetic_suim,
     param_groups,
 )
-from suimseg.engine import read_history, reduce_on_plateau
+from suimseg.engine import default_callbacks, read_history, reduce_on_plateau
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         amp="bf16" if on_gpu else None,
         grad_clip=1.0,
         channels_last=on_gpu,
-        checkpoint_dir=out,
-        progress=False,
+        # last.pt/best.pt, history.csv/.jsonl, the run lock, the summary line per epoch:
+        callbacks=default_callbacks(out, progress=False),
     )
     trainer.fit(train_loader, val_loader, epochs=epochs, resume_from=args.resume)
 

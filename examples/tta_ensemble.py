@@ -35,6 +35,7 @@ from suimseg import (
     make_synthetic_suim,
     param_groups,
 )
+from suimseg.engine import default_callbacks
 from suimseg.inference import (
     TTA,
     EvaluationResult,
@@ -77,9 +78,7 @@ def train_tiny(root: Path, size: int, seed: int, out: Path) -> nn.Module:
         DiceFocalLoss(),
         optimizer,
         device="cpu",
-        checkpoint_dir=out,
-        progress=False,
-        verbose=False,
+        callbacks=default_callbacks(out, progress=False, verbose=False),
     )
     loader = DataLoader(
         SUIMDataset(root, "train", image_size=size), batch_size=4, shuffle=True, drop_last=True

@@ -20,6 +20,7 @@ from suimseg.app.evaluate import (
 )
 from suimseg.data import make_synthetic_suim
 from suimseg.engine import Trainer, load_checkpoint
+from suimseg.engine.callbacks import json_run_config
 from suimseg.engine.checkpoint import atomic_save, make_checkpoint, read_run_config
 from suimseg.models import build_model, model_spec
 
@@ -46,8 +47,11 @@ def _write(path: Path, run_config: dict[str, Any] | None) -> Path:
     """A checkpoint written by the Trainer, with or without a run config."""
     model = _model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, device="cpu", run_config=run_config)
-    return trainer.save_checkpoint(path)
+    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, device="cpu")
+    if run_config is None:
+        return trainer.save_checkpoint(path)
+    # What the Checkpoint callback stores (suimseg train passes TrainConfig.to_dict()).
+    return trainer.save_checkpoint(path, extra={"run_config": json_run_config(run_config)})
 
 
 def _config(size: int, **kwargs: Any) -> TrainConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,14 @@ from suimseg.app.demo import run_demo
 from suimseg.app.recipe import build_training
 from suimseg.classes import CLASS_NAMES
 from suimseg.data import SUIMDataset, make_synthetic_suim
-from suimseg.engine import load_checkpoint, load_model, read_history, resolve_device
+from suimseg.engine import (
+    Checkpoint,
+    DeviceTransform,
+    load_checkpoint,
+    load_model,
+    read_history,
+    resolve_device,
+)
 from suimseg.errors import ConfigError, DatasetNotFoundError
 from suimseg.losses import DiceFocalLoss
 from suimseg.models import UNetResAttnV3
@@ -235,6 +243,11 @@ def test_every_config_field_has_a_train_option() -> None:
     assert not missing, f"TrainConfig fields without a `suimseg train` option: {missing}"
 
 
+def _callback(setup: Any, kind: type[Any]) -> Any:
+    """The trainer's callback of type ``kind`` (``None`` when it has none)."""
+    return next((cb for cb in setup.trainer.callbacks if isinstance(cb, kind)), None)
+
+
 def test_loaders_decode_at_the_training_size(data_root: Path, tmp_path: Path) -> None:
     """The datasets decode (and cache) at image_size, not at the dataset's 384 default."""
     setup = build_training(_tiny_config(data_root, tmp_path / "r", val_batch_size=3))
@@ -242,8 +255,8 @@ def test_loaders_decode_at_the_training_size(data_root: Path, tmp_path: Path) ->
         assert loader.dataset.image_size == (32, 32)  # type: ignore[attr-defined]
     assert setup.val_loader.batch_size == 3
     assert setup.train_loader.batch_size == 4
-    assert setup.trainer.batch_transform is None
-    assert setup.trainer.async_checkpoint is False  # CPU default
+    assert _callback(setup, DeviceTransform) is None
+    assert _callback(setup, Checkpoint).async_write is False  # CPU default
 
 
 def test_device_augmentation_recipe_trains_and_stores_its_config(
@@ -259,9 +272,9 @@ def test_device_augmentation_recipe_trains_and_stores_its_config(
     images, masks = next(iter(setup.train_loader))
     assert images.dtype == torch.uint8  # a quarter of the bytes between processes
     assert masks.dtype == torch.uint8
-    assert isinstance(setup.trainer.batch_transform, DeviceAugment)
-    assert isinstance(setup.trainer.eval_batch_transform, DeviceNormalize)
-    assert setup.trainer.async_checkpoint is True
+    assert isinstance(_callback(setup, DeviceTransform).train, DeviceAugment)
+    assert isinstance(_callback(setup, DeviceTransform).eval, DeviceNormalize)
+    assert _callback(setup, Checkpoint).async_write is True
     assert setup.train_loader.dataset.cache == "shared"  # type: ignore[attr-defined]
     history = setup.trainer.fit(setup.train_loader, setup.val_loader, 1)
     assert np.isfinite(history[-1].train_loss)
@@ -280,4 +293,4 @@ def test_no_augment_on_device_only_normalises(data_root: Path, tmp_path: Path) -
 
     config = _tiny_config(data_root, tmp_path / "r", augment_on="device", augment=False)
     setup = build_training(config, progress=False)
-    assert isinstance(setup.trainer.batch_transform, DeviceNormalize)
+    assert isinstance(_callback(setup, DeviceTransform).train, DeviceNormalize)

@@ -20,11 +20,14 @@ from suimseg.engine import (
     Trainer,
     atomic_save,
     capture_rng_state,
+    default_callbacks,
     load_checkpoint,
     load_model,
+    load_training_state,
     make_checkpoint,
     reduce_on_plateau,
     restore_rng_state,
+    save_training_state,
 )
 from suimseg.errors import CheckpointError
 from suimseg.losses import DiceFocalLoss
@@ -93,8 +96,7 @@ def test_load_model_rebuilds_a_trained_unet(
         opt,
         scheduler=reduce_on_plateau(opt),
         device="cpu",
-        checkpoint_dir=tmp_path,
-        verbose=False,
+        callbacks=default_callbacks(tmp_path, verbose=False),
     )
     loader = DataLoader(dataset(4), batch_size=2)
     trainer.fit(loader, loader, epochs=1)
@@ -212,7 +214,9 @@ def test_trainer_disk_full_during_fit_keeps_last_good_epoch(
 ) -> None:
     model = tiny_model()
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
-    trainer = Trainer(model, CE, opt, device="cpu", checkpoint_dir=tmp_path, verbose=False)
+    trainer = Trainer(
+        model, CE, opt, device="cpu", callbacks=default_callbacks(tmp_path, verbose=False)
+    )
     loader = DataLoader(dataset(4), batch_size=2)
     trainer.fit(loader, loader, epochs=1)
     real_save = torch.save
@@ -284,3 +288,43 @@ def test_atomic_link_copies_where_hard_links_fail(
     assert best.stat().st_ino != last.stat().st_ino
     assert best.read_bytes() == last.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_custom_loop_resumes_exactly_with_the_training_state_functions(
+    tmp_path: Path, tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
+) -> None:
+    """No Trainer at all: save_training_state / load_training_state give an exact resume."""
+
+    def run(epochs: int, resume: Path | None, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = tiny_model(dropout=0.3)  # dropout + shuffle exercise the RNG restore
+        opt = torch.optim.AdamW(model.parameters(), lr=0.02)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        start = 0
+        if resume is not None:
+            start = load_training_state(resume, model, opt, sched)["epoch"]
+        loader = DataLoader(dataset(8), batch_size=4, shuffle=True)
+        for epoch in range(start + 1, epochs + 1):
+            for x, y in loader:
+                loss = CE(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            sched.step()
+            save_training_state(
+                tmp_path / "last.pt", model=model, optimizer=opt, scheduler=sched, epoch=epoch
+            )
+        return model
+
+    torch.use_deterministic_algorithms(True)
+    try:
+        straight = run(2, None, seed=1).state_dict()
+        run(1, None, seed=1)
+        resumed = run(2, tmp_path / "last.pt", seed=99).state_dict()  # all restored
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["epoch"] == 2
+    assert ckpt["scheduler_state"]["last_epoch"] == 2

@@ -50,6 +50,8 @@ def test_shard_loader_keeps_a_sharded_loader() -> None:
     data = TensorDataset(torch.arange(6))
     loader = DataLoader(data, batch_size=2, sampler=ShardSampler(data, rank=0, world_size=2))
     assert shard_loader(loader, train=False) is loader
+    plain = DataLoader(data, batch_size=2, shuffle=True)
+    assert shard_loader(plain, train=True) is plain  # a single process: nothing to shard
 
 
 _SCRIPT = """
@@ -57,7 +59,10 @@ import json, os, sys
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from suimseg.engine import Callback, Trainer, destroy_distributed
+import torch.distributed as dist
+from suimseg.engine import (Callback, Trainer, default_callbacks, destroy_distributed,
+                            init_distributed, shard_loader)
+from suimseg.errors import ConfigError
 from suimseg.models import UNetResAttnV3
 
 out = sys.argv[1]
@@ -85,14 +90,23 @@ class Draw(Callback):  # what an augmentation would draw at the start of each ep
     def on_epoch_start(self, trainer, epoch):
         draws.append(torch.rand(4).tolist())
 
-trainer = Trainer(model, nn.CrossEntropyLoss(), opt, device="cpu", checkpoint_dir=out,
-                  verbose=False, callbacks=[Draw()])
+assert not dist.is_initialized()  # nothing is initialised behind the caller's back...
+trainer0 = Trainer(model, nn.CrossEntropyLoss(), opt, device="cpu")
+assert not dist.is_initialized() and not trainer0.distributed
+assert init_distributed("cpu")  # ...the caller does it, then builds the trainer
+trainer = Trainer(model, nn.CrossEntropyLoss(), opt, device="cpu",
+                  callbacks=default_callbacks(out, verbose=False, seed=0) + [Draw()])
 assert trainer.distributed
 train, val = Data(8, 0), Data(5, 1)
-history = trainer.fit(DataLoader(train, batch_size=2, shuffle=True),
-                      DataLoader(val, batch_size=2), epochs=1)
+try:  # an unsharded loader would train/evaluate every sample on every rank
+    trainer.evaluate(DataLoader(val, batch_size=2))
+    raise AssertionError("an unsharded loader was accepted")
+except ConfigError as exc:
+    assert "shard_loader(loader, train=False)" in str(exc), exc
+history = trainer.fit(shard_loader(DataLoader(train, batch_size=2, shuffle=True), train=True),
+                      shard_loader(DataLoader(val, batch_size=2), train=False), epochs=1)
 val_seen, val.seen = val.seen, []
-metrics = trainer.evaluate(DataLoader(val, batch_size=2))
+metrics = trainer.evaluate(shard_loader(DataLoader(val, batch_size=2), train=False))
 with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
     json.dump({"train_seen": train.seen, "val_seen": val_seen, "eval_seen": val.seen,
                "miou": history[0].val_miou, "eval_miou": metrics.miou,
@@ -179,3 +193,19 @@ def test_seed_rank_epoch_gives_each_rank_and_epoch_its_own_stream() -> None:
     assert len({tuple(d) for d in draws.values()}) == len(draws)  # all different
     assert _draw_after_seeding(0, 2, 1) == draws[(2, 1)]  # and reproducible (resume)
     assert _draw_after_seeding(1, 2, 1) != draws[(2, 1)]  # the run's seed matters
+
+
+def test_trainer_never_initialises_a_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDP is explicit: under torchrun's environment the caller calls init_distributed."""
+    import torch.distributed as dist
+    from torch import nn
+
+    from suimseg.engine import Trainer
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets; no MASTER_ADDR here
+    model = nn.Conv2d(3, 2, 1)
+    trainer = Trainer(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    assert not dist.is_initialized()
+    assert not trainer.distributed
+    loader = DataLoader(TensorDataset(torch.rand(2, 3, 4, 4), torch.zeros(2, 4, 4).long()))
+    assert trainer.fit(loader, epochs=1)[0].epoch == 1  # the user's loader, not a rebuilt one

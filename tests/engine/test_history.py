@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def _record(epoch: int, miou: float | None = 0.5) -> EpochRecord:
         val_pixel_accuracy=0.8,
         val_mean_f1=0.6,
         val_iou={"water, deep": 0.7, "fish": math.nan},
-        lrs=(1e-4, 1e-5),
+        lrs={"decoder": 1e-4, "encoder": 1e-5},
         epoch_time_s=2.5,
         images_per_s=40.0,
         skipped_steps=0,
@@ -34,14 +35,14 @@ def test_jsonl_and_csv_round_trip(tmp_path: Path) -> None:
     rows = read_history(writer.jsonl_path)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[0]["val_iou"] == {"water, deep": 0.7, "fish": None}  # NaN -> null
-    assert rows[0]["lrs"] == [1e-4, 1e-5]
+    assert rows[0]["lrs"] == {"decoder": 1e-4, "encoder": 1e-5}
     assert rows[1]["val_miou"] is None
     assert rows[0]["is_best"] is True
     assert read_history(tmp_path / "run") == rows  # a folder reads history.jsonl
     csv_rows = read_history(writer.csv_path)
     assert csv_rows[0]["val_iou/water, deep"] == 0.7
     assert csv_rows[0]["val_iou/fish"] is None
-    assert csv_rows[0]["lr/1"] == 1e-5
+    assert csv_rows[0]["lr/encoder"] == 1e-5  # columns named by parameter group
     assert csv_rows[1]["is_best"] is False
     assert csv_rows[1]["epoch"] == 2
     assert writer.csv_path.read_text().count("\n") == 3  # header + 2 rows
@@ -101,3 +102,20 @@ def test_changed_columns_keep_the_csv_header(
     assert rows[1]["train_loss"] == 0.3
     assert rows[1]["val_iou/fish"] is None
     assert read_history(writer.jsonl_path)[1]["val_iou"] == {}
+
+
+def test_old_files_with_unnamed_learning_rates_still_read(tmp_path: Path) -> None:
+    """Files written before groups were named hold ``"lrs": [...]`` and ``lr/0`` columns."""
+    old = {"epoch": 1, "train_loss": 0.5, "lrs": [1e-4, 1e-5], "val_iou": {}}
+    (tmp_path / "history.jsonl").write_text(json.dumps(old) + "\n")
+    rows = read_history(tmp_path)
+    record = EpochRecord.from_dict(rows[0])
+    assert record.lrs == {"0": 1e-4, "1": 1e-5}
+    assert record.to_row()["lr/1"] == 1e-5
+    # A resumed old run appends named records after the old ones; sync keeps both readable.
+    writer = HistoryWriter(tmp_path)
+    writer.append(EpochRecord(epoch=2, train_loss=0.4, lrs={"encoder": 1e-5}))
+    assert [EpochRecord.from_dict(r).lrs for r in read_history(tmp_path)] == [
+        {"0": 1e-4, "1": 1e-5},
+        {"encoder": 1e-5},
+    ]

@@ -15,8 +15,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from suimseg.engine import (
     Callback,
+    EarlyStopping,
     EpochRecord,
     Trainer,
+    default_callbacks,
     load_checkpoint,
     read_history,
     reduce_on_plateau,
@@ -28,11 +30,30 @@ from suimseg.optim import param_groups
 CE = nn.CrossEntropyLoss(ignore_index=255)
 
 
+#: Keyword arguments of default_callbacks (everything else goes to the Trainer).
+_CALLBACK_KWARGS = {
+    "overwrite",
+    "async_checkpoint",
+    "run_config",
+    "early_stopping_patience",
+    "nonfinite",
+    "nonfinite_check_interval",
+    "progress",
+    "log_interval",
+    "verbose",
+    "seed",
+}
+
+
 def _trainer(model: nn.Module, lr: float = 0.05, **kwargs: Any) -> Trainer:
+    """A CPU trainer with ``default_callbacks(checkpoint_dir, ...)`` then ``callbacks``."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     kwargs.setdefault("verbose", False)
     kwargs.setdefault("device", "cpu")
-    return Trainer(model, kwargs.pop("loss_fn", CE), opt, **kwargs)
+    cb_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CALLBACK_KWARGS}
+    callbacks = default_callbacks(kwargs.pop("checkpoint_dir", None), **cb_kwargs)
+    callbacks += list(kwargs.pop("callbacks", ()))
+    return Trainer(model, kwargs.pop("loss_fn", CE), opt, callbacks=callbacks, **kwargs)
 
 
 def _loaders(dataset: Callable[..., TensorDataset], n: int = 8) -> tuple[DataLoader[Any], ...]:
@@ -83,7 +104,7 @@ def test_fit_writes_last_best_and_history(
     rows = read_history(tmp_path / "history.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert set(rows[0]["val_iou"]) == {"class_0", "class_1", "class_2"}
-    assert rows[0]["lrs"] == [0.05]
+    assert rows[0]["lrs"] == {"0": 0.05}  # an unnamed parameter group: named by its index
     assert rows[0]["images_per_s"] > 0
     assert rows[0]["epoch_time_s"] > 0
     csv_rows = read_history(tmp_path / "history.csv")
@@ -124,9 +145,9 @@ def test_plateau_scheduler_halves_lr_when_miou_stalls(
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = reduce_on_plateau(opt, patience=0)
-    trainer = Trainer(model, _ZeroLoss(), opt, scheduler=sched, device="cpu", verbose=False)
+    trainer = Trainer(model, _ZeroLoss(), opt, scheduler=sched, device="cpu")
     history = trainer.fit(*_loaders(dataset), epochs=3)
-    assert [r.lrs[0] for r in history] == pytest.approx([0.1, 0.1, 0.05])
+    assert [r.lrs["0"] for r in history] == pytest.approx([0.1, 0.1, 0.05])
     assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
 
 
@@ -154,9 +175,7 @@ def test_step_scheduler_is_stepped_every_step(
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    trainer = Trainer(
-        model, CE, opt, scheduler=sched, scheduler_interval="step", device="cpu", verbose=False
-    )
+    trainer = Trainer(model, CE, opt, scheduler=sched, scheduler_interval="step", device="cpu")
     trainer.fit(*_loaders(dataset), epochs=2)  # 2 steps per epoch
     assert trainer.global_step == 4
     assert opt.param_groups[0]["lr"] == pytest.approx(1.0 / 16)
@@ -167,9 +186,7 @@ def test_early_stopping_stops_after_patience(
 ) -> None:
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer = Trainer(
-        model, _ZeroLoss(), opt, early_stopping_patience=2, device="cpu", verbose=False
-    )
+    trainer = Trainer(model, _ZeroLoss(), opt, device="cpu", callbacks=[EarlyStopping(2)])
     history = trainer.fit(*_loaders(dataset), epochs=10)
     assert len(history) == 3  # epoch 1 is best, 2 and 3 do not improve
     assert trainer.should_stop
@@ -285,8 +302,7 @@ def test_exact_resume_matches_straight_training(
                 opt,
                 scheduler=reduce_on_plateau(opt, patience=0),
                 device="cpu",
-                checkpoint_dir=ckpt_dir,
-                verbose=False,
+                callbacks=default_callbacks(ckpt_dir, verbose=False),
             )
             trainer.fit(*_loaders(dataset), epochs=epochs, resume_from=resume)
             return trainer
@@ -357,7 +373,7 @@ def test_bad_batch_raises(tiny_model: Callable[..., nn.Module]) -> None:
 
 
 def test_empty_eval_loader_raises(tiny_model: Callable[..., nn.Module]) -> None:
-    trainer = _trainer(tiny_model(), num_classes=3)
+    trainer = _trainer(tiny_model())
     empty = DataLoader(TensorDataset(torch.rand(0, 3, 8, 8), torch.zeros(0, 8, 8)))
     with pytest.raises(ConfigError, match="at least one batch"):
         trainer.evaluate(empty)
@@ -411,9 +427,7 @@ def test_callbacks_see_every_epoch(
         ({"scheduler_interval": "batch"}, "scheduler_interval: expected 'epoch' or 'step'"),
         ({"callbacks": [object()]}, "callbacks: expected suimseg.engine.Callback"),
         ({"log_interval": 0}, "log_interval: expected a positive int"),
-        ({"num_classes": 2.5}, "num_classes: expected a positive int"),
-        ({"sync_batchnorm": True}, "SyncBatchNorm needs DDP on CUDA"),
-        ({"class_names": ["a", "b"], "num_classes": 3}, "class_names"),
+        ({"async_checkpoint": "yes"}, "async_checkpoint: expected True or False"),
     ],
 )
 def test_bad_arguments_raise(
@@ -421,6 +435,11 @@ def test_bad_arguments_raise(
 ) -> None:
     with pytest.raises(ConfigError, match=match):
         _trainer(tiny_model(), **kwargs)
+
+
+def test_class_names_are_checked_against_the_model(tiny_unet: Callable[..., nn.Module]) -> None:
+    with pytest.raises(ConfigError, match="class_names"):
+        _trainer(tiny_unet(num_classes=3), class_names=["a", "b"])
 
 
 def test_bad_constructor_types_raise(tiny_model: Callable[..., nn.Module]) -> None:

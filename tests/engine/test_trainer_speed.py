@@ -15,8 +15,17 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import suimseg.engine.trainer as trainer_module
-from suimseg.engine import Callback, EpochRecord, Trainer, load_checkpoint, read_history
+import suimseg.engine.callbacks as callbacks_module
+from suimseg.engine import (
+    Callback,
+    Checkpoint,
+    DeviceTransform,
+    EpochRecord,
+    Trainer,
+    default_callbacks,
+    load_checkpoint,
+    read_history,
+)
 from suimseg.engine.checkpoint import read_run_config, save_safetensors
 from suimseg.errors import ConfigError
 
@@ -27,10 +36,27 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 def _trainer(model: nn.Module, lr: float = 0.05, **kwargs: Any) -> Trainer:
+    """A CPU trainer: ``default_callbacks(checkpoint_dir, ...)``, a ``DeviceTransform`` for
+    ``batch_transform``/``eval_batch_transform``, then ``callbacks``."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    kwargs.setdefault("verbose", False)
+    cb_kwargs = {"verbose": False}
+    for key in ("overwrite", "async_checkpoint", "run_config"):
+        if key in kwargs:
+            cb_kwargs[key] = kwargs.pop(key)
+    callbacks = default_callbacks(kwargs.pop("checkpoint_dir", None), **cb_kwargs)
+    train_tf, eval_tf = (
+        kwargs.pop("batch_transform", None),
+        kwargs.pop("eval_batch_transform", None),
+    )
+    if train_tf is not None or eval_tf is not None:
+        callbacks.append(DeviceTransform(train=train_tf, eval=eval_tf))
+    callbacks += list(kwargs.pop("callbacks", ()))
     kwargs.setdefault("device", "cpu")
-    return Trainer(model, kwargs.pop("loss_fn", CE), opt, **kwargs)
+    return Trainer(model, kwargs.pop("loss_fn", CE), opt, callbacks=callbacks, **kwargs)
+
+
+def _checkpoint_callback(trainer: Trainer) -> Checkpoint:
+    return next(cb for cb in trainer.callbacks if isinstance(cb, Checkpoint))
 
 
 def _loaders(dataset: Callable[..., TensorDataset], n: int = 8) -> tuple[DataLoader[Any], ...]:
@@ -95,9 +121,9 @@ def test_batch_transforms_normalise_uint8_batches_on_the_device(
         channels_last=True,
         amp="bf16",
     )
-    assert train_tf.moved_to == [torch.device("cpu")]  # modules go to the trainer's device
-    assert eval_tf.moved_to == [torch.device("cpu")]
     history = trainer.fit(_uint8_loader(dataset, 8, 0), _uint8_loader(dataset, 4, 1), epochs=2)
+    assert train_tf.moved_to == [torch.device("cpu")]  # modules go to the trainer's device
+    assert eval_tf.moved_to == [torch.device("cpu")]  # (once)
     assert train_tf.calls == 4  # 2 training batches x 2 epochs
     assert eval_tf.calls == 2  # 1 validation batch x 2 epochs
     # Raw uint8 in, before channels_last, outside autocast; the model gets float channels_last.
@@ -142,28 +168,32 @@ def test_uint8_images_without_a_transform_raise_clearly(
 ) -> None:
     train, val = _uint8_loader(dataset, 4, 0), _uint8_loader(dataset, 4, 1)
     with pytest.raises(ConfigError, match=r"training batch: expected float images.*uint8.*"
-                       r"pass batch_transform="):  # fmt: skip
+                       r"DeviceTransform\(train="):  # fmt: skip
         _trainer(tiny_model()).fit(train, epochs=1)
     with pytest.raises(ConfigError, match=r"evaluation batch: expected float images.*"
-                       r"pass eval_batch_transform="):  # fmt: skip
+                       r"eval=DeviceNormalize\(\)"):  # fmt: skip
         _trainer(tiny_model(), batch_transform=Normalize()).fit(train, val, epochs=1)
-    with pytest.raises(ConfigError, match=r"evaluation batch.*uint8.*eval_batch_transform"):
+    with pytest.raises(ConfigError, match=r"evaluation batch.*uint8.*DeviceTransform"):
         _trainer(tiny_model()).evaluate(val)
 
 
 def test_bad_batch_transforms_raise(
     tiny_model: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
 ) -> None:
-    with pytest.raises(ConfigError, match=r"batch_transform: expected a callable.*got int"):
+    with pytest.raises(
+        ConfigError, match=r"DeviceTransform\(train=...\): expected a callable.*got int"
+    ):
         _trainer(tiny_model(), batch_transform=3)
-    with pytest.raises(ConfigError, match=r"eval_batch_transform: expected a callable.*got str"):
+    with pytest.raises(
+        ConfigError, match=r"DeviceTransform\(eval=...\): expected a callable.*got str"
+    ):
         _trainer(tiny_model(), eval_batch_transform="normalise")
     trainer = _trainer(tiny_model(), batch_transform=lambda x, y: x)
-    with pytest.raises(ConfigError, match=r"batch_transform: expected it to return an "
+    with pytest.raises(ConfigError, match=r"DeviceTransform\(train=...\): expected it to return an "
                        r"\(images, targets\) tuple of tensors, got Tensor"):  # fmt: skip
         trainer.fit(_loaders(dataset)[0], epochs=1)
     keep_uint8 = _trainer(tiny_model(), batch_transform=lambda x, y: (x.flip(-1), y))
-    with pytest.raises(ConfigError, match=r"make batch_transform return float images"):
+    with pytest.raises(ConfigError, match=r"training batch: expected float images.*returns float"):
         keep_uint8.fit(_uint8_loader(dataset, 4, 0), epochs=1)
 
 
@@ -237,7 +267,7 @@ def test_async_snapshot_is_taken_at_the_epoch_end(
     # write that read the live weights (not the snapshot) would store epoch 2's weights.
     epoch_end_state: list[dict[str, Tensor]] = []
     saved: list[dict[str, Any]] = []
-    real_save = trainer_module.atomic_save
+    real_save = callbacks_module.atomic_save
 
     class Keep(Callback):
         def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
@@ -255,7 +285,7 @@ def test_async_snapshot_is_taken_at_the_epoch_end(
         saved.append(load_checkpoint(out))
         return out
 
-    monkeypatch.setattr(trainer_module, "atomic_save", slow_save)
+    monkeypatch.setattr(callbacks_module, "atomic_save", slow_save)
     trainer.fit(*_loaders(dataset), epochs=2)
     assert trainer.global_step == 4
     assert [c["epoch"] for c in saved] == [1, 2]
@@ -416,18 +446,21 @@ def test_run_config_is_stored_in_every_checkpoint(
     for name in ("last.pt", "best.pt"):
         assert load_checkpoint(tmp_path / name)["extra"]["run_config"] == expected
         assert read_run_config(tmp_path / name) == expected
-    manual = trainer.save_checkpoint(tmp_path / "manual.pt")
+    checkpoint = _checkpoint_callback(trainer)
+    manual = trainer.save_checkpoint(
+        tmp_path / "manual.pt", extra={"run_config": checkpoint.run_config}
+    )
     assert read_run_config(manual) == expected
-    config["image_size"] = 64  # the trainer keeps its own copy
-    assert trainer.run_config == expected
+    config["image_size"] = 64  # the callback keeps its own copy
+    assert checkpoint.run_config == expected
 
 
 def test_run_config_travels_into_safetensors_exports(
     tmp_path: Path, tiny_unet: Callable[..., nn.Module], dataset: Callable[..., TensorDataset]
 ) -> None:
     pytest.importorskip("safetensors")
-    trainer = _trainer(tiny_unet(), checkpoint_dir=tmp_path, run_config={"image_size": 32})
-    trainer.save_checkpoint(tmp_path / "best.pt")
+    trainer = _trainer(tiny_unet())
+    trainer.save_checkpoint(tmp_path / "best.pt", extra={"run_config": {"image_size": 32}})
     exported = save_safetensors(tmp_path / "best.pt", tmp_path / "model.safetensors")
     assert read_run_config(exported) == {"image_size": 32}
     plain = save_safetensors(tiny_unet(), tmp_path / "plain.safetensors")
@@ -458,8 +491,8 @@ def test_bad_run_config_raises(tiny_model: Callable[..., nn.Module], bad: Any, m
 
 def test_run_config_round_trips_as_json(tiny_model: Callable[..., nn.Module]) -> None:
     config = {"a": [1, 2.5, "x", True, None], "b": {"c": "d"}}
-    trainer = _trainer(tiny_model(), run_config=config)
-    assert json.loads(json.dumps(trainer.run_config)) == config
+    checkpoint = Checkpoint(".", run_config=config)
+    assert json.loads(json.dumps(checkpoint.run_config)) == config
 
 
 # ----------------------------------------------------------------------------- best.pt link

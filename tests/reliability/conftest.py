@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from suimseg.engine import Trainer
+from suimseg.engine import Trainer, default_callbacks
 
 CE = nn.CrossEntropyLoss(ignore_index=255)
 
@@ -38,12 +38,13 @@ def tiny_loader(n: int = 4, size: int = 8, batch_size: int = 2, seed: int = 0) -
     return DataLoader(TensorDataset(images, labels), batch_size=batch_size)
 
 
-def tiny_trainer(out: Path | None, **kwargs: Any) -> Trainer:
+def tiny_trainer(out: Path | None, *, overwrite: bool = False, **kwargs: Any) -> Trainer:
+    """A CPU Trainer of TinyNet with ``default_callbacks(out)`` then ``callbacks``."""
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return Trainer(
-        model, CE, opt, device="cpu", checkpoint_dir=out, verbose=False, progress=False, **kwargs
-    )
+    callbacks = default_callbacks(out, overwrite=overwrite, verbose=False, progress=False)
+    callbacks += list(kwargs.pop("callbacks", ()))
+    return Trainer(model, CE, opt, device="cpu", callbacks=callbacks, **kwargs)
 
 
 @pytest.fixture(autouse=True)

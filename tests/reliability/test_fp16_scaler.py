@@ -62,7 +62,7 @@ def test_fp16_trainer_on_cuda_skips_an_inf_gradient(make_loader: Any) -> None:
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    trainer = Trainer(model, CE, opt, device="cuda", amp="fp16", verbose=False, progress=False)
+    trainer = Trainer(model, CE, opt, device="cuda", amp="fp16")
     before = trainer.scaler.get_scale()
     calls = {"n": 0}
 

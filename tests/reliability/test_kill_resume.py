@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import suimseg.engine.history as history_mod
 import suimseg.engine.checkpoint as checkpoint_mod
-from suimseg.engine import Callback, Trainer
+from suimseg.engine import Callback, Trainer, default_callbacks
 
 ROOT = Path(sys.argv[1])
 EPOCHS = int(sys.argv[2])
@@ -113,8 +113,8 @@ def run(out, kill, resume):
             return real_write(fd, data)
         history_mod.os.write = write
 
-    trainer = Trainer(model, loss_fn, opt, device="cpu", checkpoint_dir=out, verbose=False,
-                      progress=False, callbacks=[Probe()])
+    callbacks = default_callbacks(out, verbose=False, progress=False) + [Probe()]
+    trainer = Trainer(model, loss_fn, opt, device="cpu", callbacks=callbacks)
     trainer.fit(train, val, epochs=EPOCHS,
                 resume_from=out / "last.pt" if resume else None)
 

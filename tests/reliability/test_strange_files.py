@@ -445,7 +445,7 @@ def test_all_samples_corrupt_in_lenient_mode_is_an_error(tmp_path: Path) -> None
 
 
 def test_trainer_records_skipped_samples_in_the_history(tmp_path: Path) -> None:
-    from suimseg.engine import Trainer
+    from suimseg.engine import Trainer, default_callbacks
 
     _corrupt_mid_epoch(tmp_path / "data")
     ds = _dataset(tmp_path / "data", image_size=16, on_corrupt="skip")
@@ -455,9 +455,7 @@ def test_trainer_records_skipped_samples_in_the_history(tmp_path: Path) -> None:
         torch.nn.CrossEntropyLoss(ignore_index=255),
         torch.optim.SGD(model.parameters(), lr=0.1),
         device="cpu",
-        checkpoint_dir=tmp_path / "run",
-        verbose=False,
-        progress=False,
+        callbacks=default_callbacks(tmp_path / "run", verbose=False, progress=False),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -169,8 +169,6 @@ def _check_train_inputs(config: TrainConfig, resume: str | None) -> None:
         raise FileExistsError(f"--out {config.out_dir}: is a file; give a folder for the run")
 
 
-
-
 def _cmd_info(_: argparse.Namespace) -> int:
     cuda = torch.cuda.is_available()
     print(f"suimseg      {__version__}")

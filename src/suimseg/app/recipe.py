@@ -28,7 +28,22 @@ from suimseg.data import (
     eval_transforms,
     train_transforms,
 )
-from suimseg.engine import Callback, EpochRecord, Trainer, resolve_device
+from suimseg.engine import (
+    Callback,
+    Checkpoint,
+    DeviceTransform,
+    EarlyStopping,
+    EpochRecord,
+    History,
+    NonFiniteLoss,
+    Progress,
+    RankSeed,
+    RunDirLock,
+    Trainer,
+    init_distributed,
+    resolve_device,
+    shard_loader,
+)
 from suimseg.errors import ConfigError
 from suimseg.losses import DiceFocalLoss, class_weights
 from suimseg.models import UNetResAttnV3, deeplabv3_resnet50
@@ -37,6 +52,7 @@ from suimseg.optim import group_min_lrs, param_groups
 __all__ = [
     "TrainResult",
     "TrainingSetup",
+    "build_callbacks",
     "build_loaders",
     "build_loss",
     "build_model_from_config",
@@ -181,10 +197,52 @@ class _SaveConfig(Callback):
             self.config.to_json(Path(self.config.out_dir) / "config.json")
 
 
+def build_callbacks(
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    progress: bool = True,
+    verbose: bool = True,
+    overwrite: bool = False,
+) -> list[Callback]:
+    """The recipe's callbacks, in order: run lock, checkpoints, history, ``config.json``, ...
+
+    ``RunDirLock`` and ``Checkpoint`` (``last.pt``/``best.pt``, asynchronous on CUDA unless
+    ``config.async_checkpoint`` says otherwise, with ``config.to_dict()`` as the
+    ``run_config``), ``History``, writing ``config.json`` once the run holds the folder,
+    ``NonFiniteLoss("raise")``, ``RankSeed(config.seed)``, the device-side transforms of
+    ``config.augment_on == "device"``, ``Progress`` and, with
+    ``config.early_stopping_patience``, ``EarlyStopping``.
+    """
+    async_ckpt = (
+        device.type == "cuda" if config.async_checkpoint is None else config.async_checkpoint
+    )
+    out = config.out_dir
+    callbacks: list[Callback] = [
+        RunDirLock(out, overwrite=overwrite),
+        Checkpoint(out, overwrite=overwrite, async_write=async_ckpt, run_config=config.to_dict()),
+        History(out),
+        _SaveConfig(config),
+        NonFiniteLoss("raise"),
+        RankSeed(config.seed),
+    ]
+    batch_tf, eval_batch_tf = device_batch_transforms(config)
+    if batch_tf is not None or eval_batch_tf is not None:
+        callbacks.append(DeviceTransform(train=batch_tf, eval=eval_batch_tf))
+    callbacks.append(Progress(bar=progress, verbose=verbose))
+    if config.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(config.early_stopping_patience))
+    return callbacks
+
+
 def build_training(
     config: TrainConfig, *, progress: bool = True, verbose: bool = True, overwrite: bool = False
 ) -> TrainingSetup:
     """Build model, loss, AdamW with differential LRs, ReduceLROnPlateau, loaders, trainer.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised here and the
+    loaders are sharded (:func:`~suimseg.engine.shard_loader`); the trainer then wraps
+    the model in DistributedDataParallel.
 
     Args:
         config: The run's configuration.
@@ -201,6 +259,9 @@ def build_training(
     torch.manual_seed(config.seed)
     model = build_model_from_config(config)
     train_loader, val_loader = build_loaders(config, device=device)
+    if init_distributed(device.type):  # torchrun: shard the loaders across the processes
+        train_loader = shard_loader(train_loader, train=True, seed=config.seed)  # type: ignore[assignment]
+        val_loader = shard_loader(val_loader, train=False)  # type: ignore[assignment]
     train_ds = train_loader.dataset
     if not isinstance(train_ds, SUIMDataset):  # pragma: no cover - built just above
         raise TypeError("build_loaders returned an unexpected dataset")
@@ -215,10 +276,9 @@ def build_training(
         min_lr=group_min_lrs(groups, config.min_lr),
     )
     channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
-    async_ckpt = (
-        device.type == "cuda" if config.async_checkpoint is None else config.async_checkpoint
+    callbacks = build_callbacks(
+        config, device=device, progress=progress, verbose=verbose, overwrite=overwrite
     )
-    batch_tf, eval_batch_tf = device_batch_transforms(config)
     trainer = Trainer(
         model,
         loss_fn,
@@ -229,19 +289,8 @@ def build_training(
         grad_clip=config.grad_clip if config.grad_clip > 0 else None,
         channels_last=channels_last,
         compile=config.compile,
-        checkpoint_dir=config.out_dir,
-        early_stopping_patience=config.early_stopping_patience,
-        num_classes=NUM_CLASSES,
         class_names=CLASS_NAMES,
-        seed=config.seed,
-        progress=progress,
-        verbose=verbose,
-        overwrite=overwrite,
-        callbacks=(_SaveConfig(config),),
-        batch_transform=batch_tf,
-        eval_batch_transform=eval_batch_tf,
-        async_checkpoint=async_ckpt,
-        run_config=config.to_dict(),
+        callbacks=callbacks,
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

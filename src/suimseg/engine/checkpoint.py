@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import pickle
 import random
@@ -74,11 +75,17 @@ __all__ = [
     "capture_rng_state",
     "load_checkpoint",
     "load_model",
+    "load_training_state",
     "make_checkpoint",
     "read_run_config",
     "restore_rng_state",
+    "restore_training_state",
     "save_safetensors",
+    "save_training_state",
+    "training_state",
 ]
+
+logger = logging.getLogger("suimseg")
 
 #: Value of the ``"format"`` key of every suimseg checkpoint.
 CHECKPOINT_FORMAT = "suimseg-checkpoint"
@@ -392,6 +399,164 @@ def load_checkpoint(
         )
     if not isinstance(ckpt.get("model_state"), dict):
         raise CheckpointError(f"checkpoint {file}: the 'model_state' entry is missing")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+def training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    *,
+    epoch: int = 0,
+    global_step: int = 0,
+    best_metric: float | None = None,
+    class_names: tuple[str, ...] | list[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict of a training run, from its live objects.
+
+    :func:`make_checkpoint` with the states taken from the objects, and the model spec
+    when ``model`` is a suimseg model (so :func:`load_model` can rebuild it). This is what
+    :meth:`Trainer.state_dict <suimseg.engine.Trainer.state_dict>` and the
+    :class:`~suimseg.engine.callbacks.Checkpoint` callback write; a custom training loop
+    can use it (or :func:`save_training_state`) directly.
+
+    Args:
+        model: The (unwrapped) model.
+        optimizer: Its optimizer, or ``None``.
+        scheduler: An LR scheduler, or ``None``.
+        scaler: An enabled fp16 ``GradScaler``, or ``None``.
+        epoch: Completed epochs.
+        global_step: Optimizer steps taken.
+        best_metric: Best validation mIoU so far.
+        class_names: One name per output class.
+        extra: Further JSON-like data.
+
+    Example:
+        >>> ckpt = training_state(torch.nn.Linear(2, 2), epoch=3)
+        >>> ckpt["epoch"], ckpt["model"]
+        (3, None)
+    """
+    try:
+        spec: dict[str, Any] | None = model_spec(model)
+    except ConfigError:
+        spec = None
+    return make_checkpoint(
+        model,
+        model_spec=spec,
+        optimizer_state=None if optimizer is None else optimizer.state_dict(),
+        scheduler_state=None if scheduler is None else scheduler.state_dict(),
+        scaler_state=None if scaler is None else scaler.state_dict(),
+        epoch=epoch,
+        global_step=global_step,
+        best_metric=best_metric,
+        class_names=class_names,
+        extra=extra,
+    )
+
+
+def restore_training_state(
+    state: Mapping[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    *,
+    restore_rng: bool = True,
+    source: str = "checkpoint",
+) -> None:
+    """Load a :func:`training_state` dict into live objects (the inverse of that function).
+
+    Args:
+        state: The checkpoint dict (e.g. from :func:`load_checkpoint`).
+        model: The model to load the weights into.
+        optimizer: Gets ``optimizer_state`` when both are present.
+        scheduler: Gets ``scheduler_state`` when both are present.
+        scaler: Gets ``scaler_state`` when both are present.
+        restore_rng: Also restore the torch/numpy/Python random states (needed for an
+            exact resume).
+        source: How error messages name the state (e.g. ``"checkpoint runs/last.pt"``).
+
+    Raises:
+        CheckpointError: If the state was written for another architecture, its weights
+            do not fit ``model``, or its optimizer state does not match ``optimizer``.
+    """
+    try:
+        own_spec: dict[str, Any] | None = model_spec(model)
+    except ConfigError:
+        own_spec = None
+    saved_spec = state.get("model")
+    if own_spec is not None and saved_spec is not None and own_spec != saved_spec:
+        raise CheckpointError(
+            f"{source}: written for model {saved_spec}, but the trainer's model "
+            f"is {own_spec}; build the model with the checkpoint's config "
+            "(or use suimseg.load_model)"
+        )
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source}: the weights do not fit this model: {exc}") from exc
+    if state.get("optimizer_state") is not None and optimizer is not None:
+        try:
+            optimizer.load_state_dict(state["optimizer_state"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"{source}: the optimizer state does not match this optimizer "
+                f"({exc}); build the optimizer with the same parameter groups"
+            ) from exc
+    if state.get("scheduler_state") is not None:
+        if scheduler is None:
+            logger.warning("%s holds a scheduler state but the trainer has none", source)
+        else:
+            scheduler.load_state_dict(state["scheduler_state"])
+    if state.get("scaler_state") is not None and scaler is not None:
+        scaler.load_state_dict(state["scaler_state"])
+    if restore_rng and state.get("rng") is not None:
+        restore_rng_state(state["rng"])
+
+
+def save_training_state(path: PathLike, **kwargs: Any) -> Path:
+    """Write :func:`training_state` ``(**kwargs)`` to ``path`` atomically.
+
+    Example:
+        >>> import tempfile
+        >>> model = torch.nn.Linear(2, 2)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> p = save_training_state(tempfile.mkdtemp() + "/last.pt", model=model,
+        ...                         optimizer=opt, epoch=1)
+        >>> load_training_state(p, model, opt)["epoch"]
+        1
+    """
+    return atomic_save(training_state(**kwargs), path)
+
+
+def load_training_state(
+    path: PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    *,
+    restore_rng: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load a checkpoint file (``weights_only=True``) into live objects; return its dict.
+
+    The returned dict holds the counters (``epoch``, ``global_step``, ``best_metric``,
+    ``extra``) for the caller's loop.
+
+    Raises:
+        CheckpointError: If the file is invalid or does not fit the objects.
+    """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    restore_training_state(
+        ckpt, model, optimizer, scheduler, scaler,
+        restore_rng=restore_rng, source=f"checkpoint {path}",
+    )  # fmt: skip
     return ckpt
 
 

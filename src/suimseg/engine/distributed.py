@@ -34,6 +34,7 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "require_sharded",
     "seed_rank_epoch",
     "shard_loader",
 ]
@@ -154,10 +155,12 @@ class ShardSampler(Sampler[int]):
 
 
 def shard_loader(loader: DataLoader[object], *, train: bool, seed: int = 0) -> DataLoader[object]:
-    """Return ``loader`` rebuilt with a distributed sampler, or unchanged if it has one.
+    """Return ``loader`` rebuilt with a distributed sampler, or unchanged when not needed.
 
-    Training loaders get a :class:`~torch.utils.data.DistributedSampler` (shuffling with
-    ``seed + epoch`` when the original loader shuffled); evaluation loaders get a
+    The loader is returned as it is when it already has such a sampler and in a single
+    process, so one script serves both ``python`` and ``torchrun``. Training loaders get a
+    :class:`~torch.utils.data.DistributedSampler` (shuffling with ``seed + epoch`` when the
+    original loader shuffled); evaluation loaders get a
     :class:`ShardSampler` so each sample is counted once. Every other DataLoader setting
     (batch size, workers, collate function, ...) is kept.
 
@@ -173,7 +176,7 @@ def shard_loader(loader: DataLoader[object], *, train: bool, seed: int = 0) -> D
         ConfigError: If the loader uses a custom ``batch_sampler`` or an iterable dataset,
             which cannot be sharded automatically.
     """
-    if isinstance(loader.sampler, (DistributedSampler, ShardSampler)):
+    if not is_distributed() or isinstance(loader.sampler, (DistributedSampler, ShardSampler)):
         return loader
     if loader.batch_size is None or not isinstance(loader.dataset, Sized):
         raise ConfigError(
@@ -205,6 +208,35 @@ def shard_loader(loader: DataLoader[object], *, train: bool, seed: int = 0) -> D
         prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
         persistent_workers=loader.persistent_workers,
         pin_memory_device=loader.pin_memory_device,
+    )
+
+
+def require_sharded(loader: object, name: str) -> None:
+    """Under DDP, refuse a DataLoader that is not sharded across the processes.
+
+    The trainer does not rebuild loaders: each process must be given its share (a
+    :class:`~torch.utils.data.DistributedSampler` or :class:`ShardSampler`, e.g. from
+    :func:`shard_loader`). A no-op in a single process and for non-DataLoader iterables.
+
+    Raises:
+        ConfigError: If ``loader`` is an unsharded DataLoader while distributed.
+
+    Example:
+        >>> require_sharded(DataLoader(range(4)), "train_loader")  # a single process: fine
+    """
+    if not is_distributed() or not isinstance(loader, DataLoader):
+        return
+    sampler = loader.sampler
+    batch_sampler = getattr(loader.batch_sampler, "sampler", None)
+    if isinstance(sampler, (DistributedSampler, ShardSampler)) or isinstance(
+        batch_sampler, (DistributedSampler, ShardSampler)
+    ):
+        return
+    fix = "train=True, seed=seed" if name == "train_loader" else "train=False"
+    raise ConfigError(
+        f"{name}: expected a DataLoader sharded across the {get_world_size()} processes "
+        f"(a DistributedSampler or ShardSampler), got one with a "
+        f"{type(sampler).__name__}; pass shard_loader(loader, {fix}) from suimseg.engine"
     )
 
 

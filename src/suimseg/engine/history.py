@@ -37,6 +37,13 @@ def _finite_or_none(x: float | None) -> float | None:
     return float(x)
 
 
+def _named_lrs(lrs: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
+    """Learning rates by group name; a sequence (older files) is named by index."""
+    if isinstance(lrs, Mapping):
+        return {str(k): float(v) for k, v in lrs.items()}
+    return {str(i): float(v) for i, v in enumerate(lrs)}
+
+
 @dataclass(frozen=True)
 class EpochRecord:
     """What happened in one epoch (the unit of the history files and callbacks).
@@ -50,10 +57,13 @@ class EpochRecord:
         val_mean_f1: Validation mean F1 (Dice), or ``None``.
         val_iou: Per-class validation IoU by class name (``None`` for classes absent from
             both labels and predictions); empty without validation.
-        lrs: Learning rate of each optimizer parameter group during the epoch.
+        lrs: Learning rate of each optimizer parameter group during the epoch, by the
+            group's ``"name"`` (``"encoder"``, ``"decoder"``, ...; the group's index as a
+            string for unnamed groups). A sequence (as in files written before names were
+            stored) is read as index-named groups.
         epoch_time_s: Wall-clock seconds for training plus validation.
         images_per_s: Training throughput (all processes together under DDP).
-        skipped_steps: Steps skipped because of a non-finite loss (``nonfinite="skip"``).
+        skipped_steps: Steps skipped because of a non-finite loss (``NonFiniteLoss("skip")``).
         skipped_samples: Corrupt training samples skipped (and replaced) by the dataset
             (``SUIMDataset(on_corrupt="skip")``).
         is_best: Whether ``val_miou`` improved on every earlier epoch.
@@ -66,12 +76,15 @@ class EpochRecord:
     val_pixel_accuracy: float | None = None
     val_mean_f1: float | None = None
     val_iou: dict[str, float | None] = field(default_factory=dict)
-    lrs: tuple[float, ...] = ()
+    lrs: dict[str, float] = field(default_factory=dict)
     epoch_time_s: float = 0.0
     images_per_s: float = 0.0
     skipped_steps: int = 0
     skipped_samples: int = 0
     is_best: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lrs", _named_lrs(self.lrs))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochRecord:
@@ -82,13 +95,13 @@ class EpochRecord:
 
         Example:
             >>> EpochRecord.from_dict({"epoch": 2, "train_loss": 0.5, "lrs": [0.1]}).lrs
-            (0.1,)
+            {'0': 0.1}
         """
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         if kwargs.get("train_loss") is None:
             kwargs["train_loss"] = math.nan
-        kwargs["lrs"] = tuple(kwargs.get("lrs") or ())
+        kwargs["lrs"] = _named_lrs(kwargs.get("lrs") or {})
         kwargs["val_iou"] = dict(kwargs.get("val_iou") or {})
         return cls(**kwargs)
 
@@ -98,17 +111,17 @@ class EpochRecord:
         for key in ("train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "val_mean_f1"):
             out[key] = _finite_or_none(out[key])
         out["val_iou"] = {k: _finite_or_none(v) for k, v in self.val_iou.items()}
-        out["lrs"] = list(self.lrs)
+        out["lrs"] = dict(self.lrs)
         return out
 
     def to_row(self) -> dict[str, Any]:
-        """Return a flat dict for CSV: ``val_iou/<class>`` and ``lr/<group>`` columns."""
+        """Return a flat dict for CSV: ``val_iou/<class>`` and ``lr/<group name>`` columns."""
         nested = self.to_dict()
         row = {k: v for k, v in nested.items() if k not in ("val_iou", "lrs")}
         for name, value in nested["val_iou"].items():
             row[f"val_iou/{name}"] = value
-        for i, lr in enumerate(nested["lrs"]):
-            row[f"lr/{i}"] = lr
+        for name, lr in nested["lrs"].items():
+            row[f"lr/{name}"] = lr
         return row
 
 

@@ -129,6 +129,7 @@ def export_torchscript(
                     f"{diff:.3g} (> atol={atol}) on an input of shape {tuple(x.shape)}; the "
                     "model has shape-dependent Python control flow that tracing cannot keep"
                 )
+
     def write(fh: IO[bytes]) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit.save's deprecation notice

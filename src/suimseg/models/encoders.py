@@ -47,7 +47,7 @@ _CHANNELS: dict[str, tuple[int, int, int, int, int]] = {
 def resolve_encoder_weights(weights: object) -> str | os.PathLike[str] | None:
     """Normalise an ``encoder_weights`` argument: ``None`` and ``"none"`` (any case) mean none.
 
-    The CLI and :class:`~suimseg.config.TrainConfig` spell "no pre-trained weights" as the
+    The CLI and :class:`~suimseg.app.config.TrainConfig` spell "no pre-trained weights" as the
     string ``"none"``; every model accepts it as well as ``None``. (A local file that is
     literally named ``none`` must be passed as a path with a folder, e.g. ``"./none"``.)
 
