@@ -352,16 +352,18 @@ def _series(rows: list[dict[str, Any]], key: str) -> list[float]:
 
 
 def _lr_series(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Learning rate per group: ``lrs`` as a name->value dict (or an old list), or the
+    CSV's ``lr/<name>`` columns; old files' unnamed groups are called ``group <i>``."""
     groups: dict[str, list[float]] = {}
     for i, r in enumerate(rows):
-        lrs: list[Any] = []
-        if isinstance(r.get("lrs"), list):
-            lrs = list(r["lrs"])
-        else:
-            keys = sorted((k for k in r if k.startswith("lr/")), key=lambda k: int(k[3:]))
-            lrs = [r[k] for k in keys]
-        for g, v in enumerate(lrs):
-            series = groups.setdefault(f"group {g}", [math.nan] * len(rows))
+        lrs = r.get("lrs")
+        if isinstance(lrs, list):
+            lrs = {f"group {g}": v for g, v in enumerate(lrs)}
+        elif not isinstance(lrs, dict):
+            lrs = {k[3:]: v for k, v in r.items() if k.startswith("lr/")}
+        for name, v in lrs.items():
+            label = f"group {name}" if str(name).isdigit() else str(name)
+            series = groups.setdefault(label, [math.nan] * len(rows))
             series[i] = float(v) if isinstance(v, (int, float)) else math.nan
     return groups
 
