@@ -352,3 +352,31 @@ def test_check_floor_script_is_valid_and_its_tests_exist() -> None:
     assert len(paths) >= 5
     missing = [p for p in paths if not (ROOT / p).exists()]
     assert not missing, f"scripts/check_floor.sh selects tests that no longer exist: {missing}"
+
+
+# --- install wording -------------------------------------------------------------------
+
+_PYPI_INSTALL = re.compile(r"pip install ['\"]?suimseg(?![\w\[-])")
+
+
+def test_docs_do_not_send_readers_to_pypi_before_the_first_release() -> None:
+    check = _load_script("check_release_version")
+    released = [
+        name
+        for name in check.changelog_sections((ROOT / "CHANGELOG.md").read_text(encoding="utf-8"))
+        if name != "Unreleased"
+    ]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    pages += sorted((ROOT / "examples").rglob("*.py"))
+    hits = [
+        f"{page.relative_to(ROOT)}:{n}: {line.strip()}"
+        for page in pages
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if _PYPI_INSTALL.search(line)
+    ]
+    if not released:  # nothing on PyPI yet: `pip install suimseg` finds nothing
+        assert not hits, "install from git or a clone until the first release:\n" + "\n".join(
+            hits
+        )
+    install = (ROOT / "docs" / "installation.md").read_text(encoding="utf-8")
+    assert 'pip install "git+https://github.com/suimseg/suimseg"' in install
