@@ -375,8 +375,6 @@ def test_docs_do_not_send_readers_to_pypi_before_the_first_release() -> None:
         if _PYPI_INSTALL.search(line)
     ]
     if not released:  # nothing on PyPI yet: `pip install suimseg` finds nothing
-        assert not hits, "install from git or a clone until the first release:\n" + "\n".join(
-            hits
-        )
+        assert not hits, "install from git or a clone until the first release:\n" + "\n".join(hits)
     install = (ROOT / "docs" / "installation.md").read_text(encoding="utf-8")
     assert 'pip install "git+https://github.com/suimseg/suimseg"' in install
