@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${1:-$(mktemp -d)/floor-venv}
-# The core API: models, losses, metrics, classes, the public surface, the data layer.
-FLOOR_TESTS=${FLOOR_TESTS:-tests/models tests/losses tests/test_metrics.py tests/test_classes.py tests/test_public_api.py tests/data/test_transforms.py tests/data/test_dataset.py}
+# The core API: models, losses, metrics, classes, the public surface, the data layer, the
+# trainer and its checkpoints (torch.load(weights_only=True) refusals), the predictor.
+FLOOR_TESTS=${FLOOR_TESTS:-tests/models tests/losses tests/test_metrics.py tests/test_classes.py tests/test_public_api.py tests/data/test_transforms.py tests/data/test_dataset.py tests/engine/test_trainer.py tests/engine/test_checkpoint.py tests/reliability/test_untrusted_checkpoints.py tests/inference/test_predictor.py}
 
 start=$(date +%s)
 floor=$(mktemp)

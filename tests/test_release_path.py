@@ -320,6 +320,29 @@ def test_floor_is_the_declared_lower_bounds() -> None:
     assert proc.stdout.split() == pins
 
 
+# APIs of the source that set the torch floor (found by running scripts/check_floor.sh:
+# with torch 2.2 the trainer failed on torch.amp.GradScaler). Add a line when you use an
+# API newer than the floor, and raise the floor.
+_TORCH_API_FLOORS = {"torch.amp.GradScaler": (2, 3), "weights_only=True, mmap=": (2, 1)}
+
+
+def test_declared_torch_floor_has_every_api_the_source_uses() -> None:
+    floor = _load_script("floor_requirements")
+    pins = dict(
+        p.split("==")
+        for p in floor.floor_pins(floor.declared_dependencies(ROOT / "pyproject.toml"))
+    )
+    declared = tuple(int(x) for x in pins["torch"].split(".")[:2])
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src").rglob("*.py"))
+    too_new = [
+        f"{api} needs torch>={'.'.join(map(str, need))}"
+        for api, need in _TORCH_API_FLOORS.items()
+        if api in source and need > declared
+    ]
+    assert "torch.amp.GradScaler" in source  # the table is not stale
+    assert not too_new, f"pyproject.toml declares torch>={pins['torch']}: {too_new}"
+
+
 def test_floor_parser_without_tomllib_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
     floor = _load_script("floor_requirements")
     pyproject = ROOT / "pyproject.toml"
