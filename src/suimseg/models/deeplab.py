@@ -13,11 +13,12 @@ from torchvision.models.segmentation.fcn import FCNHead
 
 from suimseg.errors import ConfigError
 from suimseg.models.encoders import EncoderWeights, load_resnet_weights
+from suimseg.models.hub import HubMixin
 
 __all__ = ["DeepLabV3ResNet50", "deeplabv3_resnet50"]
 
 
-class DeepLabV3ResNet50(nn.Module):
+class DeepLabV3ResNet50(HubMixin, nn.Module):
     """torchvision's DeepLabV3-ResNet50 with one Tensor output and a named encoder.
 
     The network is exactly ``torchvision.models.segmentation.deeplabv3_resnet50``: a ResNet-50

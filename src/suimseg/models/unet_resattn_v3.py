@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from suimseg.errors import ConfigError
 from suimseg.models.blocks import DecoderBlock, ResidualDoubleConv
 from suimseg.models.encoders import ENCODER_NAMES, EncoderWeights, ResNetEncoder
+from suimseg.models.hub import HubMixin
 
 __all__ = ["UNetResAttnV3"]
 
@@ -22,7 +23,7 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-class UNetResAttnV3(nn.Module):
+class UNetResAttnV3(HubMixin, nn.Module):
     """U-Net with a torchvision ResNet encoder, attention gates and squeeze-excitation.
 
     Architecture (defaults, 384x384 input)::
