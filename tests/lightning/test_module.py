@@ -167,3 +167,15 @@ def test_metric_is_a_torchmetrics_metric() -> None:
     import torchmetrics
 
     assert isinstance(SUIMJaccardIndex(), torchmetrics.Metric)
+
+
+def test_deeplab_baseline_by_name() -> None:
+    from suimseg.models import DeepLabV3ResNet50
+
+    module = SUIMSegModule({"num_classes": 8}, model_name="deeplabv3_resnet50")
+    assert isinstance(module.model, DeepLabV3ResNet50)
+    assert module.hparams["model_name"] == "deeplabv3_resnet50"
+    optim = module.configure_optimizers()
+    names = [g["name"] for g in optim["optimizer"].param_groups]
+    assert names[0] == "encoder"
+    assert "decoder" in names

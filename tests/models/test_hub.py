@@ -256,6 +256,19 @@ def test_repo_id_download_failure_is_weights_unavailable(
         UNetResAttnV3.from_pretrained("someone/suim-unet")
 
 
+def test_repo_without_safetensors_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = pytest.importorskip("huggingface_hub")
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / CONFIG_NAME).write_text(json.dumps(_tiny().config))
+    monkeypatch.setattr(hub, "snapshot_download", lambda **kwargs: str(snapshot))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"Hub repo 'someone/old-unet' has no model\.safe"):
+        UNetResAttnV3.from_pretrained("someone/old-unet")
+
+
 def test_local_folder_wins_over_repo_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _tiny()
     model.save_pretrained(tmp_path / "someone" / "suim-unet")

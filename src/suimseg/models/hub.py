@@ -292,7 +292,9 @@ def _resolve(
     return Path(local)
 
 
-def _check_files(folder: Path, config_file: Path, weights_file: Path, source: object) -> None:
+def _check_files(
+    folder: Path, config_file: Path, weights_file: Path, source: str | os.PathLike[str]
+) -> None:
     if not weights_file.is_file():
         pickles = sorted(
             p.name for p in folder.iterdir() if p.is_file() and p.suffix in _PICKLE_SUFFIXES
@@ -304,6 +306,13 @@ def _check_files(folder: Path, config_file: Path, weights_file: Path, source: ob
                 f"If you trust the file, convert it once: load it yourself with torch.load("
                 f"..., weights_only=True) into the model, then model.save_pretrained(...) "
                 f"writes {WEIGHTS_NAME}."
+            )
+        if not Path(os.fspath(source)).is_dir():  # a Hub repo id, downloaded to `folder`
+            raise CheckpointError(
+                f"Hub repo {source!r} has no {WEIGHTS_NAME} at its root (only {CONFIG_NAME} "
+                f"and {WEIGHTS_NAME} are downloaded; pickled weights such as "
+                "pytorch_model.bin are never loaded). Ask its owner for a safetensors "
+                "upload (save_pretrained writes one)."
             )
         raise CheckpointError(
             f"{folder}: no {WEIGHTS_NAME} (source {source!r}); expected a folder written by "
