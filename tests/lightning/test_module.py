@@ -25,6 +25,7 @@ from suimseg.lightning import (
     SUIMSegModule,
     UnpaddedDistributedSampler,
 )
+from suimseg.lightning.module import metric_key
 from suimseg.models import UNetResAttnV3
 
 TINY: dict[str, Any] = {
@@ -66,9 +67,11 @@ def test_one_epoch_logs_val_miou_and_checkpoint_loads_back(suim_root: Path, tmp_
     for key in ("train_loss_epoch", "train_dice_epoch", "train_focal_epoch", "val_loss",
                 "val_dice", "val_focal"):  # fmt: skip
         assert math.isfinite(float(logged[key])), key
-    assert {f"val_iou_{name}" for name in CLASS_NAMES} <= set(logged)
+    keys = [f"val_iou_{metric_key(name)}" for name in CLASS_NAMES]
+    assert keys[0] == "val_iou_background_waterbody"
+    assert set(keys) <= set(logged)
     # The logged figure is the per-class mean over classes present (NaN ones left out).
-    per_class = torch.tensor([float(logged[f"val_iou_{n}"]) for n in CLASS_NAMES])
+    per_class = torch.tensor([float(logged[k]) for k in keys])
     assert float(logged["val_miou"]) == pytest.approx(float(per_class.nanmean()), abs=1e-6)
 
     ckpts = sorted(Path(tmp_path).rglob("*.ckpt"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,9 +17,15 @@ from suimseg.losses import DiceFocalLoss
 from suimseg.models import build_model
 from suimseg.optim import group_min_lrs, param_groups
 
-__all__ = ["SUIMSegModule"]
+__all__ = ["SUIMSegModule", "metric_key"]
 
 Batch = tuple[Tensor, Tensor]
+
+
+def metric_key(class_name: str) -> str:
+    """A class name as a logging key: runs of other characters than ``[0-9A-Za-z]`` become
+    ``_`` (``"background / waterbody"`` -> ``"background_waterbody"``)."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", class_name).strip("_")
 
 
 def _build(model: Mapping[str, Any] | nn.Module | None, model_name: str) -> nn.Module:
@@ -41,7 +48,8 @@ class SUIMSegModule(pl.LightningModule):
       are logged as ``train_loss``/``train_dice``/``train_focal`` (and ``val_*``);
     - the metric: :class:`~suimseg.lightning.SUIMJaccardIndex`, logged as ``val_miou`` /
       ``test_miou`` (the dataset-level mIoU, summed over processes under DDP), with the
-      per-class IoU as ``val_iou_<class>`` when ``log_per_class``;
+      per-class IoU as ``val_iou_<class>`` when ``log_per_class`` (the class name with
+      spaces and punctuation turned into ``_``, e.g. ``val_iou_background_waterbody``);
     - the optimiser: AdamW over :func:`~suimseg.optim.param_groups` (the encoder at
       ``enc_lr_mult`` times ``lr``, no weight decay on norms and biases) and
       ``ReduceLROnPlateau(mode="max")`` on ``val_miou``, whose ``min_lr`` floors keep the
@@ -155,7 +163,7 @@ class SUIMSegModule(pl.LightningModule):
         if self.hparams.get("log_per_class", True) and self.val_miou.update_called:
             m = self.val_miou.segmentation_metrics()  # synced; Lightning resets it after
             for name, iou in zip(m.class_names, m.iou.tolist(), strict=True):
-                self.log(f"val_iou_{name}", float(iou), sync_dist=True)
+                self.log(f"val_iou_{metric_key(name)}", float(iou), sync_dist=True)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
