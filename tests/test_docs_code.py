@@ -21,6 +21,7 @@ Two HTML comments, on the lines directly above a block, change how it runs:
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import textwrap
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 MAX_SKIPPED = 4  # keep opt-outs rare: raise this only with a good reason
 CHECKPOINT = "runs/v3/best.pt"
+#: Pages whose code needs an optional extra (the module to find): skipped without it.
+PAGE_NEEDS = {"lightning.md": "lightning"}
 
 _FENCE_OPEN = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 _INCLUDE = re.compile(r'^--8<-- "(?P<path>examples/[\w.-]+\.py)"$')
@@ -124,6 +127,9 @@ def docs_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 @pytest.mark.parametrize("page", sorted(n for n, b in ALL_BLOCKS.items() if b))
 def test_page_code_runs(page: str, docs_workdir: Path) -> None:
+    needs = PAGE_NEEDS.get(page)
+    if needs and importlib.util.find_spec(needs) is None:
+        pytest.skip(f"{page} needs {needs!r} (pip install 'suimseg[{needs}]')")
     blocks = ALL_BLOCKS[page]
     if any(CHECKPOINT in b.code for b in blocks):
         _tiny_checkpoint(docs_workdir / CHECKPOINT)

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "optim": 3,
     "engine": 4,
     "inference": 5,
+    "lightning": 5,  # the [lightning] extra: uses engine and below, not inference or app
     "app": 6,
 }
 ABOVE_ALL = {"__init__", "__main__"}

@@ -9,6 +9,7 @@ from suimseg.models.blocks import (
 )
 from suimseg.models.deeplab import DeepLabV3ResNet50, deeplabv3_resnet50
 from suimseg.models.encoders import ENCODER_NAMES, ResNetEncoder
+from suimseg.models.hub import HubMixin
 from suimseg.models.registry import MODEL_NAMES, build_model, model_spec
 from suimseg.models.unet_resattn_v3 import UNetResAttnV3
 
@@ -19,6 +20,7 @@ __all__ = [
     "ConvBNReLU",
     "DecoderBlock",
     "DeepLabV3ResNet50",
+    "HubMixin",
     "ResNetEncoder",
     "ResidualDoubleConv",
     "SqueezeExcitation",

@@ -16,11 +16,12 @@ from suimseg.models.encoders import (
     load_resnet_weights,
     resolve_encoder_weights,
 )
+from suimseg.models.hub import HubMixin
 
 __all__ = ["DeepLabV3ResNet50", "deeplabv3_resnet50"]
 
 
-class DeepLabV3ResNet50(nn.Module):
+class DeepLabV3ResNet50(HubMixin, nn.Module):
     """torchvision's DeepLabV3-ResNet50 with one Tensor output and a named encoder.
 
     The network is exactly ``torchvision.models.segmentation.deeplabv3_resnet50``: a ResNet-50

@@ -16,6 +16,7 @@ from suimseg.models.encoders import (
     ResNetEncoder,
     resolve_encoder_weights,
 )
+from suimseg.models.hub import HubMixin
 
 __all__ = ["UNetResAttnV3"]
 
@@ -26,7 +27,7 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-class UNetResAttnV3(nn.Module):
+class UNetResAttnV3(HubMixin, nn.Module):
     """U-Net with a torchvision ResNet encoder, attention gates and squeeze-excitation.
 
     Architecture (defaults, 384x384 input)::
