@@ -263,24 +263,17 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         root: The dataset root holding ``train_val/`` and/or ``TEST/``.
         split: ``"train"`` or ``"val"`` (a seeded split of ``train_val``, stratified by
             file-name prefix), ``"train_val"`` (all of it) or ``"test"``.
-        transform: A joint transform ``transform(image, mask) -> (image, mask)`` receiving a
-            uint8 array ``(H, W, 3)`` and a uint8 label array ``(H, W)`` (see
-            :mod:`suimseg.data.transforms`). Defaults to :func:`train_transforms` for
-            ``"train"``/``"train_val"`` and :func:`eval_transforms` otherwise, at
-            ``image_size``.
+        transform: ``transform(image, mask) -> (image, mask)`` on a uint8 ``(H, W, 3)`` array
+            and uint8 labels ``(H, W)``; default :func:`train_transforms` for
+            ``"train"``/``"train_val"``, else :func:`eval_transforms`, at ``image_size``.
         image_size: Size the pair is decoded and resized to *before* ``transform``: an int
-            (square), ``(height, width)``, or ``None`` for the image's native resolution.
-            JPEGs much larger than this are decoded at reduced scale (Pillow ``draft``).
+            (square), ``(height, width)``, or ``None`` for the native resolution.
         val_fraction: Fraction of each prefix group held out for ``"val"``.
         seed: Seed of the train/val split.
-        stems: An explicit list of stems for this split (from the split's folder),
-            replacing the seeded split; the dataset keeps this order.
-        on_size_mismatch: What to do with a mask whose size differs from its image:
-            ``"resize"`` it nearest-neighbour to the image (default; one warning with the
-            count), ``"skip"`` the pair (with a warning) or raise (``"error"``).
-        on_orphan: Images without masks and masks without images raise one
-            :class:`DatasetError` naming them (``"error"``), or are skipped with a warning
-            (``"skip"``).
+        stems: Explicit stems of the split's folder, in this order, instead of the split.
+        on_size_mismatch: A mask whose size differs from its image is ``"resize"``-d
+            nearest-neighbour (default), ``"skip"``-ped (both warn) or an ``"error"``.
+        on_orphan: Unpaired images or masks are an ``"error"`` naming them, or ``"skip"``.
         cache: Keep decoded, resized uint8 pairs in memory: ``False`` (default), ``True``
             (a dict per process; use ``persistent_workers=True``) or ``"shared"`` (one
             cache in shared memory, preallocated here, filled and read by every process;
@@ -292,20 +285,17 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             :class:`DatasetError` naming it; ``"skip"`` warns and leaves the pair out (at
             construction: listed in :attr:`unreadable_files`; while loading: replaced by
             the next readable sample and counted in :attr:`skipped_samples`).
-        max_pixels: Files whose header announces more than this many pixels are refused
-            before decoding (a decompression-bomb guard); ``None`` lifts the limit.
+        max_pixels: Files whose header announces more pixels are refused before decoding;
+            ``None`` lifts the limit.
 
     Raises:
         DatasetNotFoundError: If the root or the split's folders are missing.
-        DatasetError: For orphans (under ``"error"``), size mismatches (under
-            ``"error"``), unknown explicit stems, or unreadable files (under
-            ``on_corrupt="error"``).
-        ConfigError: For invalid arguments, ``cache="shared"`` with ``image_size=None``,
-            or a shared cache larger than the free space of ``/dev/shm``.
+        DatasetError: For orphans, size mismatches or unreadable files (under ``"error"``)
+            and unknown explicit stems.
+        ConfigError: For invalid arguments, or a shared cache that cannot be allocated.
 
     Shape:
-        ``dataset[i]`` is ``(image, mask)``: float32 ``(3, H, W)`` normalised with ImageNet
-        statistics and int64 ``(H, W)`` (with the default transforms).
+        ``dataset[i]``: float32 ``(3, H, W)`` (normalised) and int64 ``(H, W)`` by default.
 
     Example:
         >>> from suimseg.data import make_synthetic_suim

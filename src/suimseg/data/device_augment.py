@@ -27,6 +27,7 @@ Shape:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -323,49 +324,36 @@ class DeviceAugment(nn.Module):
                 f"got one on {generator.device}; create it with "
                 f"torch.Generator(device={str(dev)!r})"
             )
-        n = batch_size
-        h, w = size
+        n, (h, w), shift = batch_size, size, self.shift_limit
 
-        def uniform(low: float, high: float, *shape: int) -> Tensor:
-            u = torch.rand(n, *shape, device=dev, generator=generator)
-            return u.mul_(high - low).add_(low)
+        def uniform(low: float, high: float) -> Tensor:
+            return torch.rand(n, device=dev, generator=generator).mul_(high - low).add_(low)
 
         def coin(p: float) -> Tensor:
             return torch.rand(n, device=dev, generator=generator) < p
 
-        hflip = coin(self.hflip_p)
-        vflip = coin(self.vflip_p)
-        affine = coin(self.affine_p)
-        angle = uniform(-self.rotate_limit, self.rotate_limit)
-        # Whole pixels, as torchvision's int(round(uniform(-max, max))).
-        tx = uniform(-self.shift_limit * w, self.shift_limit * w)
-        ty = uniform(-self.shift_limit * h, self.shift_limit * h)
-        translate = torch.stack((tx, ty), dim=1).round_()
-        scale = uniform(*self.scale_limit)
-        color = coin(self.color_p)
-        blur = coin(0.5)  # RandomChoice of two: uniform
-        brightness = uniform(max(0.0, 1.0 - self.brightness), 1.0 + self.brightness)
-        contrast = uniform(max(0.0, 1.0 - self.contrast), 1.0 + self.contrast)
-        saturation = uniform(max(0.0, 1.0 - self.saturation), 1.0 + self.saturation)
-        hue = uniform(-self.hue, self.hue)
-        sigma = uniform(*self.blur_sigma)
+        def factor(strength: float) -> Tensor:
+            return uniform(max(0.0, 1.0 - strength), 1.0 + strength)
+
         cpu_gen = generator if generator is not None and generator.device.type == "cpu" else None
-        order: list[int] = torch.randperm(4, generator=cpu_gen).tolist()  # CPU: no sync
         return DeviceAugmentParams(
-            hflip=hflip,
-            vflip=vflip,
-            affine=affine,
-            angle=angle,
-            translate=translate,
-            scale=scale,
-            color=color,
-            blur=blur,
-            brightness=brightness,
-            contrast=contrast,
-            saturation=saturation,
-            hue=hue,
-            sigma=sigma,
-            jitter_order=tuple(order),
+            hflip=coin(self.hflip_p),
+            vflip=coin(self.vflip_p),
+            affine=coin(self.affine_p),
+            angle=uniform(-self.rotate_limit, self.rotate_limit),
+            # Whole pixels, as torchvision's int(round(uniform(-max, max))).
+            translate=torch.stack(
+                (uniform(-shift * w, shift * w), uniform(-shift * h, shift * h)), dim=1
+            ).round_(),
+            scale=uniform(*self.scale_limit),
+            color=coin(self.color_p),
+            blur=coin(0.5),  # RandomChoice of two: uniform
+            brightness=factor(self.brightness),
+            contrast=factor(self.contrast),
+            saturation=factor(self.saturation),
+            hue=uniform(-self.hue, self.hue),
+            sigma=uniform(*self.blur_sigma),
+            jitter_order=tuple(torch.randperm(4, generator=cpu_gen).tolist()),  # CPU: no sync
         )
 
     # ------------------------------------------------------------------ forward
@@ -452,15 +440,8 @@ class DeviceAugment(nn.Module):
         return x.contiguous(memory_format=fmt), y.to(torch.int64)
 
     def extra_repr(self) -> str:
-        return (
-            f"hflip_p={self.hflip_p}, vflip_p={self.vflip_p}, affine_p={self.affine_p}, "
-            f"shift_limit={self.shift_limit}, scale_limit={self.scale_limit}, "
-            f"rotate_limit={self.rotate_limit}, color_p={self.color_p}, "
-            f"brightness={self.brightness}, contrast={self.contrast}, "
-            f"saturation={self.saturation}, hue={self.hue}, blur_kernel={self.blur_kernel}, "
-            f"blur_sigma={self.blur_sigma}, ignore_index={self.ignore_index}, "
-            f"image_fill={self.image_fill}"
-        )
+        names = list(inspect.signature(DeviceAugment).parameters)[:-2]  # all but mean, std
+        return ", ".join(f"{name}={getattr(self, name)}" for name in names)
 
 
 # ---------------------------------------------------------------------- geometry

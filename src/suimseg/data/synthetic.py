@@ -1,12 +1,7 @@
 """Synthetic SUIM-format data, so that the demo, the tests and the docs run anywhere.
 
-:func:`make_synthetic_suim` writes the official layout (``train_val/`` and ``TEST/``, each
-with ``images/*.jpg`` and ``masks/*.bmp`` 24-bit RGB palette masks) filled with
-underwater-looking scenes: a blue-green water gradient with haze, a sandy sea-floor, and
-objects of every class, each class with its own colour, shape and texture so a small model
-can learn them. Class frequencies follow SUIM's imbalance: water and sea-floor are common,
-divers and robots rare. Output is deterministic for a seed, and optional flags inject the
-real data's defects (noisy mask colours, a mask of the wrong size, orphan images).
+Underwater-looking scenes with every class (its own shape, colour and texture) at SUIM-like
+frequencies, written in the official layout; see ``docs/dataset.md``.
 """
 
 from __future__ import annotations
@@ -248,12 +243,10 @@ def make_synthetic_suim(
     jpeg_quality: int = 90,
     overwrite: bool = False,
 ) -> Path:
-    """Write a synthetic dataset in the official SUIM layout.
+    """Write a synthetic dataset in the official SUIM layout (JPEG images, 24-bit BMP masks).
 
-    Every split gets the first seven scenes forced to contain classes 1..7 in turn (when
-    it has at least seven scenes), so every class occurs; beyond that classes appear with
-    the probabilities in :data:`CLASS_PRESENCE`. Stems use SUIM's prefixes
-    (``d_r_12_``, ``f_r_...``, ``n_l_...``, ``w_r_...``).
+    The first seven scenes of each split contain classes 1..7 in turn; otherwise classes
+    appear with the probabilities of :data:`CLASS_PRESENCE`. Stems use SUIM's prefixes.
 
     Args:
         root: Output folder; ``train_val/`` and ``TEST/`` are created inside it.
@@ -263,8 +256,7 @@ def make_synthetic_suim(
         seed: Seed; the same arguments always give byte-identical files.
         noisy_masks: Number of ``train_val`` masks written with noisy (non 0/255) colours
             that still decode to the right classes.
-        size_mismatch: Number of ``train_val`` masks saved taller than their image
-            (like the real ``f_r_1058_``), to exercise the loader's size policy.
+        size_mismatch: Number of ``train_val`` masks saved 1/8 taller than their image.
         orphan_images: Number of extra ``train_val`` images written without a mask.
         jpeg_quality: JPEG quality of the images.
         overwrite: Replace image/mask files left by an earlier run in the split folders.
@@ -273,8 +265,7 @@ def make_synthetic_suim(
         ``root`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ConfigError: For invalid counts or size, or if the split folders already hold
-            files and ``overwrite`` is false.
+        ConfigError: For invalid counts or size, or files in the way without ``overwrite``.
 
     Example:
         >>> import tempfile
