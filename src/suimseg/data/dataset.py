@@ -192,16 +192,11 @@ _LIVE_SHARED_CACHES: weakref.WeakSet[SUIMDataset] = weakref.WeakSet()
 
 def _pending_shared_bytes() -> int:
     """Bytes that live shared caches will still take from ``/dev/shm`` when they fill."""
-    pending = 0
-    for ds in list(_LIVE_SHARED_CACHES):
-        shared = ds._shared
-        if shared is None:
-            continue
-        images, _, filled = shared
-        unfilled = int(filled.numel() - int(filled.count_nonzero()))
-        h, w = images.shape[1], images.shape[2]
-        pending += _shared_cache_nbytes(unfilled, (h, w))
-    return pending
+    shared = [ds._shared for ds in list(_LIVE_SHARED_CACHES) if ds._shared is not None]
+    return sum(
+        _shared_cache_nbytes(int((filled == 0).sum()), (images.shape[1], images.shape[2]))
+        for images, _, filled in shared
+    )
 
 
 def _check_shm_space(n: int, size: tuple[int, int]) -> None:
@@ -369,7 +364,6 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._image_paths: list[str] = [str(pairs[s][0]) for s in chosen]
         self._mask_paths: list[str] = [str(pairs[s][1]) for s in chosen]
         self._stems: list[str] = list(chosen)
-        self._image_sizes: list[tuple[int, int]] = []
         self._check_sizes()
         self._cache: dict[int, tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] | None = (
             {} if cache is True else None
@@ -412,18 +406,15 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         no_mask = sorted(set(images) - set(masks))
         no_image = sorted(set(masks) - set(images))
         if no_mask or no_image:
-            parts = []
-            if no_mask:
-                parts.append(
-                    f"{len(no_mask)} image(s) in {images_dir} without a mask: "
-                    f"{_listing([images[s].name for s in no_mask])}"
+            detail = "; ".join(
+                f"{len(orphans)} {kind}(s) in {folder} without {other}: "
+                f"{_listing([files[s].name for s in orphans])}"
+                for orphans, kind, folder, other, files in (
+                    (no_mask, "image", images_dir, "a mask", images),
+                    (no_image, "mask", masks_dir, "an image", masks),
                 )
-            if no_image:
-                parts.append(
-                    f"{len(no_image)} mask(s) in {masks_dir} without an image: "
-                    f"{_listing([masks[s].name for s in no_image])}"
-                )
-            detail = "; ".join(parts)
+                if orphans
+            )
             if on_orphan == "error":
                 raise DatasetError(
                     f"unpaired files in split {self.split!r}: {detail}. Images and masks are "
@@ -467,9 +458,7 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 if self.on_corrupt == "error":
                     raise
                 unreadable.append(str(e))
-                self._image_sizes.append((0, 0))
                 continue
-            self._image_sizes.append(isize)
             if isize != msize:
                 mismatched.append(
                     f"{self._stems[i]} (image {isize[0]}x{isize[1]}, mask {msize[0]}x{msize[1]})"
@@ -511,7 +500,6 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._image_paths = [self._image_paths[i] for i in keep]
         self._mask_paths = [self._mask_paths[i] for i in keep]
         self._stems = [self._stems[i] for i in keep]
-        self._image_sizes = [self._image_sizes[i] for i in keep]
 
     # ------------------------------------------------------------------ public API
     @property

@@ -204,25 +204,8 @@ class DeviceAugment(nn.Module):
     on the whole batch and ``torch.where`` keeps the samples it did not pick (exactly), so
     with every probability 0 the output equals :class:`DeviceNormalize`'s. It augments also
     in ``eval()`` mode. Move it to the training device so its ``mean``/``std`` live there.
-
-    Args:
-        hflip_p: Probability of a horizontal flip.
-        vflip_p: Probability of a vertical flip.
-        affine_p: Probability of the shift-scale-rotate step.
-        shift_limit: Maximum shift as a fraction of the width/height.
-        scale_limit: ``(min, max)`` zoom factor.
-        rotate_limit: Maximum absolute rotation in degrees.
-        color_p: Probability of the colour-jitter-or-blur step.
-        brightness: ColorJitter brightness (factor in ``[max(0, 1-b), 1+b]``).
-        contrast: ColorJitter contrast.
-        saturation: ColorJitter saturation.
-        hue: ColorJitter hue (shift in ``[-hue, hue]``, ``hue <= 0.5``).
-        blur_kernel: Odd Gaussian blur kernel size.
-        blur_sigma: ``(min, max)`` blur sigma.
-        ignore_index: Mask value for pixels brought in from outside the image.
-        image_fill: Image value (0-255) for those pixels.
-        mean: Normalisation means.
-        std: Normalisation standard deviations.
+    The arguments, their defaults and checks are those of
+    :func:`~suimseg.data.train_transforms`.
 
     Raises:
         ConfigError: If a probability or limit is out of range (as in

@@ -6,6 +6,7 @@ frequencies, written in the official layout; see ``docs/dataset.md``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -306,6 +307,7 @@ def make_synthetic_suim(
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
 
+    save_jpeg = functools.partial(atomic_save_image, format="JPEG", quality=jpeg_quality)
     for split_id, (split, n) in enumerate((("train_val", n_train_val), ("TEST", n_test))):
         base = out / split
         prefix_rng = np.random.default_rng([seed, split_id, 2**31 - 1])
@@ -321,16 +323,9 @@ def make_synthetic_suim(
             mask_img = Image.fromarray(mask)
             if split == "train_val" and i >= n - size_mismatch:
                 mask_img = mask_img.resize((w, h + max(1, h // 8)), Image.Resampling.NEAREST)
-            atomic_save_image(
-                image, base / "images" / f"{stem}.jpg", format="JPEG", quality=jpeg_quality
-            )
+            save_jpeg(image, base / "images" / f"{stem}.jpg")
             atomic_save_image(mask_img, base / "masks" / f"{stem}.bmp", format="BMP")
-        if split == "train_val":
-            for j in range(orphan_images):
-                rng = np.random.default_rng([seed, split_id, n + j])
-                image, _ = render_scene(rng, (w, h))
-                stem = f"{_PREFIXES[prefixes[n + j]]}_{n + j + 1}_"
-                atomic_save_image(
-                    image, base / "images" / f"{stem}.jpg", format="JPEG", quality=jpeg_quality
-                )
+        for j in range(orphan_images if split == "train_val" else 0):
+            image, _ = render_scene(np.random.default_rng([seed, split_id, n + j]), (w, h))
+            save_jpeg(image, base / "images" / f"{_PREFIXES[prefixes[n + j]]}_{n + j + 1}_.jpg")
     return out

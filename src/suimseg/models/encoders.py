@@ -44,6 +44,11 @@ _CHANNELS: dict[str, tuple[int, int, int, int, int]] = {
 }
 
 
+def _check_name(name: str) -> None:
+    if name not in _CHANNELS:
+        raise ConfigError(f"encoder: expected one of {', '.join(ENCODER_NAMES)}, got {name!r}")
+
+
 def resolve_encoder_weights(weights: object) -> str | os.PathLike[str] | None:
     """Normalise an ``encoder_weights`` argument: ``None`` and ``"none"`` (any case) mean none.
 
@@ -114,8 +119,7 @@ def imagenet_state_dict(name: str) -> dict[str, Tensor]:
         WeightsUnavailableError: If the weights are not cached and cannot be downloaded;
             the message gives the URL and where to put the file.
     """
-    if name not in _CHANNELS:
-        raise ConfigError(f"encoder: expected one of {', '.join(ENCODER_NAMES)}, got {name!r}")
+    _check_name(name)
     w = torchvision.models.get_model_weights(name).DEFAULT
     try:
         sd: dict[str, Tensor] = w.get_state_dict(progress=True, check_hash=True, weights_only=True)
@@ -224,8 +228,7 @@ class ResNetEncoder(nn.Module):
         self, name: str = "resnet50", weights: EncoderWeights = None, *, in_channels: int = 3
     ) -> None:
         super().__init__()
-        if name not in _CHANNELS:
-            raise ConfigError(f"encoder: expected one of {', '.join(ENCODER_NAMES)}, got {name!r}")
+        _check_name(name)
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ConfigError(f"in_channels: expected a positive int, got {in_channels!r}")
         self.name = name
