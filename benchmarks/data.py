@@ -254,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         ("suimseg + shared cache", "shared", "float", True),
         ("suimseg + shared cache, uint8", "shared", "uint8", True),
     ]
-    table = Progress(["source", "pipeline", "workers", "img/s", "speed-up"], widths=(24, 38))
     with tempfile.TemporaryDirectory() as tmp:
         mask_ms.update(_mask_decode(Path(tmp), size, max(args.repeats, 3)))
+    table = Progress(["source", "pipeline", "workers", "img/s", "speed-up"], widths=(24, 38))
+    with tempfile.TemporaryDirectory() as tmp:
         roots = [
             (
                 f"synthetic {w}x{h}",

@@ -1,11 +1,12 @@
 """A direct reader for SUIM's uncompressed 24-bit BMP masks.
 
 Reads the pixel rows straight into numpy, gathering only the rows and columns a
-nearest-neighbour resize needs. Measured against Pillow (``benchmarks/data.py``, mask
-decoding table; 2-core CPU): 1906x1080 masks 21 vs 35-51 ms native, 6-8 vs 38-42 ms at
-384x384; the 8 real SUIM masks 2-3 vs 4-6 ms native, 2-5 vs 6-9 ms at 384x384. Anything
-else (compressed, palette or 32-bit BMPs, truncated files) returns ``None`` so the caller
-falls back to Pillow, which also reports a broken file.
+nearest-neighbour resize needs. Against a Pillow decode (interleaved, busy 2-core CPU;
+``benchmarks/data.py`` prints the 1920x1080 case): ~1920x1080 masks 17-21 vs 35-51 ms at
+native size, 2-8 vs 38-42 ms at 384x384; the 8 real SUIM masks 2-3 vs 4-6 ms native,
+2-5 vs 6-9 ms at 384x384: 2x to 10x faster, so it stays. Anything else (compressed,
+palette or 32-bit BMPs, truncated files) returns ``None`` so the caller falls back to
+Pillow, which also reports a broken file.
 """
 
 from __future__ import annotations
