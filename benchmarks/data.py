@@ -19,6 +19,10 @@ mask, ImageNet-normalised, with ``eval_transforms(S)``) unless marked ``uint8``:
 - ``suimseg + shared cache``: ``cache="shared"``: one preallocated cache in shared
   memory that every worker fills and reads; also with ``uint8`` output.
 
+A first table times the mask decoding alone on a 1920x1080 24-bit BMP (median of
+``--repeats`` interleaved rounds, ms per mask): ``rgb_to_index`` on the decoded array, and the
+direct BMP reader against a Pillow decode, at native size and at ``--size``.
+
 Each setting runs one warm-up epoch and then ``--repeats`` timed epochs through a
 ``DataLoader`` (batch 8); the median images/s is reported. Images are synthetic
 (``make_synthetic_suim``) unless ``--real ROOT`` adds a folder in the SUIM layout.
@@ -51,6 +55,7 @@ from _common import (
     make_parser,
     parse,
     pick,
+    print_table,
     size_list,
     start,
     time_interleaved,
@@ -63,7 +68,9 @@ from torchvision.transforms import v2
 
 from suimseg.classes import rgb_to_index
 from suimseg.data import SUIMDataset, eval_transforms, make_synthetic_suim
+from suimseg.data._bmp import read_bmp_labels, resize_labels_nearest
 from suimseg.data.dataset import CacheMode
+from suimseg.data.readers import read_mask_labels
 from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, OutputKind
 
 
@@ -155,6 +162,26 @@ def _measure(
     return out
 
 
+def _mask_decode(tmp: Path, size: int, repeats: int) -> dict[str, float]:
+    """ms per 1920x1080 BMP mask: the colour rule, the direct reader and Pillow."""
+    rgb = np.random.default_rng(0).integers(0, 2, (1080, 1920, 3), dtype=np.uint8) * 255
+    path = tmp / "mask.bmp"
+    Image.fromarray(rgb).save(path)
+    fns: dict[str, Callable[[], Any]] = {
+        "rgb_to_index (decoded array)": lambda: rgb_to_index(rgb),
+        "direct BMP reader, native": lambda: read_bmp_labels(path),
+        "Pillow, native": lambda: read_mask_labels(path),
+        f"direct BMP reader, {size}x{size}": lambda: read_bmp_labels(path, (size, size)),
+        f"Pillow, {size}x{size}": lambda: resize_labels_nearest(
+            read_mask_labels(path), (size, size)
+        ),
+    }
+    timed = time_interleaved(fns, device=torch.device("cpu"), warmup=1, repeats=repeats)
+    out = {name: t["median_s"] * 1e3 for name, t in timed.items()}
+    print_table(["mask decoding (1920x1080 BMP)", "ms"], list(out.items()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
     p = make_parser(__doc__, "data", device=False, threads=1)
@@ -208,10 +235,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_start,
     }
 
+    mask_ms: dict[str, float] = {}
+
     def save() -> None:  # after every setting, so a run killed by a time limit keeps its rows
         settings["load_average_end"] = os.getloadavg()
         info = machine_info(torch.device("cpu"))
-        write_report(args.out, "suimseg data pipeline", info, settings, results)
+        write_report(
+            args.out, "suimseg data pipeline", info, settings, results, mask_decode_ms=mask_ms
+        )
 
     # (name, cache, output, fast_decode); the naive baseline comes first.
     variants: list[tuple[str, CacheMode, OutputKind, bool]] = [
@@ -223,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         ("suimseg + shared cache", "shared", "float", True),
         ("suimseg + shared cache, uint8", "shared", "uint8", True),
     ]
+    with tempfile.TemporaryDirectory() as tmp:
+        mask_ms.update(_mask_decode(Path(tmp), size, max(args.repeats, 3)))
     table = Progress(["source", "pipeline", "workers", "img/s", "speed-up"], widths=(24, 38))
     with tempfile.TemporaryDirectory() as tmp:
         roots = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -129,18 +128,17 @@ def test_index_to_rgb_rejects_bad_labels(bad: np.ndarray, match: str) -> None:
         index_to_rgb(bad)
 
 
-def test_full_hd_mask_decodes_in_milliseconds() -> None:
-    mask = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
-    rgb_to_index(mask)  # warm-up
-    best = min(_timed(mask) for _ in range(3))
-    # Typically ~10 ms on a 2-core CPU; the bound leaves room for a busy machine.
-    assert best < 0.25, f"decoding a 1920x1080 mask took {best:.3f} s"
-
-
-def _timed(mask: np.ndarray) -> float:
-    t0 = time.perf_counter()
-    rgb_to_index(mask)
-    return time.perf_counter() - t0
+def test_noisy_full_hd_mask_decodes_to_its_labels() -> None:
+    # The speed of this decode is measured in benchmarks/data.py (mask decoding table).
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, NUM_CLASSES, (1080, 1920))
+    palette = np.array([c.rgb for c in SUIM_CLASSES], dtype=np.int64)
+    noise = rng.integers(0, 128, (1080, 1920, 3))
+    rgb = np.where(palette[labels] == 255, 255 - noise, noise).astype(np.uint8)
+    got = rgb_to_index(rgb)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, labels)
+    np.testing.assert_array_equal(rgb_to_index(torch.from_numpy(rgb).permute(2, 0, 1)), labels)
 
 
 @pytest.mark.parametrize("stem", sorted(REAL_COUNTS))

@@ -1,14 +1,9 @@
 """Optimizer parameter groups: a lower learning rate for the pre-trained encoder, no weight
 decay on norms and biases.
 
-The UNet-ResAttn-V3 recipe trains the ImageNet encoder at 0.1x the decoder's learning rate
-(AdamW, ``lr=1e-4``, ``weight_decay=1e-4``). :func:`param_groups` builds those groups;
-:func:`group_min_lrs` gives ``ReduceLROnPlateau`` per-group floors that keep the ratio.
-
-The base learning rate and weight decay belong to the optimizer, as in timm: a group built
-without ``lr`` carries only its ``lr_mult`` and receives ``optimizer lr * lr_mult`` when the
-optimizer adopts it, so ``AdamW(param_groups(model), lr=3e-4, weight_decay=0.05)`` trains
-at the numbers it names.
+As in timm, the base learning rate and weight decay belong to the optimizer:
+``AdamW(param_groups(model), lr=3e-4, weight_decay=0.05)`` trains at the numbers it names,
+the encoder at ``lr * enc_lr_mult``.
 """
 
 from __future__ import annotations
@@ -39,12 +34,8 @@ def _non_negative(name: str, value: object, *, positive: bool = False) -> float:
 class ParamGroup(dict[str, Any]):
     """A parameter-group dict whose missing ``"lr"`` is filled as ``base * group["lr_mult"]``.
 
-    ``torch.optim.Optimizer.add_param_group`` fills every option a group lacks with
-    ``group.setdefault(name, optimizer_default)``. This subclass changes that one call for
-    ``"lr"``: the optimizer's base learning rate is scaled by the group's ``"lr_mult"``
-    (1 if absent). Everything else behaves as a plain ``dict``; an optimizer's
-    ``state_dict()`` stores plain dicts holding the resolved ``"lr"``, so saving, loading,
-    ``copy.deepcopy`` and LR schedulers see ordinary groups.
+    ``Optimizer.add_param_group`` fills missing options with ``group.setdefault``; only that
+    call changes. Optimizer state dicts hold plain dicts with the resolved ``"lr"``.
 
     Example:
         >>> g = ParamGroup(params=[], lr_mult=0.1)
@@ -92,43 +83,23 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Split a model's trainable parameters into AdamW-ready groups.
 
-    Parameters of the encoder train at ``enc_lr_mult`` times the base learning rate,
-    everything else at the base rate. Parameters with ``ndim <= 1`` (every bias and the
-    weights of BatchNorm/LayerNorm/GroupNorm) get ``weight_decay=0``. This gives up to four
-    groups, named ``"encoder"``, ``"encoder_no_decay"``, ``"decoder"``,
-    ``"decoder_no_decay"`` (the ``"decoder"`` groups hold everything outside the encoder:
-    bridge, decoder, head). Empty groups are dropped, frozen parameters
-    (``requires_grad=False``) are skipped, and every trainable parameter appears in exactly
-    one group.
-
-    **Where the numbers come from.** The base learning rate and the weight decay are the
-    optimizer's unless given here:
-
-    - ``lr=None`` (default): the groups carry no ``"lr"``; the optimizer's ``lr`` is the
-      base and each group receives ``optimizer lr * lr_mult`` when the optimizer adopts it
-      (groups are :class:`ParamGroup` dicts). ``AdamW(param_groups(model), lr=3e-4)`` trains
-      the encoder at 3e-5 and the rest at 3e-4.
-    - ``lr=x``: the groups carry ``"lr"`` = ``x * lr_mult``, which overrides the optimizer's
-      ``lr`` (``torch.optim`` semantics of per-group options).
-    - ``weight_decay=None`` (default): the decaying groups carry no ``"weight_decay"``, so
-      the optimizer's value applies; ``weight_decay=x`` sets it on them. The no-decay groups
-      always carry ``weight_decay=0.0``, whatever the optimizer says.
-
+    Up to four non-empty groups, ``"encoder"``, ``"encoder_no_decay"``, ``"decoder"``,
+    ``"decoder_no_decay"`` ("decoder": everything outside the encoder); ``ndim <= 1``
+    parameters (biases, norm weights) get ``weight_decay=0.0``; frozen ones are skipped.
     Every group carries ``"name"``, ``"params"`` and ``"lr_mult"`` (``enc_lr_mult`` or 1).
-    ``ReduceLROnPlateau`` multiplies every group's ``lr`` by the same factor, so the
-    encoder/decoder ratio survives reductions; give it ``min_lr=group_min_lrs(groups, m)``
-    so that its floor does not break the ratio either.
+    Give ``ReduceLROnPlateau`` ``min_lr=group_min_lrs(groups, m)`` to keep the ratio.
 
     Args:
         model: The model. Its encoder is ``model.encoder`` unless ``encoder`` is given.
         enc_lr_mult: Encoder learning-rate multiplier (``>= 0``; 0 freezes it in effect).
-        lr: Base (decoder) learning rate (``> 0``), or ``None`` to take the optimizer's.
-        weight_decay: Weight decay of the decaying groups (``>= 0``), or ``None`` to take
-            the optimizer's.
+        lr: Base (decoder) learning rate (``> 0``), set as ``lr * lr_mult`` on every group
+            (overriding the optimizer's); ``None``: the optimizer's ``lr * lr_mult``.
+        weight_decay: Weight decay of the decaying groups (``>= 0``); ``None``: the
+            optimizer's.
         encoder: The encoder submodule, for models without an ``encoder`` attribute.
 
     Returns:
-        The parameter groups, in the order of :data:`GROUP_NAMES`.
+        :class:`ParamGroup` dicts, in the order of :data:`GROUP_NAMES`.
 
     Raises:
         ConfigError: For invalid numbers, an ``encoder`` that is not a submodule of
@@ -185,14 +156,10 @@ def param_groups(
 
 
 def group_min_lrs(groups: Sequence[dict[str, Any]], min_lr: float) -> list[float]:
-    """Per-group ``min_lr`` for ``ReduceLROnPlateau`` that keeps the groups' lr ratios.
-
-    A single ``min_lr`` floor clamps the (smaller) encoder learning rate first and breaks
-    the encoder/decoder ratio; scaling the floor by each group's ``lr_mult`` keeps it.
+    """Per-group ``min_lr`` for ``ReduceLROnPlateau``: ``min_lr * lr_mult`` keeps the lr ratios.
 
     Args:
-        groups: Groups from :func:`param_groups` (or an optimizer's ``param_groups``);
-            a group without ``"lr_mult"`` counts as 1.
+        groups: Groups from :func:`param_groups` (or an optimizer's); no ``"lr_mult"``: 1.
         min_lr: Floor of the base (decoder) learning rate (``>= 0``).
 
     Returns:
@@ -203,8 +170,7 @@ def group_min_lrs(groups: Sequence[dict[str, Any]], min_lr: float) -> list[float
         [1e-07, 1e-06]
     """
     floor = _non_negative("min_lr", min_lr)
-    out = []
-    for i, g in enumerate(groups):
-        mult = g.get("lr_mult", 1.0)
-        out.append(floor * _non_negative(f"groups[{i}]['lr_mult']", mult))
-    return out
+    return [
+        floor * _non_negative(f"groups[{i}]['lr_mult']", g.get("lr_mult", 1.0))
+        for i, g in enumerate(groups)
+    ]

@@ -161,6 +161,12 @@ def test_transforms_pickle_and_accept_pil_and_tensors() -> None:
         ({"shift_limit": 2.0}, "shift_limit"),
         ({"rotate_limit": -5.0}, "rotate_limit"),
         ({"ignore_index": 300}, "ignore_index"),
+        # The rest of DeviceAugment's checks (one table): ConfigError, not torchvision's
+        # bare ValueError, and image_fill was not checked at all.
+        ({"image_fill": 300}, r"image_fill: expected a value in \[0, 255\]"),
+        ({"brightness": -0.1}, "brightness: expected a jitter strength >= 0"),
+        ({"hue": 0.6}, r"hue: expected a value in \[0, 0.5\]"),
+        ({"blur_sigma": (2.0, 1.0)}, "blur_sigma: expected"),
         ({"size": 0}, "size"),
         ({"size": (10, 10, 3)}, "size"),
     ],

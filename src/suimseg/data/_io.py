@@ -13,12 +13,5 @@ __all__ = ["atomic_save_image"]
 
 
 def atomic_save_image(image: Image.Image, path: Path, *, format: str, **params: Any) -> None:
-    """Save ``image`` to ``path`` atomically: readers see the old file or the whole new one.
-
-    Args:
-        image: The image to save.
-        path: Destination path.
-        format: Pillow format name (``"JPEG"``, ``"BMP"``, ``"PNG"``).
-        **params: Extra Pillow save parameters (e.g. ``quality=90``).
-    """
+    """Save ``image`` atomically in Pillow ``format`` (``**params``: e.g. ``quality=90``)."""
     atomic_write(path, lambda fh: image.save(fh, format=format, **params))

@@ -1,20 +1,8 @@
 """The SUIM dataset: robust pairing, a reproducible stratified split and fast decoding.
 
-The official layout (see ``docs/dataset.md``)::
-
-    ROOT/
-      train_val/images/*.jpg   train_val/masks/*.bmp
-      TEST/images/*.jpg        TEST/masks/*.bmp   (per-class sub-folders there are ignored)
-
-Images and masks are paired by file stem (never by sorted order). The real data has
-defects (noisy mask colours, masks whose size differs from the image, unpaired files); each
-one is handled by an explicit policy, and unreadable files raise :class:`DatasetError`
-naming the file (or, with ``on_corrupt="skip"``, are skipped and counted). Files are read
-by the rules of :mod:`suimseg.data.readers` (colour modes, EXIF orientation, pixel limit),
-the same rules ``predict`` and ``evaluate`` use.
-
-Decoded pairs can be kept in memory (``cache=True``: one cache per process) or in one
-shared-memory cache that every DataLoader worker fills and reads (``cache="shared"``).
+Images and masks are paired by file stem in the official layout (``docs/dataset.md``); the
+real data's defects (size mismatches, unpaired or unreadable files) each have an explicit
+policy, and files are read by the rules of :mod:`suimseg.data.readers`.
 """
 
 from __future__ import annotations
@@ -26,9 +14,9 @@ import warnings
 import weakref
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, get_args
+from typing import Literal, TypeAlias, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +35,7 @@ from suimseg.data.readers import (
     read_size,
 )
 from suimseg.data.transforms import (
+    JointTransformFn,
     SizeArg,
     eval_transforms,
     normalize_size,
@@ -103,16 +92,9 @@ _PREFIX_RE = re.compile(r"^([^_]+_[^_]+)_")
 
 
 def stem_prefix(stem: str) -> str:
-    """Return the SUIM source prefix of a file stem (``"d_r"``, ``"f_r"``, ``"n_l"``, ...).
+    """The SUIM source prefix of a stem: its first two ``_``-separated tokens, lower-cased.
 
-    The prefix is the first two underscore-separated tokens, lower-cased; stems without
-    that shape form the group ``""``.
-
-    Args:
-        stem: A file stem such as ``"f_r_1965_"``.
-
-    Returns:
-        The prefix used to stratify the validation split.
+    Stems without that shape give ``""``. The validation split is stratified by it.
 
     Example:
         >>> stem_prefix("f_r_1965_"), stem_prefix("image7")
@@ -127,10 +109,9 @@ def stratified_split(
 ) -> tuple[list[str], list[str]]:
     """Split stems into train and validation, stratified by :func:`stem_prefix`.
 
-    Within each prefix group, ``round(len(group) * val_fraction)`` stems (half rounded up)
-    go to validation, chosen by a generator seeded with ``seed`` and the prefix, so the
-    split is deterministic, does not depend on the order of ``stems``, and each prefix
-    keeps its share.
+    Each prefix group sends ``round(len(group) * val_fraction)`` stems (half rounded up) to
+    validation, chosen by a generator seeded with ``seed`` and the prefix: deterministic
+    and independent of the order of ``stems``.
 
     Args:
         stems: All stems to split (duplicates are not allowed).
@@ -186,6 +167,18 @@ def _listing(names: Sequence[str]) -> str:
     return shown + (f" ... and {more} more" if more > 0 else "")
 
 
+#: A shared cache: uint8 images ``(N, H, W, 3)``, labels ``(N, H, W)`` and filled flags ``(N,)``.
+_Shared: TypeAlias = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _shared_views(shared: _Shared, i: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """Read-only numpy views of shared slot ``i``: a transform cannot write into the cache."""
+    image, mask = shared[0][i].numpy(), shared[1][i].numpy()
+    image.flags.writeable = False
+    mask.flags.writeable = False
+    return image, mask
+
+
 def _shared_cache_nbytes(n: int, size: tuple[int, int]) -> int:
     """Bytes of a shared cache of ``n`` pairs at ``size`` (h, w): RGB + labels + flags."""
     h, w = size
@@ -199,27 +192,18 @@ _LIVE_SHARED_CACHES: weakref.WeakSet[SUIMDataset] = weakref.WeakSet()
 
 def _pending_shared_bytes() -> int:
     """Bytes that live shared caches will still take from ``/dev/shm`` when they fill."""
-    pending = 0
-    for ds in list(_LIVE_SHARED_CACHES):
-        shared = ds._shared
-        if shared is None:
-            continue
-        images, _, filled = shared
-        unfilled = int(filled.numel() - int(filled.count_nonzero()))
-        h, w = images.shape[1], images.shape[2]
-        pending += _shared_cache_nbytes(unfilled, (h, w))
-    return pending
+    shared = [ds._shared for ds in list(_LIVE_SHARED_CACHES) if ds._shared is not None]
+    return sum(
+        _shared_cache_nbytes(int((filled == 0).sum()), (images.shape[1], images.shape[2]))
+        for images, _, filled in shared
+    )
 
 
 def _check_shm_space(n: int, size: tuple[int, int]) -> None:
-    """Refuse a shared cache larger than the free space of ``/dev/shm``.
+    """Refuse a shared cache larger than the free space of ``/dev/shm`` (if there is one).
 
-    Shared tensors live in the shared-memory filesystem (tmpfs), whose pages are only
-    taken when written; a cache larger than its free space would kill a process with a
-    bus error (SIGBUS) in the middle of an epoch. The slots that this process's other
-    shared caches have not filled yet (e.g. the training split's, when the validation
-    split is built next) count as taken. Systems without ``/dev/shm`` (macOS, Windows)
-    are not checked.
+    tmpfs pages are taken only when written, so an oversized cache would die of SIGBUS
+    mid-epoch; slots the other live shared caches have not filled yet count as taken.
     """
     if not _SHM_DIR.is_dir():
         return
@@ -247,14 +231,10 @@ def _check_shm_space(n: int, size: tuple[int, int]) -> None:
 
 
 def check_layout(root: str | os.PathLike[str], split: Split) -> tuple[Path, Path]:
-    """Check that ``root`` holds the SUIM folders of ``split``; cheap (no file is read).
-
-    Returns:
-        The split's ``images`` and ``masks`` folders.
+    """The split's ``images`` and ``masks`` folders under ``root`` (no file is read).
 
     Raises:
-        DatasetNotFoundError: If the root or one of the split's folders is missing; the
-            message shows the expected layout.
+        DatasetNotFoundError: If one is missing; the message shows the expected layout.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -278,61 +258,39 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         root: The dataset root holding ``train_val/`` and/or ``TEST/``.
         split: ``"train"`` or ``"val"`` (a seeded split of ``train_val``, stratified by
             file-name prefix), ``"train_val"`` (all of it) or ``"test"``.
-        transform: A joint transform ``transform(image, mask) -> (image, mask)`` receiving a
-            uint8 array ``(H, W, 3)`` and a uint8 label array ``(H, W)`` (see
-            :mod:`suimseg.data.transforms`). Defaults to :func:`train_transforms` for
-            ``"train"``/``"train_val"`` and :func:`eval_transforms` otherwise, at
-            ``image_size``.
+        transform: ``transform(image, mask) -> (image, mask)`` on a uint8 ``(H, W, 3)`` array
+            and uint8 labels ``(H, W)``; default :func:`train_transforms` for
+            ``"train"``/``"train_val"``, else :func:`eval_transforms`, at ``image_size``.
         image_size: Size the pair is decoded and resized to *before* ``transform``: an int
-            (square), ``(height, width)``, or ``None`` for the image's native resolution.
-            JPEGs much larger than this are decoded at reduced scale (Pillow ``draft``).
+            (square), ``(height, width)``, or ``None`` for the native resolution.
         val_fraction: Fraction of each prefix group held out for ``"val"``.
         seed: Seed of the train/val split.
-        stems: An explicit list of stems for this split (from the split's folder),
-            replacing the seeded split; the dataset keeps this order.
-        on_size_mismatch: What to do with a mask whose size differs from its image:
-            ``"resize"`` it nearest-neighbour to the image (default; one warning with the
-            count), ``"skip"`` the pair (with a warning) or raise (``"error"``).
-        on_orphan: Images without masks and masks without images raise one
-            :class:`DatasetError` naming them (``"error"``), or are skipped with a warning
-            (``"skip"``).
-        cache: Keep decoded, resized uint8 pairs in memory. ``False`` (default): no
-            cache. ``True``: a dict per process (each DataLoader worker fills its own
-            copy; use ``persistent_workers=True`` so it survives epochs). ``"shared"``:
-            one cache in shared memory, preallocated here in the constructor as a uint8
-            tensor ``(N, H, W, 3)`` of images, one ``(N, H, W)`` of labels and a
-            "filled" flag per sample; any process (main, or a worker started by fork,
-            spawn or forkserver) fills a slot on its first access and every process reads
-            it after, so the second epoch reads no files whatever the worker count, and
-            memory does not grow with it. Needs a fixed ``image_size``; takes
-            ``N * H * W * 4`` bytes of ``/dev/shm`` (~0.6 MB per sample at 384x384: the
-            1525 SUIM images need ~0.9 GB), checked before allocating (Docker's default
-            ``--shm-size`` is 64 MB).
+        stems: Explicit stems of the split's folder, in this order, instead of the split.
+        on_size_mismatch: A mask whose size differs from its image is ``"resize"``-d
+            nearest-neighbour (default), ``"skip"``-ped (both warn) or an ``"error"``.
+        on_orphan: Unpaired images or masks are an ``"error"`` naming them, or ``"skip"``.
+        cache: Keep decoded, resized uint8 pairs in memory: ``False`` (default), ``True``
+            (a dict per process; use ``persistent_workers=True``) or ``"shared"`` (one
+            cache in shared memory, preallocated here, filled and read by every process;
+            needs a fixed ``image_size`` and ``N * H * W * 4`` bytes of ``/dev/shm``,
+            checked first). See ``docs/dataset.md``, "In-memory cache".
         fast_decode: Allow reduced-scale JPEG decoding and direct reads of 24-bit BMP
-            masks (``False`` decodes both at full size with Pillow; results are the same
-            for masks and nearly the same for images).
-        on_corrupt: What to do with a file that cannot be decoded (empty, truncated, not
-            an image, too large, a grayscale mask): ``"error"`` raises a
-            :class:`DatasetError` naming the file (default); ``"skip"`` warns and leaves
-            the pair out. A file found broken at construction (its header) is dropped
-            and listed in :attr:`unreadable_files`; one found broken while loading a
-            sample is replaced by the next readable sample, and counted in
-            :attr:`skipped_samples` (which the trainer records per epoch as the history's
-            ``skipped_samples``).
-        max_pixels: Files whose header announces more than this many pixels are refused
-            before decoding (a decompression-bomb guard); ``None`` lifts the limit.
+            masks (``False``: full-size Pillow decoding; same masks, nearly same images).
+        on_corrupt: For a file that cannot be decoded: ``"error"`` (default) raises a
+            :class:`DatasetError` naming it; ``"skip"`` warns and leaves the pair out (at
+            construction: listed in :attr:`unreadable_files`; while loading: replaced by
+            the next readable sample and counted in :attr:`skipped_samples`).
+        max_pixels: Files whose header announces more pixels are refused before decoding;
+            ``None`` lifts the limit.
 
     Raises:
         DatasetNotFoundError: If the root or the split's folders are missing.
-        DatasetError: For orphans (under ``"error"``), size mismatches (under
-            ``"error"``), unknown explicit stems, or unreadable files (under
-            ``on_corrupt="error"``).
-        ConfigError: For invalid arguments, ``cache="shared"`` with ``image_size=None``,
-            or a shared cache larger than the free space of ``/dev/shm``.
+        DatasetError: For orphans, size mismatches or unreadable files (under ``"error"``)
+            and unknown explicit stems.
+        ConfigError: For invalid arguments, or a shared cache that cannot be allocated.
 
     Shape:
-        ``dataset[i]`` is ``(image, mask)``: float32 ``(3, H, W)`` normalised with ImageNet
-        statistics and int64 ``(H, W)`` (with the default transforms).
+        ``dataset[i]``: float32 ``(3, H, W)`` (normalised) and int64 ``(H, W)`` by default.
 
     Example:
         >>> from suimseg.data import make_synthetic_suim
@@ -353,7 +311,7 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         root: str | Path,
         split: Split = "train",
         *,
-        transform: Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        transform: JointTransformFn | None = None,
         image_size: SizeArg = 384,
         val_fraction: float = 0.2,
         seed: int = 0,
@@ -365,21 +323,16 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         on_corrupt: CorruptPolicy = "error",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
-        if split not in SPLIT_FOLDERS:
-            raise ConfigError(f"split: expected one of {list(get_args(Split))}, got {split!r}")
-        if on_size_mismatch not in get_args(SizeMismatchPolicy):
-            raise ConfigError(
-                f"on_size_mismatch: expected one of {list(get_args(SizeMismatchPolicy))}, "
-                f"got {on_size_mismatch!r}"
-            )
-        if on_orphan not in get_args(OrphanPolicy):
-            raise ConfigError(
-                f"on_orphan: expected one of {list(get_args(OrphanPolicy))}, got {on_orphan!r}"
-            )
-        if on_corrupt not in get_args(CorruptPolicy):
-            raise ConfigError(
-                f"on_corrupt: expected one of {list(get_args(CorruptPolicy))}, got {on_corrupt!r}"
-            )
+        for name, value, choices in (
+            ("split", split, Split),
+            ("on_size_mismatch", on_size_mismatch, SizeMismatchPolicy),
+            ("on_orphan", on_orphan, OrphanPolicy),
+            ("on_corrupt", on_corrupt, CorruptPolicy),
+        ):
+            if value not in get_args(choices):
+                raise ConfigError(
+                    f"{name}: expected one of {list(get_args(choices))}, got {value!r}"
+                )
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"val_fraction: expected a fraction in [0, 1), got {val_fraction!r}")
         if not (isinstance(cache, bool) or (isinstance(cache, str) and cache == "shared")):
@@ -411,12 +364,11 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._image_paths: list[str] = [str(pairs[s][0]) for s in chosen]
         self._mask_paths: list[str] = [str(pairs[s][1]) for s in chosen]
         self._stems: list[str] = list(chosen)
-        self._image_sizes: list[tuple[int, int]] = []
         self._check_sizes()
         self._cache: dict[int, tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] | None = (
             {} if cache is True else None
         )
-        self._shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._shared: _Shared | None = None
         if cache == "shared" and self.image_size is not None:
             self._shared = self._allocate_shared(self.image_size)
             _LIVE_SHARED_CACHES.add(self)
@@ -427,15 +379,8 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._skips: torch.Tensor = skips.share_memory_()  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------------ construction
-    def _allocate_shared(
-        self, size: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Preallocate the shared cache: images, labels and the per-sample filled flags.
-
-        Shared tensors are pickled by reference (a file descriptor) when DataLoader
-        starts spawn/forkserver workers, and inherited by forked ones, so every process
-        works on the same memory.
-        """
+    def _allocate_shared(self, size: tuple[int, int]) -> _Shared:
+        """Preallocate images, labels and filled flags in shared memory (every worker's)."""
         n = len(self._stems)
         _check_shm_space(n, size)
         h, w = size
@@ -449,7 +394,7 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             filled.share_memory_(),  # type: ignore[no-untyped-call]
         )
 
-    def _default_transform(self) -> Callable[[Any, Any], tuple[torch.Tensor, torch.Tensor]]:
+    def _default_transform(self) -> JointTransformFn:
         if self.split in ("train", "train_val"):
             return train_transforms(self.image_size)
         return eval_transforms(self.image_size)
@@ -461,18 +406,15 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         no_mask = sorted(set(images) - set(masks))
         no_image = sorted(set(masks) - set(images))
         if no_mask or no_image:
-            parts = []
-            if no_mask:
-                parts.append(
-                    f"{len(no_mask)} image(s) in {images_dir} without a mask: "
-                    f"{_listing([images[s].name for s in no_mask])}"
+            detail = "; ".join(
+                f"{len(orphans)} {kind}(s) in {folder} without {other}: "
+                f"{_listing([files[s].name for s in orphans])}"
+                for orphans, kind, folder, other, files in (
+                    (no_mask, "image", images_dir, "a mask", images),
+                    (no_image, "mask", masks_dir, "an image", masks),
                 )
-            if no_image:
-                parts.append(
-                    f"{len(no_image)} mask(s) in {masks_dir} without an image: "
-                    f"{_listing([masks[s].name for s in no_image])}"
-                )
-            detail = "; ".join(parts)
+                if orphans
+            )
             if on_orphan == "error":
                 raise DatasetError(
                     f"unpaired files in split {self.split!r}: {detail}. Images and masks are "
@@ -516,9 +458,7 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 if self.on_corrupt == "error":
                     raise
                 unreadable.append(str(e))
-                self._image_sizes.append((0, 0))
                 continue
-            self._image_sizes.append(isize)
             if isize != msize:
                 mismatched.append(
                     f"{self._stems[i]} (image {isize[0]}x{isize[1]}, mask {msize[0]}x{msize[1]})"
@@ -560,7 +500,6 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._image_paths = [self._image_paths[i] for i in keep]
         self._mask_paths = [self._mask_paths[i] for i in keep]
         self._stems = [self._stems[i] for i in keep]
-        self._image_sizes = [self._image_sizes[i] for i in keep]
 
     # ------------------------------------------------------------------ public API
     @property
@@ -597,12 +536,7 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     @property
     def skipped_samples(self) -> int:
-        """Samples replaced so far because their files could not be decoded.
-
-        Only ``on_corrupt="skip"`` skips; the count includes skips made in DataLoader
-        worker processes (it lives in shared memory). :func:`suimseg.engine.Trainer`
-        records the per-epoch increase in the history.
-        """
+        """Samples replaced so far (``on_corrupt="skip"``) in any process, workers included."""
         return int(self._skips.sum())
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -636,26 +570,24 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         )
 
     def load(self, index: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-        """Decode one pair at ``image_size``, before ``transform`` (cached if enabled).
-
-        Args:
-            index: Sample index.
+        """Decode pair ``index`` at ``image_size``, before ``transform`` (cached if enabled).
 
         Returns:
             A uint8 image ``(H, W, 3)`` and a uint8 label map ``(H, W)`` with ids in
             ``[0, 8)``.
         """
         i = self._index(index)
-        if self._shared is not None and self._shared[2][i]:
-            return self._shared_views(i)
+        shared = self._shared
+        if shared is not None and shared[2][i]:
+            return _shared_views(shared, i)
         if self._cache is not None and i in self._cache:
             return self._cache[i]
         target = None if self.image_size is None else (self.image_size[1], self.image_size[0])
         image = self._read_image(i, target)
         mask = self._read_mask(i, (image.shape[1], image.shape[0]))
         pair = (image, mask)
-        if self._shared is not None:
-            return self._fill_shared(i, image, mask)
+        if shared is not None:
+            return self._fill_shared(shared, i, image, mask)
         if self._cache is not None:
             # Read-only, so a transform cannot corrupt the cache in place.
             for arr in pair:
@@ -663,38 +595,17 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             self._cache[i] = pair
         return pair
 
-    def _shared_views(self, i: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-        """Read-only numpy views of shared slot ``i`` (no copy; transforms copy them)."""
-        if self._shared is None:  # pragma: no cover - callers check
-            raise RuntimeError("the dataset has no shared cache")
-        image = self._shared[0][i].numpy()
-        mask = self._shared[1][i].numpy()
-        # Only these views are read-only; a transform cannot write into the cache
-        # through them (numpy raises "assignment destination is read-only").
-        image.flags.writeable = False
-        mask.flags.writeable = False
-        return image, mask
-
     def _fill_shared(
-        self, i: int, image: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8]
+        self, shared: _Shared, i: int, image: npt.NDArray[np.uint8], mask: npt.NDArray[np.uint8]
     ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
         """Copy a decoded pair into shared slot ``i``, then set its flag.
 
-        Ordering: the flag is stored only after both copies have returned, and readers
-        test the flag before touching the slot. Within a process that is program order.
-        Across processes, x86-64 keeps a core's stores in order for every other core
-        (TSO), and the two copies and the flag store are separate opaque C calls, so the
-        compiler cannot move them either: a reader that sees the flag sees the whole slot.
-        On weakly ordered CPUs (ARM64, POWER) the slot written in one epoch is read in a
-        later one only after the DataLoader's pipe and queue round trips (kernel locks,
-        full synchronisation); only the same index loaded by two workers in the same epoch
-        (a sampler with replacement) could, in principle, see the flag before the data
-        there. Two processes that fill the same slot at once write identical bytes
-        (decoding is deterministic), so that race is harmless.
+        Readers test the flag first; the flag is stored after both copies (separate C
+        calls; x86-64 keeps stores in order, and on ARM64/POWER a slot is read in a later
+        epoch, after the DataLoader's synchronising round trips). Two processes filling a
+        slot at once write identical bytes.
         """
-        if self._shared is None:  # pragma: no cover - callers check
-            raise RuntimeError("the dataset has no shared cache")
-        images, masks, filled = self._shared
+        images, masks, filled = shared
         slot_image, slot_mask = images[i].numpy(), masks[i].numpy()
         if image.shape != slot_image.shape or mask.shape != slot_mask.shape:
             raise DatasetError(
@@ -705,53 +616,31 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         np.copyto(slot_image, image)
         np.copyto(slot_mask, mask)
         filled[i] = 1
-        return self._shared_views(i)
+        return _shared_views(shared, i)
 
     @property
     def cached_samples(self) -> int:
-        """Number of samples held by the cache (0 without one).
-
-        With ``cache="shared"`` this counts the slots filled by any process (main or
-        DataLoader workers); with ``cache=True`` only this process's own cache.
-
-        Example:
-            >>> # loader epoch done -> dataset.cached_samples == len(dataset)
-        """
+        """Samples held by the cache: filled shared slots (any process) or this process's."""
         if self._shared is not None:
             return int(self._shared[2][: len(self)].sum())
         return 0 if self._cache is None else len(self._cache)
 
     def get_raw(self, index: int) -> tuple[Image.Image, npt.NDArray[np.int64]]:
-        """Return the untransformed pair at the image's native resolution.
+        """The untransformed pair at native resolution: RGB image, int64 labels ``(H, W)``.
 
-        Args:
-            index: Sample index.
-
-        Returns:
-            The RGB PIL image and an int64 label map ``(H, W)`` of the same size (a
-            mismatched mask is resized nearest-neighbour to the image).
+        A mismatched mask is resized nearest-neighbour to the image.
 
         Raises:
             DatasetError: If a file cannot be decoded (whatever ``on_corrupt`` says).
-
-        Example:
-            >>> # image, labels = dataset.get_raw(0)
         """
         i = self._index(index)
         image = self._decode_image(i, None)
         return image, self._read_mask(i, image.size).astype(np.int64)
 
     def class_pixel_counts(self) -> npt.NDArray[np.int64]:
-        """Count label pixels per class over this split, reading only the masks.
+        """Label pixels per class over this split: int64 ``(8,)``, reading only the masks.
 
-        Masks are decoded at their native size (images are never opened); results are
-        cached per mask file (keyed by path, modification time and size).
-
-        Returns:
-            An int64 array of shape ``(8,)``: pixel counts in class-index order.
-
-        Example:
-            >>> # weights = class_weights(dataset.class_pixel_counts())
+        Masks are decoded at native size; counts are cached per (path, mtime, size).
         """
         total = np.zeros(NUM_CLASSES, dtype=np.int64)
         for path in self._mask_paths:
@@ -774,13 +663,11 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def _decode_image(self, i: int, target: tuple[int, int] | None) -> Image.Image:
         """Decode image ``i`` as upright RGB: native size, or (JPEG) reduced but >= target."""
-        # DCT-domain scaling: JPEGs decode at 1/2, 1/4 or 1/8 while staying >= target.
         draft = target if self.fast_decode else None
         return read_image(self._image_paths[i], max_pixels=self.max_pixels, draft_size=draft)
 
     def _read_image(self, i: int, target: tuple[int, int] | None) -> npt.NDArray[np.uint8]:
         """Image ``i`` as a uint8 array ``(H, W, 3)`` at ``target`` (w, h) or native size."""
-        # The rule Predictor shares: reduced-scale JPEG decode, then a uint8 resize.
         size = None if target is None else (target[1], target[0])
         return read_image_array(
             self._image_paths[i],
@@ -790,18 +677,14 @@ class SUIMDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         )
 
     def _read_mask(self, i: int, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-        """Decode mask ``i`` to uint8 labels at ``size`` (w, h), resizing nearest.
+        """Mask ``i`` as uint8 labels at ``size`` (w, h), sampled nearest.
 
-        Plain 24-bit BMPs (which carry no EXIF) are read directly, sampling only the
-        needed pixels (nearest sampling commutes with the per-pixel colour rule, so this
-        is exact); other files are decoded by :func:`~suimseg.data.readers.read_mask_labels`
-        and then sampled with the same rule.
+        Plain 24-bit BMPs (no EXIF) are sampled straight from the file; nearest sampling
+        commutes with the colour rule, so both paths give the same labels.
         """
         path = self._mask_paths[i]
         if self.fast_decode and path.lower().endswith(".bmp"):
             labels = read_bmp_labels(path, size)
             if labels is not None:
                 return labels
-        labels = read_mask_labels(path, max_pixels=self.max_pixels)
-        # Same sampling rule as the BMP fast path, so both paths agree exactly.
-        return resize_labels_nearest(labels, size)
+        return resize_labels_nearest(read_mask_labels(path, max_pixels=self.max_pixels), size)

@@ -1,55 +1,33 @@
 """Batched augmentation and normalisation on the training device (GPU-side augmentation).
 
-The DataLoader yields compact uint8 batches (``train_transforms(size, output="uint8")`` or
-``eval_transforms(size, output="uint8")``: images ``(N, 3, H, W)`` uint8, masks
-``(N, H, W)`` uint8, already resized) and the modules here finish the job on whichever
-device the batch lives on:
+The DataLoader yields compact, already resized uint8 batches (``train_transforms(size,
+output="uint8", augment=False)`` or ``eval_transforms(size, output="uint8")``) and the modules
+here finish the job on whichever device the batch lives on: :class:`DeviceNormalize`
+(uint8 to normalised float32; masks to int64) and :class:`DeviceAugment` (the augmentations
+of :func:`~suimseg.data.train_transforms` with per-sample random parameters, then the same
+normalisation). Plain batched tensor code: no host synchronisation and no Python loop over
+the batch. Random parameters come from ``generator`` or the device's global RNG.
 
-- :class:`DeviceNormalize`: uint8 to float32, ImageNet normalisation; masks to int64. Use it
-  for validation and for training batches already augmented by the loader.
-- :class:`DeviceAugment`: the augmentations of :func:`~suimseg.data.train_transforms`
-  (flips, shift-scale-rotate, colour jitter or blur), applied per sample with independent
-  random parameters but in batched tensor operations, then the same normalisation. It
-  *always* augments (also in ``eval()`` mode); validation uses :class:`DeviceNormalize`.
+Differences from the torchvision v2 pipeline (same distributions otherwise):
 
-Everything is plain tensor code: no host synchronisation (no ``.item()``, ``.tolist()``
-or ``nonzero`` on device tensors) and no Python loop over the batch, so it runs unchanged on
-the CPU and on CUDA. Random parameters are drawn on the images' device from ``generator``
-or, by default, from that device's global RNG, whose state the trainer's checkpoints hold.
-
-Differences from the torchvision v2 pipeline of :func:`~suimseg.data.train_transforms`
-(same distributions of every random parameter otherwise):
-
-- Work is in float32 from the start (``image / 255``): torchvision runs the affine warp,
-  colour jitter and blur on the uint8 image and converts back to uint8 after each step
-  (rounding after the warp and the blur, truncating after the jitter operations, and
-  flooring the grayscale used by contrast and saturation); here nothing is quantised,
-  so values differ from torchvision's by up to about one grey level per step.
-- The order of the four colour-jitter operations is drawn once per batch (on the CPU, so
-  no device-to-host sync is needed) instead of once per sample; the factors are per
-  sample.
-- The warp is torchvision's (``grid_sample(align_corners=False)``, bilinear for the
-  image with the fill blended by the sampled coverage, nearest for the mask) but its
-  grid comes from ``affine_grid`` in normalised coordinates, which float32 rounds: an
-  identity warp or a whole-pixel shift reproduces the image only up to that rounding
-  (below 0.02 grey levels up to 1280 px wide; masks exactly). Flips are a separate,
-  exact pass before the warp, and samples not picked for the warp are returned exactly.
-  Masks are sampled as float32 labels, exact for class ids below 2**24.
-- Hue uses a closed-form HSV -> RGB (``v - v s clamp(min(k, 4 - k), 0, 1)``), the same
-  map as torchvision's sector table up to float rounding.
-- The blur is separable (a horizontal then a vertical pass of torchvision's 1-D kernel)
-  with reflect padding, where torchvision convolves once with the 2-D outer product; the
-  results agree up to float rounding.
+- Float32 throughout; torchvision rounds to uint8 after each step, so values differ by up
+  to about one grey level per step.
+- One colour-jitter order per batch (drawn on the CPU: no sync), factors per sample.
+- The warp uses ``affine_grid`` + ``grid_sample`` in normalised coordinates: an identity
+  warp or a whole-pixel shift is exact only up to float32 rounding (below 0.02 grey levels
+  up to 1280 px wide; masks exactly, for class ids below 2**24). Flips are exact.
+- Hue uses a closed-form HSV -> RGB and the blur a separable reflect-padded convolution:
+  torchvision's maps up to float rounding.
 
 Shape:
-    - images in: uint8 ``(N, 3, H, W)`` (contiguous or channels_last)
-    - masks in: integer ``(N, H, W)`` (uint8 with 255 = ignore, or int64)
-    - images out: float32 ``(N, 3, H, W)``, normalised, in the input's memory format
-    - masks out: int64 ``(N, H, W)``
+    - images: uint8 ``(N, 3, H, W)`` (contiguous or channels_last) -> float32, normalised,
+      in the input's memory format
+    - masks: integer ``(N, H, W)`` (uint8 with 255 = ignore, or int64) -> int64
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -60,7 +38,7 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from suimseg.classes import IGNORE_INDEX
-from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, _check_augment_args
+from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, check_augment_args
 from suimseg.errors import ConfigError
 
 __all__ = ["DeviceAugment", "DeviceAugmentParams", "DeviceNormalize"]
@@ -81,7 +59,7 @@ def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor
 
 
 def _check_batch(owner: str, images: Tensor, masks: Tensor) -> None:
-    """Shape and dtype checks (Python-level metadata only: no device sync)."""
+    """Shape, dtype and device checks (metadata only: no device sync)."""
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ConfigError(f"{owner}: expected images of shape (N, 3, H, W), got {got}")
@@ -118,11 +96,8 @@ def _memory_format(images: Tensor) -> torch.memory_format:
 class DeviceNormalize(nn.Module):
     """uint8 batch to a normalised float32 batch on its own device; masks to int64.
 
-    The device-side counterpart of the last two steps of
-    :func:`~suimseg.data.eval_transforms` (``ToDtype(float32, scale=True)`` then
-    ``Normalize(mean, std)``), with the same operations, so the result equals what
-    ``eval_transforms(size)`` gives for the same resized image. Use it for validation
-    batches from ``eval_transforms(size, output="uint8")``.
+    The same operations as the last two steps of :func:`~suimseg.data.eval_transforms`, so
+    the result equals what ``eval_transforms(size)`` gives for the same resized image.
 
     Args:
         mean: Per-channel means (ImageNet by default).
@@ -131,10 +106,6 @@ class DeviceNormalize(nn.Module):
     Raises:
         ConfigError: For a ``mean``/``std`` that is not three (positive) numbers, and in
             ``forward`` for float or misshapen images or non-integer masks.
-
-    Shape:
-        - images: uint8 ``(N, 3, H, W)`` -> float32 ``(N, 3, H, W)`` (memory format kept)
-        - masks: integer ``(N, H, W)`` -> int64 ``(N, H, W)``
 
     Example:
         >>> import torch
@@ -157,15 +128,7 @@ class DeviceNormalize(nn.Module):
         self.register_buffer("std", std_t, persistent=False)
 
     def forward(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-        """Normalise a batch.
-
-        Args:
-            images: uint8 ``(N, 3, H, W)`` images in ``[0, 255]``.
-            masks: Integer ``(N, H, W)`` class ids (255 = ignore is kept).
-
-        Returns:
-            ``(images, masks)``: float32 normalised images and int64 masks.
-        """
+        """Normalise uint8 images ``(N, 3, H, W)``; masks ``(N, H, W)`` become int64."""
         _check_batch(type(self).__name__, images, masks)
         fmt = _memory_format(images)
         x = TF.to_dtype(images, torch.float32, scale=True)
@@ -180,10 +143,8 @@ class DeviceNormalize(nn.Module):
 class DeviceAugmentParams:
     """The random parameters of one :class:`DeviceAugment` call, one entry per sample.
 
-    Made by :meth:`DeviceAugment.sample_params`; tests and users can also build one by
-    hand and pass it to :meth:`DeviceAugment.apply_params` to apply a known augmentation.
-    Parameters of steps a sample does not take (e.g. ``angle`` where ``affine`` is
-    ``False``) are drawn anyway and ignored.
+    Made by :meth:`DeviceAugment.sample_params`, or by hand for
+    :meth:`DeviceAugment.apply_params`. Parameters of steps a sample does not take are ignored.
 
     Attributes:
         hflip: bool ``(N,)``: flip left-right.
@@ -236,61 +197,20 @@ class DeviceAugmentParams:
 class DeviceAugment(nn.Module):
     """:func:`~suimseg.data.train_transforms`' augmentations, batched on the device.
 
-    Takes the uint8 batch of a loader built with ``train_transforms(size,
-    output="uint8", augment=False)`` (resize only) and applies, per sample with
-    independent random parameters, in torchvision's order:
-
-    1. horizontal flip with probability ``hflip_p`` (``RandomHorizontalFlip``);
-    2. vertical flip with probability ``vflip_p`` (``RandomVerticalFlip``);
-    3. with probability ``affine_p``, ``RandomAffine(degrees=±rotate_limit,
-       translate=(shift_limit, shift_limit), scale=scale_limit)``: angle uniform, shift
-       uniform in ``±shift_limit`` of the width/height then rounded to whole pixels, scale
-       uniform; bilinear for the image, nearest for the mask; pixels from outside get
-       ``image_fill`` in the image and ``ignore_index`` in the mask;
-    4. with probability ``color_p``, either (chosen uniformly per sample)
-       ``ColorJitter(brightness, contrast, saturation, hue)`` with per-sample factors, or
-       ``GaussianBlur(blur_kernel, blur_sigma)`` with a per-sample sigma (reflect padding);
-    5. clamp to ``[0, 1]`` and normalise with ``mean``/``std``.
-
-    Flips reorder pixels exactly; the warp resamples with ``affine_grid`` + ``grid_sample``
-    (see the module docstring for its float rounding). Every step whose probability is above
-    0 runs on the whole batch and ``torch.where`` keeps the samples it did not select
-    (finding them would need a device-to-host sync), so the cost does not depend on how many
-    samples a step picks; a step with probability 0 costs nothing. Samples that skip a step
-    are returned unchanged by it (exactly), so with every probability 0 the output equals
-    :class:`DeviceNormalize`'s. The module always augments, also in ``eval()`` mode;
-    validation batches go through :class:`DeviceNormalize`. See the module docstring for the
-    differences from torchvision (float32 throughout, one jitter order per batch). Move the
-    module to the training device (``.to(device)``) so that its ``mean``/``std`` buffers
-    live there; otherwise each call copies them.
-
-    Args:
-        hflip_p: Probability of a horizontal flip.
-        vflip_p: Probability of a vertical flip.
-        affine_p: Probability of the shift-scale-rotate step.
-        shift_limit: Maximum shift as a fraction of the width/height.
-        scale_limit: ``(min, max)`` zoom factor.
-        rotate_limit: Maximum absolute rotation in degrees.
-        color_p: Probability of the colour-jitter-or-blur step.
-        brightness: ColorJitter brightness (factor in ``[max(0, 1-b), 1+b]``).
-        contrast: ColorJitter contrast.
-        saturation: ColorJitter saturation.
-        hue: ColorJitter hue (shift in ``[-hue, hue]``, ``hue <= 0.5``).
-        blur_kernel: Odd Gaussian blur kernel size.
-        blur_sigma: ``(min, max)`` blur sigma.
-        ignore_index: Mask value for pixels brought in from outside the image.
-        image_fill: Image value (0-255) for those pixels.
-        mean: Normalisation means.
-        std: Normalisation standard deviations.
+    Takes a resized uint8 batch and applies, per sample and in torchvision's order: flips,
+    ``RandomAffine`` (shift rounded to whole pixels; bilinear image, nearest mask, outside
+    pixels ``image_fill`` / ``ignore_index``), ``ColorJitter`` *or* ``GaussianBlur``
+    (reflect padding), then clamp and normalise. Every step with a probability above 0 runs
+    on the whole batch and ``torch.where`` keeps the samples it did not pick (exactly), so
+    with every probability 0 the output equals :class:`DeviceNormalize`'s. It augments also
+    in ``eval()`` mode. Move it to the training device so its ``mean``/``std`` live there.
+    The arguments, their defaults and checks are those of
+    :func:`~suimseg.data.train_transforms`.
 
     Raises:
-        ConfigError: If a probability or limit is out of range (the messages of
+        ConfigError: If a probability or limit is out of range (as in
             :func:`~suimseg.data.train_transforms`), and in ``forward`` for float or
             misshapen inputs, or a ``generator`` on another device than the images.
-
-    Shape:
-        - images: uint8 ``(N, 3, H, W)`` -> float32 ``(N, 3, H, W)`` (memory format kept)
-        - masks: integer ``(N, H, W)`` -> int64 ``(N, H, W)``
 
     Example:
         >>> import torch
@@ -330,34 +250,7 @@ class DeviceAugment(nn.Module):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
-        # The checks and messages of train_transforms, then the ones torchvision's
-        # ColorJitter / GaussianBlur would raise there (as ConfigError here).
-        _check_augment_args(
-            hflip_p=hflip_p,
-            vflip_p=vflip_p,
-            affine_p=affine_p,
-            color_p=color_p,
-            shift_limit=shift_limit,
-            scale_limit=scale_limit,
-            rotate_limit=rotate_limit,
-            blur_kernel=blur_kernel,
-            ignore_index=ignore_index,
-        )
-        if not 0 <= image_fill <= 255:
-            raise ConfigError(f"image_fill: expected a value in [0, 255], got {image_fill!r}")
-        for name, v in (
-            ("brightness", brightness),
-            ("contrast", contrast),
-            ("saturation", saturation),
-        ):
-            if v < 0:
-                raise ConfigError(f"{name}: expected a jitter strength >= 0, got {v!r}")
-        if not 0.0 <= hue <= 0.5:
-            raise ConfigError(f"hue: expected a value in [0, 0.5], got {hue!r}")
-        if not (0.0 < blur_sigma[0] <= blur_sigma[1]):
-            raise ConfigError(
-                f"blur_sigma: expected (min, max) with 0 < min <= max, got {blur_sigma!r}"
-            )
+        check_augment_args(locals())
         self.hflip_p = float(hflip_p)
         self.vflip_p = float(vflip_p)
         self.affine_p = float(affine_p)
@@ -380,16 +273,8 @@ class DeviceAugment(nn.Module):
     # ------------------------------------------------------------------ parameters
     def _jitter_ops(self) -> set[int]:
         """The jitter operations that can change an image (torchvision skips the others)."""
-        ops: set[int] = set()
-        if self.brightness > 0:
-            ops.add(_BRIGHTNESS)
-        if self.contrast > 0:
-            ops.add(_CONTRAST)
-        if self.saturation > 0:
-            ops.add(_SATURATION)
-        if self.hue > 0:
-            ops.add(_HUE)
-        return ops
+        strengths = (self.brightness, self.contrast, self.saturation, self.hue)
+        return {op for op, v in enumerate(strengths) if v > 0}
 
     def sample_params(
         self,
@@ -406,8 +291,8 @@ class DeviceAugment(nn.Module):
             size: ``(H, W)`` of the images (the shift limit is a fraction of it).
             device: Where to draw and keep the parameters (the images' device).
             generator: Random generator on ``device``; ``None`` uses the device's global
-                RNG. The batch's jitter order is drawn on the CPU: from ``generator`` when
-                it is a CPU generator, else from torch's global CPU RNG.
+                RNG. The jitter order is drawn on the CPU (from ``generator`` if it is a
+                CPU one, else torch's global CPU RNG).
 
         Returns:
             A :class:`DeviceAugmentParams` with tensors on ``device``.
@@ -422,49 +307,36 @@ class DeviceAugment(nn.Module):
                 f"got one on {generator.device}; create it with "
                 f"torch.Generator(device={str(dev)!r})"
             )
-        n = batch_size
-        h, w = size
+        n, (h, w), shift = batch_size, size, self.shift_limit
 
-        def uniform(low: float, high: float, *shape: int) -> Tensor:
-            u = torch.rand(n, *shape, device=dev, generator=generator)
-            return u.mul_(high - low).add_(low)
+        def uniform(low: float, high: float) -> Tensor:
+            return torch.rand(n, device=dev, generator=generator).mul_(high - low).add_(low)
 
         def coin(p: float) -> Tensor:
             return torch.rand(n, device=dev, generator=generator) < p
 
-        hflip = coin(self.hflip_p)
-        vflip = coin(self.vflip_p)
-        affine = coin(self.affine_p)
-        angle = uniform(-self.rotate_limit, self.rotate_limit)
-        # Whole pixels, as torchvision's int(round(uniform(-max, max))).
-        tx = uniform(-self.shift_limit * w, self.shift_limit * w)
-        ty = uniform(-self.shift_limit * h, self.shift_limit * h)
-        translate = torch.stack((tx, ty), dim=1).round_()
-        scale = uniform(*self.scale_limit)
-        color = coin(self.color_p)
-        blur = coin(0.5)  # RandomChoice of two: uniform
-        brightness = uniform(max(0.0, 1.0 - self.brightness), 1.0 + self.brightness)
-        contrast = uniform(max(0.0, 1.0 - self.contrast), 1.0 + self.contrast)
-        saturation = uniform(max(0.0, 1.0 - self.saturation), 1.0 + self.saturation)
-        hue = uniform(-self.hue, self.hue)
-        sigma = uniform(*self.blur_sigma)
+        def factor(strength: float) -> Tensor:
+            return uniform(max(0.0, 1.0 - strength), 1.0 + strength)
+
         cpu_gen = generator if generator is not None and generator.device.type == "cpu" else None
-        order: list[int] = torch.randperm(4, generator=cpu_gen).tolist()  # CPU: no sync
         return DeviceAugmentParams(
-            hflip=hflip,
-            vflip=vflip,
-            affine=affine,
-            angle=angle,
-            translate=translate,
-            scale=scale,
-            color=color,
-            blur=blur,
-            brightness=brightness,
-            contrast=contrast,
-            saturation=saturation,
-            hue=hue,
-            sigma=sigma,
-            jitter_order=tuple(order),
+            hflip=coin(self.hflip_p),
+            vflip=coin(self.vflip_p),
+            affine=coin(self.affine_p),
+            angle=uniform(-self.rotate_limit, self.rotate_limit),
+            # Whole pixels, as torchvision's int(round(uniform(-max, max))).
+            translate=torch.stack(
+                (uniform(-shift * w, shift * w), uniform(-shift * h, shift * h)), dim=1
+            ).round_(),
+            scale=uniform(*self.scale_limit),
+            color=coin(self.color_p),
+            blur=coin(0.5),  # RandomChoice of two: uniform
+            brightness=factor(self.brightness),
+            contrast=factor(self.contrast),
+            saturation=factor(self.saturation),
+            hue=uniform(-self.hue, self.hue),
+            sigma=uniform(*self.blur_sigma),
+            jitter_order=tuple(torch.randperm(4, generator=cpu_gen).tolist()),  # CPU: no sync
         )
 
     # ------------------------------------------------------------------ forward
@@ -476,11 +348,8 @@ class DeviceAugment(nn.Module):
         Args:
             images: uint8 ``(N, 3, H, W)`` images.
             masks: Integer ``(N, H, W)`` class ids.
-            generator: Optional random generator on the images' device; ``None`` uses the
-                device's global RNG (reproducible through the trainer's RNG checkpoints).
-                The batch's jitter order is drawn on the CPU: from ``generator`` if it is
-                a CPU generator, else from torch's global CPU RNG (seed that too, e.g.
-                ``torch.manual_seed``, to repeat a run with a CUDA generator).
+            generator: As in :meth:`sample_params` (with a CUDA generator, seed torch's
+                CPU RNG too to repeat a run).
 
         Returns:
             ``(images, masks)``: float32 normalised images and int64 masks.
@@ -497,10 +366,7 @@ class DeviceAugment(nn.Module):
     def apply_params(
         self, images: Tensor, masks: Tensor, params: DeviceAugmentParams
     ) -> tuple[Tensor, Tensor]:
-        """Augment and normalise a batch with the given parameters.
-
-        Steps whose probability is 0 are skipped for the whole batch; for the others,
-        the ``params`` flags decide per sample.
+        """Augment and normalise a batch with the given parameters (flags decide per sample).
 
         Args:
             images: uint8 ``(N, 3, H, W)`` images.
@@ -557,15 +423,8 @@ class DeviceAugment(nn.Module):
         return x.contiguous(memory_format=fmt), y.to(torch.int64)
 
     def extra_repr(self) -> str:
-        return (
-            f"hflip_p={self.hflip_p}, vflip_p={self.vflip_p}, affine_p={self.affine_p}, "
-            f"shift_limit={self.shift_limit}, scale_limit={self.scale_limit}, "
-            f"rotate_limit={self.rotate_limit}, color_p={self.color_p}, "
-            f"brightness={self.brightness}, contrast={self.contrast}, "
-            f"saturation={self.saturation}, hue={self.hue}, blur_kernel={self.blur_kernel}, "
-            f"blur_sigma={self.blur_sigma}, ignore_index={self.ignore_index}, "
-            f"image_fill={self.image_fill}"
-        )
+        names = list(inspect.signature(DeviceAugment).parameters)[:-2]  # all but mean, std
+        return ", ".join(f"{name}={getattr(self, name)}" for name in names)
 
 
 # ---------------------------------------------------------------------- geometry
@@ -586,16 +445,10 @@ def _warp(
 ) -> tuple[Tensor, Tensor]:
     """The per-sample shift-scale-rotate warp with ``affine_grid`` + ``grid_sample``.
 
-    torchvision's inverse map (its ``_get_inverse_affine_matrix`` with centre 0 and no
-    shear) takes an output pixel ``p`` (pixel coordinates about the image centre) to the
-    source point ``M (p - t)``, ``M = [[cos, sin], [-sin, cos]] / scale``. In
-    ``grid_sample``'s normalised coordinates (``2 p / W``, ``2 p / H``,
-    ``align_corners=False``) that is ``theta = D M D^-1`` and ``-D M t`` with
-    ``D = diag(2 / W, 2 / H)``. The image is sampled bilinearly together with a ones
-    channel whose sample is the coverage, blended with the fill as torchvision does
-    (``sample * coverage + fill * (1 - coverage)``); the mask is sampled at the nearest
-    pixel as ``label + 1``, so that 0 marks the outside and becomes ``ignore_index``.
-    Samples whose ``affine`` flag is off keep their input (selected, so exact).
+    torchvision's inverse map ``M (p - t)``, ``M = [[cos, sin], [-sin, cos]] / scale``, in
+    normalised coordinates: ``theta = D M D^-1``, ``-D M t``, ``D = diag(2 / W, 2 / H)``. A
+    ones channel gives the coverage to blend with the fill (as torchvision does); the mask is
+    sampled nearest as ``label + 1``, so 0 marks the outside and becomes ``ignore_index``.
     """
     n, c, h, w = x.shape
     rad = torch.deg2rad(params.angle)
@@ -664,12 +517,7 @@ def _color_jitter(x: Tensor, params: DeviceAugmentParams, order: Sequence[int]) 
 
 
 def _rgb_to_hsv(x: Tensor) -> Tensor:
-    """Batched RGB -> HSV in ``[0, 1]`` (torchvision's / Pillow's definition).
-
-    Hue is ``(g - b) / C``, ``2 + (b - r) / C`` or ``4 + (r - g) / C`` (divided by 6,
-    modulo 1) when the maximum is in R, G or B respectively (ties go to R, then G), with
-    chroma ``C = max - min``; grey pixels (``C = 0``) get hue and saturation 0.
-    """
+    """Batched RGB -> HSV in ``[0, 1]`` (torchvision's definition; grey pixels: h = s = 0)."""
     r, g, b = x.unbind(dim=1)
     minc, maxc = torch.aminmax(x, dim=1)
     chroma = maxc - minc
@@ -685,11 +533,7 @@ def _rgb_to_hsv(x: Tensor) -> Tensor:
 
 
 def _hsv_to_rgb(hsv: Tensor) -> Tensor:
-    """Batched HSV -> RGB in closed form: ``c = v - v s clamp(min(k, 4 - k), 0, 1)``.
-
-    ``k = (n + 6 h) mod 6`` with ``n = 5, 3, 1`` for R, G, B: the same piecewise-linear
-    map as torchvision's sector table (``p``, ``q``, ``t``), in a few batched operations.
-    """
+    """Batched HSV -> RGB in closed form: ``v - v s clamp(min(k, 4 - k), 0, 1)``, k per channel."""
     h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
     n = torch.arange(5, 0, -2, device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
     k = torch.remainder(n + h * 6.0, 6.0)
@@ -704,11 +548,7 @@ def _adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
 
 
 def _gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
-    """Per-sample Gaussian blur: a separable grouped convolution with reflect padding.
-
-    The 1-D kernel is torchvision's (``softmax(-(t / sigma)^2)`` over ``kernel_size``
-    points in ``±(k - 1) / (2 sqrt 2)``, i.e. a normalised Gaussian of std ``sigma``).
-    """
+    """Per-sample separable Gaussian blur with reflect padding and torchvision's 1-D kernel."""
     n, c, h, w = x.shape
     lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
     t = torch.linspace(-lim, lim, steps=kernel_size, device=x.device, dtype=x.dtype)

@@ -1,57 +1,10 @@
 """Reading image and mask files: one set of rules for the dataset, ``predict`` and ``evaluate``.
 
-Every image or mask file suimseg reads goes through this module, so the same file gives
-the same pixels everywhere, and a strange or broken file gives a clear
-:class:`~suimseg.errors.DatasetError` naming it (never a bare Pillow traceback).
-
-**Formats.** Any file Pillow recognises by its *content* (JPEG, PNG, BMP, TIFF, WebP, ...);
-the extension is not trusted, so a PNG saved under a ``.jpg`` name reads correctly. Empty,
-truncated or non-image files raise :class:`~suimseg.errors.DatasetError`.
-
-**Colour modes** (:func:`to_rgb`), the same for every caller:
-
-=====================  ==============================================================
-mode                   converted to RGB by
-=====================  ==============================================================
-``RGB``                kept
-``L``, ``1``           the grey value copied to R, G and B
-``P``                  looking the index up in the palette
-``RGBA``, ``LA``,      dropping alpha (the stored colour is kept, not blended with a
-``PA``, ``RGBa``       background)
-``CMYK``, ``YCbCr``,   Pillow's conversion (``Image.convert("RGB")``)
-``LAB``, ``HSV``
-``I;16*``, ``I``       16-bit grey scaled to 8 bits (``v // 257``, so 65535 -> 255),
-                       then copied to R, G and B (``I`` is read as 16-bit, clipped)
-``F``                  refused: 32-bit float images have no agreed value range
-=====================  ==============================================================
-
-16-bit-per-channel RGB(A) PNGs are reduced to 8 bits by Pillow when opened.
-
-**Masks** (:func:`read_mask_labels`) are decoded by the SUIM colour rule of
-:func:`suimseg.classes.rgb_to_index` (each channel binarised at 128, ``id = 4R + 2G + B``):
-RGB and RGBA masks directly (alpha ignored), palette masks through their palette, so
-JPEG-noisy colours decode to the nearest palette corner. A single-channel (grayscale or
-16-bit) mask has no colour rule and raises :class:`~suimseg.errors.DatasetError`.
-
-**EXIF orientation.** Images *and* masks are turned upright according to their EXIF
-``Orientation`` tag (:func:`PIL.ImageOps.exif_transpose`), i.e. pixels are used as an
-image viewer shows them. Masks drawn over the displayed image therefore line up, and a
-prediction is written in the same (upright) frame as the image it was made from. Files
-without the tag (all SUIM files, all BMPs) are unaffected.
-
-**Decoding at a model's input size** (:func:`read_image_array`), the one rule shared by
-:class:`~suimseg.data.SUIMDataset` (with ``image_size``) and
-:class:`~suimseg.inference.Predictor` (with ``image_size`` and no tiling): a JPEG is
-decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale that stays at least as large as the
-target (Pillow's DCT-domain ``draft``), then every image is resized to the target in
-**uint8** with torchvision's antialiased bilinear kernel (:func:`resize_uint8`); the
-caller then converts to float and normalises. Same file and size, same tensor.
-
-**Decompression bombs.** A file whose header announces more than ``max_pixels`` pixels
-(default :data:`DEFAULT_MAX_PIXELS`, 100 million) raises
-:class:`~suimseg.errors.DatasetError` *before* any pixel is decoded. Pass
-``max_pixels=None`` to lift suimseg's limit (Pillow's own ``Image.MAX_IMAGE_PIXELS``
-still refuses more than twice its value).
+Files are recognised by content (not extension), turned upright by their EXIF orientation,
+converted to RGB by :func:`to_rgb`, and refused with a :class:`~suimseg.errors.DatasetError`
+naming the file when they are broken or announce more than ``max_pixels`` pixels. The full
+rules (colour modes, masks, decoding at a model's input size) are in ``docs/dataset.md``,
+"Reading files".
 """
 
 from __future__ import annotations
@@ -93,20 +46,14 @@ _ALPHA_MODES = {"RGBA": "RGB", "RGBa": "RGB", "LA": "L", "La": "L", "PA": "RGBA"
 
 
 def check_max_pixels(max_pixels: int | None) -> int | None:
-    """Validate a ``max_pixels`` argument (a positive int or ``None``).
-
-    Raises:
-        ConfigError: For anything else.
-
-    Example:
-        >>> check_max_pixels(1000)
-        1000
-    """
+    """Validate a ``max_pixels`` argument: a positive int or ``None`` (else ``ConfigError``)."""
     if max_pixels is None:
         return None
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)):
-        raise ConfigError(f"max_pixels: expected a positive int or None, got {max_pixels!r}")
-    if max_pixels < 1:
+    if (
+        isinstance(max_pixels, bool)
+        or not isinstance(max_pixels, (int, np.integer))
+        or max_pixels < 1
+    ):
         raise ConfigError(f"max_pixels: expected a positive int or None, got {max_pixels!r}")
     return int(max_pixels)
 
@@ -141,23 +88,14 @@ def _check_pixels(im: Image.Image, path: PathLike, kind: str, max_pixels: int | 
 def open_image(
     path: PathLike, *, kind: str = "image", max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
-    """Open a file lazily (header only) after the size check; use it as a context manager.
+    """Open a file lazily (header only, size checked); use it as a context manager.
 
-    Args:
-        path: The file.
-        kind: ``"image"`` or ``"mask"`` (for messages).
-        max_pixels: Upper bound on ``width * height``; ``None`` for no suimseg limit.
-
-    Returns:
-        The open, not yet decoded PIL image.
+    ``kind`` (``"image"`` or ``"mask"``) names the file in messages; ``max_pixels=None``
+    lifts suimseg's limit on ``width * height``.
 
     Raises:
         InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is not an image or is too large.
-
-    Example:
-        >>> with open_image("photo.jpg") as im:  # doctest: +SKIP
-        ...     im.size
     """
     file = Path(path)
     if not file.is_file():
@@ -178,12 +116,7 @@ def open_image(
 
 
 def exif_orientation(im: Image.Image) -> int:
-    """The EXIF ``Orientation`` value of an open image (1, upright, when absent or invalid).
-
-    Example:
-        >>> exif_orientation(Image.new("RGB", (2, 2)))
-        1
-    """
+    """The EXIF ``Orientation`` value of an open image (1, upright, when absent or invalid)."""
     try:
         value = im.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # a broken EXIF block is treated as "no tag"
@@ -196,15 +129,9 @@ def read_size(
 ) -> tuple[int, int]:
     """The upright ``(width, height)`` of a file from its header (no pixels decoded).
 
-    EXIF orientations 5 to 8 (quarter turns) swap the stored width and height.
-
     Raises:
         InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is not an image or is too large.
-
-    Example:
-        >>> read_size("photo.jpg")  # doctest: +SKIP
-        (1906, 1080)
     """
     with open_image(path, kind=kind, max_pixels=max_pixels) as im:
         w, h = im.size
@@ -212,17 +139,13 @@ def read_size(
 
 
 def to_rgb(im: Image.Image, *, path: PathLike | None = None) -> Image.Image:
-    """Convert a decoded image of any mode to RGB by the rules in the module docstring.
+    """Convert a decoded image of any mode to RGB (``path`` names it in messages).
 
-    Args:
-        im: A PIL image.
-        path: The file it came from (for messages).
-
-    Returns:
-        An RGB image of the same size.
+    Alpha is dropped (not blended), palettes are looked up, grey is copied to R, G and B,
+    16-bit grey is scaled ``v // 257``; other modes use Pillow's ``convert("RGB")``.
 
     Raises:
-        DatasetError: For float (``F``) images.
+        DatasetError: For float (``F``) images, which have no agreed value range.
 
     Example:
         >>> import numpy as np
@@ -261,8 +184,7 @@ def read_image(
     Args:
         path: The file.
         max_pixels: Upper bound on ``width * height`` (checked before decoding).
-        exif_transpose: Apply the EXIF orientation (the documented policy; ``False`` only
-            for callers that need the stored pixel grid).
+        exif_transpose: Apply the EXIF orientation (``False``: the stored pixel grid).
         draft_size: An upright ``(width, height)`` the caller will resize to: JPEGs may
             then be decoded at 1/2, 1/4 or 1/8 scale while staying at least this large.
 
@@ -272,9 +194,6 @@ def read_image(
     Raises:
         InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is unreadable, too large or a float image.
-
-    Example:
-        >>> img = read_image("photo.jpg")  # doctest: +SKIP
     """
     with open_image(path, kind="image", max_pixels=max_pixels) as im:
         try:
@@ -293,10 +212,7 @@ def read_image(
 
 
 def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize a uint8 image ``(3, H, W)`` to ``size = (height, width)``, staying in uint8.
-
-    torchvision's antialiased bilinear kernel (``antialias=True``, rounded to uint8): the
-    resize step of both the dataset and the predictor. A same-size input is returned as is.
+    """Resize a uint8 image ``(3, H, W)`` to ``(height, width)`` (antialiased bilinear, uint8).
 
     Example:
         >>> resize_uint8(torch.zeros(3, 8, 10, dtype=torch.uint8), (4, 5)).shape
@@ -321,8 +237,8 @@ def read_image_array(
 ) -> npt.NDArray[np.uint8]:
     """Decode an image file to an upright uint8 RGB array, at ``size`` if given.
 
-    The shared decode-and-resize rule of the module docstring: reduced-scale JPEG decoding
-    (``fast_decode``) followed by :func:`resize_uint8`.
+    The rule the dataset and the predictor share: reduced-scale JPEG decoding
+    (``fast_decode``), then :func:`resize_uint8`.
 
     Args:
         path: The file.
@@ -336,10 +252,6 @@ def read_image_array(
     Raises:
         InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is unreadable, too large or a float image.
-
-    Example:
-        >>> read_image_array("photo.jpg", size=(384, 384)).shape  # doctest: +SKIP
-        (384, 384, 3)
     """
     draft = None if size is None or not fast_decode else (int(size[1]), int(size[0]))
     image = read_image(path, max_pixels=max_pixels, draft_size=draft)
@@ -368,9 +280,6 @@ def read_mask_labels(
         InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file is unreadable, too large, or single-channel (no colour
             rule applies to a grayscale mask).
-
-    Example:
-        >>> labels = read_mask_labels("mask.bmp")  # doctest: +SKIP
     """
     with open_image(path, kind="mask", max_pixels=max_pixels) as im:
         try:

@@ -1,16 +1,12 @@
 """Synthetic SUIM-format data, so that the demo, the tests and the docs run anywhere.
 
-:func:`make_synthetic_suim` writes the official layout (``train_val/`` and ``TEST/``, each
-with ``images/*.jpg`` and ``masks/*.bmp`` 24-bit RGB palette masks) filled with
-underwater-looking scenes: a blue-green water gradient with haze, a sandy sea-floor, and
-objects of every class, each class with its own colour, shape and texture so a small model
-can learn them. Class frequencies follow SUIM's imbalance: water and sea-floor are common,
-divers and robots rare. Output is deterministic for a seed, and optional flags inject the
-real data's defects (noisy mask colours, a mask of the wrong size, orphan images).
+Underwater-looking scenes with every class (its own shape, colour and texture) at SUIM-like
+frequencies, written in the official layout; see ``docs/dataset.md``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -248,12 +244,10 @@ def make_synthetic_suim(
     jpeg_quality: int = 90,
     overwrite: bool = False,
 ) -> Path:
-    """Write a synthetic dataset in the official SUIM layout.
+    """Write a synthetic dataset in the official SUIM layout (JPEG images, 24-bit BMP masks).
 
-    Every split gets the first seven scenes forced to contain classes 1..7 in turn (when
-    it has at least seven scenes), so every class occurs; beyond that classes appear with
-    the probabilities in :data:`CLASS_PRESENCE`. Stems use SUIM's prefixes
-    (``d_r_12_``, ``f_r_...``, ``n_l_...``, ``w_r_...``).
+    The first seven scenes of each split contain classes 1..7 in turn; otherwise classes
+    appear with the probabilities of :data:`CLASS_PRESENCE`. Stems use SUIM's prefixes.
 
     Args:
         root: Output folder; ``train_val/`` and ``TEST/`` are created inside it.
@@ -263,8 +257,7 @@ def make_synthetic_suim(
         seed: Seed; the same arguments always give byte-identical files.
         noisy_masks: Number of ``train_val`` masks written with noisy (non 0/255) colours
             that still decode to the right classes.
-        size_mismatch: Number of ``train_val`` masks saved taller than their image
-            (like the real ``f_r_1058_``), to exercise the loader's size policy.
+        size_mismatch: Number of ``train_val`` masks saved 1/8 taller than their image.
         orphan_images: Number of extra ``train_val`` images written without a mask.
         jpeg_quality: JPEG quality of the images.
         overwrite: Replace image/mask files left by an earlier run in the split folders.
@@ -273,8 +266,7 @@ def make_synthetic_suim(
         ``root`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ConfigError: For invalid counts or size, or if the split folders already hold
-            files and ``overwrite`` is false.
+        ConfigError: For invalid counts or size, or files in the way without ``overwrite``.
 
     Example:
         >>> import tempfile
@@ -315,6 +307,7 @@ def make_synthetic_suim(
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
 
+    save_jpeg = functools.partial(atomic_save_image, format="JPEG", quality=jpeg_quality)
     for split_id, (split, n) in enumerate((("train_val", n_train_val), ("TEST", n_test))):
         base = out / split
         prefix_rng = np.random.default_rng([seed, split_id, 2**31 - 1])
@@ -330,16 +323,9 @@ def make_synthetic_suim(
             mask_img = Image.fromarray(mask)
             if split == "train_val" and i >= n - size_mismatch:
                 mask_img = mask_img.resize((w, h + max(1, h // 8)), Image.Resampling.NEAREST)
-            atomic_save_image(
-                image, base / "images" / f"{stem}.jpg", format="JPEG", quality=jpeg_quality
-            )
+            save_jpeg(image, base / "images" / f"{stem}.jpg")
             atomic_save_image(mask_img, base / "masks" / f"{stem}.bmp", format="BMP")
-        if split == "train_val":
-            for j in range(orphan_images):
-                rng = np.random.default_rng([seed, split_id, n + j])
-                image, _ = render_scene(rng, (w, h))
-                stem = f"{_PREFIXES[prefixes[n + j]]}_{n + j + 1}_"
-                atomic_save_image(
-                    image, base / "images" / f"{stem}.jpg", format="JPEG", quality=jpeg_quality
-                )
+        for j in range(orphan_images if split == "train_val" else 0):
+            image, _ = render_scene(np.random.default_rng([seed, split_id, n + j]), (w, h))
+            save_jpeg(image, base / "images" / f"{_PREFIXES[prefixes[n + j]]}_{n + j + 1}_.jpg")
     return out

@@ -1,26 +1,20 @@
 """Joint image + mask transforms built on ``torchvision.transforms.v2``.
 
-Every pipeline here is a :class:`JointTransform`: a picklable callable with the signature
-``transform(image, mask) -> (image_tensor, mask_tensor)``. Geometry is applied to the image
-and the mask with the *same* random parameters (torchvision's ``tv_tensors.Mask`` makes
-masks always use nearest-neighbour), so labels never blend. Pixels that an affine warp
-brings in from outside the image get :data:`~suimseg.classes.IGNORE_INDEX` (255) in the
-mask and ``image_fill`` (black) in the image.
+Every pipeline is a picklable :class:`JointTransform`, ``transform(image, mask) ->
+(image_tensor, mask_tensor)``: image and mask get the *same* random parameters and masks are
+always resampled nearest-neighbour (``tv_tensors.Mask``), so labels never blend.
 
 Shape:
-    - image in: PIL image, uint8 array ``(H, W, 3)`` or tensor ``(3, H, W)``
-      (uint8, or float in ``[0, 1]``)
-    - mask in: integer array or tensor ``(H, W)`` of class ids
-    - image out: float32 ``(3, H', W')``, normalised with ImageNet statistics
-    - mask out: int64 ``(H', W')``
-    - with ``output="uint8"``: a uint8 image ``(3, H', W')`` (not normalised) and a uint8
-      mask ``(H', W')``, a quarter and an eighth of the bytes to pass between DataLoader
-      workers and to the GPU; the batch is then normalised on the device
+    - image in: PIL image, uint8 array ``(H, W, 3)`` or tensor ``(3, H, W)`` (uint8, or
+      float in ``[0, 1]``); mask in: integer array or tensor ``(H, W)``
+    - out: float32 ``(3, H', W')`` normalised with ImageNet statistics and int64 ``(H', W')``;
+      with ``output="uint8"`` a uint8 image and mask, normalised later on the device
       (:class:`~suimseg.data.DeviceNormalize`, :class:`~suimseg.data.DeviceAugment`)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeAlias
 
@@ -66,17 +60,10 @@ OutputKind: TypeAlias = Literal["float", "uint8"]
 def normalize_size(
     size: int | Sequence[int] | None, *, name: str = "size"
 ) -> tuple[int, int] | None:
-    """Validate a size argument and return it as ``(height, width)`` (or ``None``).
-
-    Args:
-        size: ``None``, a positive int (square) or a ``(height, width)`` pair.
-        name: Parameter name used in error messages.
-
-    Returns:
-        ``(height, width)`` or ``None``.
+    """Validate ``None``, a positive int (square) or ``(height, width)``; return ``(h, w)``.
 
     Raises:
-        ConfigError: If the size is not positive or not one or two integers.
+        ConfigError: If the size is not one or two positive integers (named ``name``).
 
     Example:
         >>> normalize_size(384)
@@ -101,11 +88,7 @@ def normalize_size(
 
 
 def _writable(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """A contiguous, writable view or copy (read-only arrays, e.g. cached ones, are copied).
-
-    Arrays with a negative stride are copied too: numpy calls a reversed one-row array
-    C-contiguous, but torch cannot view it.
-    """
+    """``arr``, or a C-contiguous writable copy if torch cannot view it (read-only, strides < 0)."""
     if arr.flags.writeable and arr.flags.c_contiguous and all(s >= 0 for s in arr.strides):
         return arr
     return np.array(arr, order="C", copy=True)
@@ -156,20 +139,13 @@ def _to_mask_tensor(mask: Any) -> tv_tensors.Mask:
 class JointTransform:
     """A joint image + mask pipeline: ``(image, mask) -> (image tensor, mask tensor)``.
 
-    Wraps a ``torchvision.transforms.v2`` transform so that inputs in any supported form
-    are converted to ``tv_tensors`` once, the same random parameters reach the image and
-    the mask, and the outputs have fixed dtypes. Picklable, so it survives DataLoader
-    workers.
+    Converts the inputs to ``tv_tensors`` once, runs a ``torchvision.transforms.v2`` pipeline
+    on both and returns plain tensors of fixed dtypes. Picklable (DataLoader workers).
 
     Args:
-        pipeline: A v2 transform that takes and returns ``(Image, Mask)``. It should end by
-            converting the image to float (see :func:`eval_transforms`), unless the images
-            are normalised later on the device.
-        mask_dtype: dtype of the returned mask: ``torch.int64`` (default) or
-            ``torch.uint8`` (the compact form; every SUIM label and 255 fit).
-
-    Shape:
-        See the module docstring.
+        pipeline: A v2 transform that takes and returns ``(Image, Mask)``; it should end by
+            converting the image to float unless images are normalised on the device.
+        mask_dtype: dtype of the returned mask: ``torch.int64`` (default) or ``torch.uint8``.
 
     Example:
         >>> import numpy as np
@@ -190,7 +166,7 @@ class JointTransform:
         self.mask_dtype = mask_dtype
 
     def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Apply the pipeline to one pair; see the class docstring for accepted inputs."""
+        """Apply the pipeline to one pair."""
         img_t = _to_image_tensor(image)
         mask_t = _to_mask_tensor(mask)
         if tuple(img_t.shape[-2:]) != tuple(mask_t.shape):
@@ -209,69 +185,58 @@ class JointTransform:
         return f"{type(self).__name__}({self.pipeline!r})"
 
 
-def _resize(
-    size: tuple[int, int] | None,
-    interpolation: InterpolationMode,
-) -> list[Any]:
+def _resize(size: tuple[int, int] | None, interpolation: InterpolationMode) -> list[Any]:
     if size is None:
         return []
     return [v2.Resize(list(size), interpolation=interpolation, antialias=True)]
 
 
-def _finish(mean: Sequence[float], std: Sequence[float], output: OutputKind) -> list[Any]:
-    if output == "uint8":
-        return []
-    return [
-        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-        v2.Normalize(mean=list(mean), std=list(std)),
-    ]
-
-
-def _check_output(output: object) -> None:
+def _joint(
+    steps: list[Any], mean: Sequence[float], std: Sequence[float], output: OutputKind
+) -> JointTransform:
+    """``steps``, then (``output="float"``) to float and normalise, as a :class:`JointTransform`."""
     if output not in ("float", "uint8"):
         raise ConfigError(
             f"output: expected 'float' (normalised float32 image, int64 mask) or 'uint8' "
             f"(uint8 image and mask, normalised later on the device), got {output!r}"
         )
+    if output == "uint8":
+        return JointTransform(v2.Compose(steps), mask_dtype=torch.uint8)
+    to_float = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
+    normalize = v2.Normalize(mean=list(mean), std=list(std))
+    return JointTransform(v2.Compose([*steps, to_float, normalize]))
 
 
-def _check_p(name: str, p: float) -> None:
-    if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"{name}: expected a probability in [0, 1], got {p!r}")
+_P, _JITTER = "a probability in [0, 1]", "a jitter strength >= 0"
+#: Range checks of the augmentation arguments: ``name: (low, high, expected)``.
+_AUGMENT_RANGES: dict[str, tuple[float, float, str]] = {
+    **dict.fromkeys(("hflip_p", "vflip_p", "affine_p", "color_p"), (0.0, 1.0, _P)),
+    "shift_limit": (0.0, 1.0, "a fraction in [0, 1]"),
+    "rotate_limit": (0.0, math.inf, "degrees >= 0"),
+    **dict.fromkeys(("brightness", "contrast", "saturation"), (0.0, math.inf, _JITTER)),
+    "hue": (0.0, 0.5, "a value in [0, 0.5]"),
+    "ignore_index": (0, 255, "a value in [0, 255]"),
+    "image_fill": (0, 255, "a value in [0, 255]"),
+}
 
 
-def _check_augment_args(
-    *,
-    hflip_p: float,
-    vflip_p: float,
-    affine_p: float,
-    color_p: float,
-    shift_limit: float,
-    scale_limit: tuple[float, float],
-    rotate_limit: float,
-    blur_kernel: int,
-    ignore_index: int,
-) -> None:
-    """The checks shared by :func:`train_transforms` and :class:`~suimseg.data.DeviceAugment`."""
-    for name, p in (
-        ("hflip_p", hflip_p),
-        ("vflip_p", vflip_p),
-        ("affine_p", affine_p),
-        ("color_p", color_p),
-    ):
-        _check_p(name, p)
-    if not 0.0 <= shift_limit <= 1.0:
-        raise ConfigError(f"shift_limit: expected a fraction in [0, 1], got {shift_limit!r}")
-    if not (0.0 < scale_limit[0] <= scale_limit[1]):
-        raise ConfigError(
-            f"scale_limit: expected (min, max) with 0 < min <= max, got {scale_limit!r}"
-        )
-    if rotate_limit < 0:
-        raise ConfigError(f"rotate_limit: expected degrees >= 0, got {rotate_limit!r}")
-    if blur_kernel < 1 or blur_kernel % 2 == 0:
-        raise ConfigError(f"blur_kernel: expected an odd positive int, got {blur_kernel!r}")
-    if not 0 <= ignore_index <= 255:
-        raise ConfigError(f"ignore_index: expected a value in [0, 255], got {ignore_index!r}")
+def check_augment_args(args: dict[str, Any]) -> None:
+    """The argument checks of :func:`train_transforms` and :class:`~suimseg.data.DeviceAugment`.
+
+    Raises:
+        ConfigError: Naming the first argument of ``args`` (a ``locals()``) out of range.
+    """
+    for name, (low, high, expected) in _AUGMENT_RANGES.items():
+        if not low <= args[name] <= high:
+            raise ConfigError(f"{name}: expected {expected}, got {args[name]!r}")
+    for name in ("scale_limit", "blur_sigma"):
+        if not 0.0 < args[name][0] <= args[name][1]:
+            raise ConfigError(
+                f"{name}: expected (min, max) with 0 < min <= max, got {args[name]!r}"
+            )
+    kernel = args["blur_kernel"]
+    if kernel < 1 or kernel % 2 == 0:
+        raise ConfigError(f"blur_kernel: expected an odd positive int, got {kernel!r}")
 
 
 def eval_transforms(
@@ -285,20 +250,15 @@ def eval_transforms(
     """Deterministic pipeline: resize (mask nearest), to float, normalise.
 
     Args:
-        size: Output size: an int for ``size x size``, ``(height, width)``, or ``None`` to
-            keep the input resolution (e.g. evaluation at the label's native size).
+        size: An int for ``size x size``, ``(height, width)``, or ``None`` for the input size.
         mean: Per-channel means for normalisation (ImageNet by default).
         std: Per-channel standard deviations (ImageNet by default).
         interpolation: Image interpolation for the resize; masks always use nearest.
-        output: ``"float"`` (default): a normalised float32 image and an int64 mask.
-            ``"uint8"``: a uint8 image and a uint8 mask, to be normalised on the device.
+        output: ``"float"`` (default): a normalised float32 image and an int64 mask;
+            ``"uint8"``: a uint8 image and mask, to be normalised on the device.
 
     Returns:
         A :class:`JointTransform`.
-
-    Shape:
-        ``(image, mask) -> (float32 (3, H, W), int64 (H, W))`` with ``(H, W) = size``
-        (uint8 image and mask with ``output="uint8"``).
 
     Example:
         >>> import numpy as np
@@ -307,12 +267,7 @@ def eval_transforms(
         >>> tuple(img.shape), tuple(mask.shape), int(mask.max())
         ((3, 16, 16), (16, 16), 1)
     """
-    hw = normalize_size(size)
-    _check_output(output)
-    return JointTransform(
-        v2.Compose([*_resize(hw, interpolation), *_finish(mean, std, output)]),
-        mask_dtype=torch.int64 if output == "float" else torch.uint8,
-    )
+    return _joint(_resize(normalize_size(size), interpolation), mean, std, output)
 
 
 def train_transforms(
@@ -341,14 +296,11 @@ def train_transforms(
 ) -> JointTransform:
     """Training pipeline with the usual SUIM augmentations.
 
-    In order: resize to ``size``; horizontal flip (``hflip_p``); vertical flip
-    (``vflip_p``); with probability ``affine_p`` a shift-scale-rotate (albumentations'
-    ``ShiftScaleRotate`` limits: shift up to ``shift_limit`` of width/height, scale in
-    ``scale_limit``, rotation within ``±rotate_limit`` degrees; uncovered pixels get
+    In order: resize; horizontal and vertical flips; with probability ``affine_p`` a
+    shift-scale-rotate (albumentations' ``ShiftScaleRotate`` limits; uncovered pixels get
     ``ignore_index`` in the mask and ``image_fill`` in the image); with probability
-    ``color_p`` either a colour jitter or a Gaussian blur (one of the two, chosen
-    uniformly); ImageNet normalisation. Set a probability to 0 to switch one step off,
-    or ``augment=False`` to get :func:`eval_transforms`.
+    ``color_p`` a colour jitter *or* a Gaussian blur (uniformly); normalisation. A
+    probability of 0 switches a step off.
 
     Args:
         size: Output size (int, ``(height, width)`` or ``None`` for the input size).
@@ -371,18 +323,13 @@ def train_transforms(
         mean: Normalisation means.
         std: Normalisation standard deviations.
         interpolation: Image interpolation for resize and warp (masks: always nearest).
-        output: ``"float"`` (default): a normalised float32 image and an int64 mask.
-            ``"uint8"``: a uint8 image and a uint8 mask, to be normalised on the device.
+        output: ``"float"`` or ``"uint8"``, as in :func:`eval_transforms`.
 
     Returns:
         A :class:`JointTransform`.
 
     Raises:
         ConfigError: If a probability or limit is out of range.
-
-    Shape:
-        ``(image, mask) -> (float32 (3, H, W), int64 (H, W))`` (uint8 image and mask
-        with ``output="uint8"``).
 
     Example:
         >>> import numpy as np
@@ -394,20 +341,8 @@ def train_transforms(
     hw = normalize_size(size)
     if not augment:
         return eval_transforms(hw, mean=mean, std=std, interpolation=interpolation, output=output)
-    _check_output(output)
-    _check_augment_args(
-        hflip_p=hflip_p,
-        vflip_p=vflip_p,
-        affine_p=affine_p,
-        color_p=color_p,
-        shift_limit=shift_limit,
-        scale_limit=scale_limit,
-        rotate_limit=rotate_limit,
-        blur_kernel=blur_kernel,
-        ignore_index=ignore_index,
-    )
-
-    steps: list[Any] = [*_resize(hw, interpolation)]
+    check_augment_args(locals())
+    steps = _resize(hw, interpolation)
     if hflip_p > 0:
         steps.append(v2.RandomHorizontalFlip(p=hflip_p))
     if vflip_p > 0:
@@ -431,10 +366,7 @@ def train_transforms(
             ]
         )
         steps.append(v2.RandomApply([photometric], p=color_p))
-    steps.extend(_finish(mean, std, output))
-    return JointTransform(
-        v2.Compose(steps), mask_dtype=torch.int64 if output == "float" else torch.uint8
-    )
+    return _joint(steps, mean, std, output)
 
 
 def denormalize(
@@ -445,13 +377,7 @@ def denormalize(
 ) -> torch.Tensor:
     """Undo normalisation: float ``(3, H, W)`` (or ``(N, 3, H, W)``) to uint8 in ``[0, 255]``.
 
-    Args:
-        image: A normalised image tensor.
-        mean: The means used to normalise.
-        std: The standard deviations used to normalise.
-
-    Returns:
-        A uint8 tensor of the same shape.
+    ``mean`` and ``std`` are the statistics used to normalise.
 
     Example:
         >>> import torch

@@ -49,14 +49,7 @@ def _image_rgb(image: Any) -> Image.Image:
 
 
 def colorize(mask: Any, *, ignore_color: tuple[int, int, int] = IGNORE_COLOR) -> Image.Image:
-    """Draw a label map in the SUIM palette.
-
-    Args:
-        mask: Integer label map ``(H, W)`` (numpy or torch).
-        ignore_color: Colour of ignore (255) and out-of-range values.
-
-    Returns:
-        An RGB PIL image of size ``(W, H)``.
+    """Draw an integer label map ``(H, W)`` in the SUIM palette (ignore: ``ignore_color``).
 
     Example:
         >>> import numpy as np
@@ -85,17 +78,13 @@ def legend(
     row_height: int = 22,
     columns: int = 2,
 ) -> Image.Image:
-    """A strip listing class colours and names.
+    """An RGB strip ``width`` pixels wide listing class colours and names.
 
     Args:
         classes: Class ids to list (default: all eight).
         width: Width of the strip in pixels.
-        row_height: Height of one row; the text is ``row_height - 6`` pixels high (at
-            least 10).
+        row_height: Height of one row; text is ``max(10, row_height - 6)`` pixels high.
         columns: Entries per row.
-
-    Returns:
-        An RGB PIL image of width ``width``.
 
     Example:
         >>> legend([0, 1], width=200).size
@@ -130,22 +119,18 @@ def overlay(
     *,
     show_legend: bool = False,
 ) -> Image.Image:
-    """Blend a label map over an image.
-
-    A mask of another size is resized nearest-neighbour to the image. Ignore pixels
-    (255 or any value outside ``[0, 8)``) are left unblended.
+    """Blend a label map over an image (ignore and out-of-range labels stay unblended).
 
     Args:
         image: PIL image, uint8 array ``(H, W, 3)`` or tensor ``(3, H, W)`` (uint8 or
-            ``[0, 1]`` float; use :func:`~suimseg.data.transforms.denormalize` on a
-            normalised tensor).
-        mask: Integer label map ``(H, W)``.
+            ``[0, 1]`` float; :func:`~suimseg.data.transforms.denormalize` a normalised one).
+        mask: Integer label map, resized nearest-neighbour to the image if needed.
         alpha: Opacity of the colours, in ``[0, 1]``.
-        show_legend: Append a strip naming the classes present in the mask.
+        show_legend: Append a strip naming the classes present (at least
+            :data:`LEGEND_COLUMN_PX` wide).
 
     Returns:
-        An RGB PIL image (taller by the legend when ``show_legend``; widened to
-        :data:`LEGEND_COLUMN_PX` if the image is narrower, so names stay readable).
+        An RGB PIL image.
 
     Example:
         >>> import numpy as np
@@ -170,8 +155,7 @@ def overlay(
     if not show_legend:
         return out
     present = np.unique(labels[valid[..., 0]]).tolist()
-    # One legend column per LEGEND_COLUMN_PX (at most 4), and never narrower than one
-    # column, so class names do not overlap on narrow images.
+    # One legend column per LEGEND_COLUMN_PX (at most 4), so class names do not overlap.
     width = max(out.width, LEGEND_COLUMN_PX)
     strip = legend(present, width=width, columns=max(1, min(4, width // LEGEND_COLUMN_PX)))
     combined = Image.new("RGB", (width, out.height + strip.height), (255, 255, 255))
@@ -200,22 +184,14 @@ def side_by_side(
     min_size: int = 256,
     titles: tuple[str, str, str] = ("image", "ground truth", "prediction"),
 ) -> Image.Image:
-    """Image | ground truth | prediction in one picture, with a legend of the classes shown.
-
-    Each panel is scaled (keeping the aspect ratio; masks nearest-neighbour) so that its
-    shorter side is at least ``min_size`` pixels, and the legend names every class present
-    in the ground truth or the prediction.
+    """Image | ground truth | prediction in one RGB picture, with a legend of the classes shown.
 
     Args:
-        image: PIL image, uint8 array ``(H, W, 3)`` or tensor ``(3, H, W)`` (as in
-            :func:`overlay`).
-        target: Integer label map ``(H', W')`` of the ground truth (any size).
+        image: As for :func:`overlay`.
+        target: Integer label map of the ground truth (any size).
         prediction: Integer label map of the prediction (any size).
-        min_size: Shorter side of each panel, in pixels.
+        min_size: Shorter side of each panel (scaled keeping the aspect ratio), in pixels.
         titles: The three panel titles.
-
-    Returns:
-        An RGB PIL image.
 
     Example:
         >>> import numpy as np

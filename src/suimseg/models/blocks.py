@@ -11,25 +11,15 @@ from torchvision.ops import SqueezeExcitation as _TVSqueezeExcitation
 __all__ = ["AttentionGate", "ConvBNReLU", "DecoderBlock", "ResidualDoubleConv", "SqueezeExcitation"]
 
 
-#: torchvision's ``Conv2dNormActivation`` (conv without bias, ``BatchNorm2d``, in-place ReLU,
-#: "same" padding), under the name the decoder has always used. Its submodules are numbered
-#: ``0``/``1``/``2`` exactly like the former hand-written ``nn.Sequential``, so state dicts
-#: (and the committed checkpoints) keep their keys.
+#: torchvision's ``Conv2dNormActivation`` (3x3 conv, ``BatchNorm2d``, ReLU) under the
+#: decoder's name; its submodules ``0``/``1``/``2`` keep the checkpoints' state-dict keys.
 ConvBNReLU = Conv2dNormActivation
 
 
 class ResidualDoubleConv(nn.Module):
     """Two 3x3 conv-BN-ReLU layers with a residual shortcut (a ResNet basic block).
 
-    ``out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` where the shortcut is the
-    identity when the channel counts match and a 1x1 conv + BN projection otherwise.
-
-    Args:
-        in_channels: Input channels.
-        out_channels: Output channels.
-
-    Shape:
-        - Input: ``(N, in_channels, H, W)``; Output: ``(N, out_channels, H, W)``
+    The shortcut is the identity when ``in_channels == out_channels``, else a 1x1 conv + BN.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -52,17 +42,9 @@ class ResidualDoubleConv(nn.Module):
 
 
 class SqueezeExcitation(_TVSqueezeExcitation):  # type: ignore[misc]
-    """Squeeze-and-excitation channel attention (Hu et al. 2018).
+    """Squeeze-and-excitation (Hu et al. 2018): torchvision's, by reduction ratio.
 
-    A thin wrapper around :class:`torchvision.ops.SqueezeExcitation` parametrised by a
-    reduction ratio: the squeeze width is ``max(1, channels // reduction)``.
-
-    Args:
-        channels: Channels of the input (and output).
-        reduction: Channel reduction ratio of the bottleneck (16 in SENet).
-
-    Shape:
-        - Input: ``(N, C, H, W)``; Output: same shape.
+    The squeeze width is ``max(1, channels // reduction)`` (``reduction`` 16 in SENet).
     """
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
@@ -73,18 +55,9 @@ class SqueezeExcitation(_TVSqueezeExcitation):  # type: ignore[misc]
 class AttentionGate(nn.Module):
     """Additive attention gate of Attention U-Net (Oktay et al. 2018).
 
-    The gating signal ``g`` (the upsampled decoder feature) and the skip feature ``x`` are
-    projected to ``inter_channels``, summed, passed through ReLU, a 1x1 projection to one
-    channel and a sigmoid; the skip is multiplied by that per-pixel coefficient in ``[0, 1]``.
-
-    Args:
-        gate_channels: Channels of the gating signal ``g``.
-        skip_channels: Channels of the skip feature ``x``.
-        inter_channels: Width of the intermediate projection.
-
-    Shape:
-        - g: ``(N, gate_channels, H, W)``; x: ``(N, skip_channels, H, W)``
-        - Output: ``(N, skip_channels, H, W)``
+    ``x * sigmoid(psi(relu(W_g g + W_x x)))`` for the gating signal ``g``
+    ``(N, gate_channels, H, W)`` and the skip ``x`` ``(N, skip_channels, H, W)``, with
+    ``W_g``, ``W_x`` 1x1 projections to ``inter_channels``.
     """
 
     def __init__(self, gate_channels: int, skip_channels: int, inter_channels: int) -> None:
@@ -108,20 +81,10 @@ class AttentionGate(nn.Module):
 class DecoderBlock(nn.Module):
     """One U-Net decoder stage: up-convolution, attention-gated skip, residual convs, SE.
 
-    A 3x3 conv-BN-ReLU maps the input to ``out_channels`` at its coarse resolution (the
-    "up-conv" of Attention U-Net, run before the resize at a quarter of the cost), then it
-    is resized to the skip's spatial size (bilinear), so any input size works.
-    The skip goes through an :class:`AttentionGate` driven by that upsampled feature, both are
-    concatenated, and a :class:`ResidualDoubleConv` (two 3x3 conv-BN-ReLU with a projection
-    shortcut) plus a squeeze-excitation block follow.
-
-    Args:
-        in_channels: Channels of the incoming decoder feature.
-        skip_channels: Channels of the encoder skip feature.
-        out_channels: Channels produced by the block.
-        attention: Use the attention gate on the skip (ablation switch).
-        se: Use the squeeze-excitation block (ablation switch).
-        se_reduction: Reduction ratio of the SE block.
+    A 3x3 conv-BN-ReLU at the coarse resolution (a quarter of the cost of convolving after
+    the resize), a bilinear resize to the skip's size, the skip gated by an
+    :class:`AttentionGate` (``attention``), concatenation, a :class:`ResidualDoubleConv` and
+    squeeze-excitation (``se``, ``se_reduction``).
 
     Shape:
         - x: ``(N, in_channels, h, w)``; skip: ``(N, skip_channels, H, W)``

@@ -21,29 +21,23 @@ from suimseg.models.hub import HubMixin
 __all__ = ["DeepLabV3ResNet50", "deeplabv3_resnet50"]
 
 
+def _resize_to(logits: Tensor, x: Tensor) -> Tensor:
+    return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
 class DeepLabV3ResNet50(HubMixin, nn.Module):
     """torchvision's DeepLabV3-ResNet50 with one Tensor output and a named encoder.
 
-    The network is exactly ``torchvision.models.segmentation.deeplabv3_resnet50``: a ResNet-50
-    with dilated ``layer3``/``layer4`` (output stride 8) followed by the ASPP head (atrous
-    rates 12, 24, 36), logits upsampled bilinearly to the input size. The differences are
-    the interface: :meth:`forward` returns the logits Tensor (not a dict), the backbone is
-    also reachable as ``model.encoder`` (so :func:`suimseg.optim.param_groups` gives it its
-    own learning rate), and the model carries ``model_name``/``config`` for checkpoints.
-
-    Submodule names follow torchvision (``backbone``, ``classifier``, ``aux_classifier``), so
-    the state dict of a torchvision ``deeplabv3_resnet50(num_classes=C, aux_loss=A)``
-    loads with ``load_state_dict`` into ``DeepLabV3ResNet50(num_classes=C, aux_loss=A)``.
+    Exactly ``torchvision.models.segmentation.deeplabv3_resnet50`` (same submodule names, so
+    its state dicts load), except that :meth:`forward` returns the logits Tensor, the
+    backbone is also ``model.encoder`` (for :func:`suimseg.optim.param_groups`), and the
+    model carries ``model_name``/``config`` for checkpoints.
 
     Args:
         num_classes: Number of output classes (8 for SUIM).
-        encoder_weights: ``None`` or ``"none"`` (any case; random init), ``"imagenet"``
-            (torchvision's default ResNet-50 ImageNet weights, downloaded through its cache)
-            or a path to a local torchvision ``resnet50`` state dict (its ``fc.*`` entries
-            are ignored).
-        aux_loss: Also build torchvision's auxiliary FCN head on ``layer3``. :meth:`forward`
-            never uses it; call :meth:`forward_with_aux` to get both outputs for an
-            auxiliary loss.
+        encoder_weights: As for :class:`~suimseg.models.ResNetEncoder` (a ``resnet50``).
+        aux_loss: Also build torchvision's auxiliary FCN head, used only by
+            :meth:`forward_with_aux`.
 
     Shape:
         - Input: ``(N, 3, H, W)`` float
@@ -103,9 +97,7 @@ class DeepLabV3ResNet50(HubMixin, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        feats = self.backbone(x)
-        logits = self.classifier(feats["out"])
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return _resize_to(self.classifier(self.backbone(x)["out"]), x)
 
     def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(logits, aux_logits)``, both ``(N, num_classes, H, W)``.
@@ -120,20 +112,12 @@ class DeepLabV3ResNet50(HubMixin, nn.Module):
             )
         self._check_input(x)
         feats = self.backbone(x)
-        size = x.shape[-2:]
-        out = F.interpolate(
-            self.classifier(feats["out"]), size=size, mode="bilinear", align_corners=False
+        return _resize_to(self.classifier(feats["out"]), x), _resize_to(
+            self.aux_classifier(feats["aux"]), x
         )
-        aux = F.interpolate(
-            self.aux_classifier(feats["aux"]), size=size, mode="bilinear", align_corners=False
-        )
-        return out, aux
 
     def count_parameters(self) -> dict[str, int]:
-        """Return parameter counts: ``{"encoder": ..., "decoder": ..., "total": ...}``.
-
-        ``"decoder"`` counts everything outside the backbone (ASPP head, auxiliary head).
-        """
+        """Parameter counts ``{"encoder", "decoder", "total"}``; decoder: the heads."""
         enc = sum(p.numel() for p in self.backbone.parameters())
         total = sum(p.numel() for p in self.parameters())
         return {"encoder": enc, "decoder": total - enc, "total": total}
@@ -145,16 +129,7 @@ def deeplabv3_resnet50(
     encoder_weights: EncoderWeights = None,
     aux_loss: bool = False,
 ) -> DeepLabV3ResNet50:
-    """Build the DeepLabV3-ResNet50 baseline (see :class:`DeepLabV3ResNet50`).
-
-    Args:
-        num_classes: Number of output classes.
-        encoder_weights: ``None``, ``"imagenet"`` or a local torchvision ``resnet50``
-            state-dict path.
-        aux_loss: Also build the auxiliary head (used only by ``forward_with_aux``).
-
-    Returns:
-        The model.
+    """Build the DeepLabV3-ResNet50 baseline (arguments of :class:`DeepLabV3ResNet50`).
 
     Example:
         >>> model = deeplabv3_resnet50(num_classes=8)

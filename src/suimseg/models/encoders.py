@@ -44,15 +44,16 @@ _CHANNELS: dict[str, tuple[int, int, int, int, int]] = {
 }
 
 
+def _check_name(name: str) -> None:
+    if name not in _CHANNELS:
+        raise ConfigError(f"encoder: expected one of {', '.join(ENCODER_NAMES)}, got {name!r}")
+
+
 def resolve_encoder_weights(weights: object) -> str | os.PathLike[str] | None:
     """Normalise an ``encoder_weights`` argument: ``None`` and ``"none"`` (any case) mean none.
 
-    The CLI and :class:`~suimseg.app.config.TrainConfig` spell "no pre-trained weights" as the
-    string ``"none"``; every model accepts it as well as ``None``. (A local file that is
-    literally named ``none`` must be passed as a path with a folder, e.g. ``"./none"``.)
-
-    Returns:
-        ``None``, or the string/path unchanged.
+    (A local file named ``none`` needs a folder: ``"./none"``.) Other strings and paths are
+    returned unchanged.
 
     Raises:
         ConfigError: For anything that is not ``None``, a string or a path.
@@ -111,19 +112,14 @@ def load_state_dict_file(
 
 
 def imagenet_state_dict(name: str) -> dict[str, Tensor]:
-    """torchvision's default ImageNet state dict of ResNet ``name``, via its weights API.
-
-    ``torchvision.models.get_model_weights(name).DEFAULT.get_state_dict(...)`` downloads
-    into (or reads from) torch.hub's cache, checks the file's hash and loads it with
-    ``weights_only=True``.
+    """torchvision's default ImageNet state dict of ResNet ``name`` (hub cache, hash-checked).
 
     Raises:
         ConfigError: For an unknown ResNet name.
         WeightsUnavailableError: If the weights are not cached and cannot be downloaded;
             the message gives the URL and where to put the file.
     """
-    if name not in _CHANNELS:
-        raise ConfigError(f"encoder: expected one of {', '.join(ENCODER_NAMES)}, got {name!r}")
+    _check_name(name)
     w = torchvision.models.get_model_weights(name).DEFAULT
     try:
         sd: dict[str, Tensor] = w.get_state_dict(progress=True, check_hash=True, weights_only=True)
@@ -143,13 +139,10 @@ def load_resnet_weights(
 ) -> None:
     """Load ``"imagenet"`` or a local torchvision ResNet state dict into ``module``.
 
-    ``module`` must hold the ResNet's submodules under torchvision's names (``conv1``,
-    ``bn1``, ``layer1`` ... ``layer4``) and nothing else with parameters or buffers; the
-    state dict's ``fc.*`` entries are dropped and the rest must match exactly.
+    The state dict's ``fc.*`` entries are dropped and the rest must match exactly.
 
     Args:
-        module: The ResNet body to load into (e.g. :class:`ResNetEncoder`, or a DeepLabV3
-            backbone).
+        module: A ResNet body under torchvision's names (``conv1`` ... ``layer4``).
         name: The torchvision ResNet name (used for ``"imagenet"`` and in messages).
         weights: ``"imagenet"`` or a path to a state-dict file.
         hint: The argument the user can change to pick another ResNet (named in errors).
@@ -179,19 +172,17 @@ def load_resnet_weights(
         for k in set(own) & set(sd)
         if own[k].shape != sd[k].shape
     )
-    if missing or unexpected or wrong:
-
-        def _fmt(items: list[str]) -> str:
-            more = f" ... (+{len(items) - 10} more)" if len(items) > 10 else ""
-            return ", ".join(items[:10]) + more
-
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_fmt(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_fmt(unexpected)}")
-        if wrong:
-            parts.append(f"shape mismatches: {_fmt(wrong)}")
+    parts = [
+        f"{label}: {', '.join(items[:10])}"
+        + (f" ... (+{len(items) - 10} more)" if len(items) > 10 else "")
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", wrong),
+        )
+        if items
+    ]
+    if parts:
         raise CheckpointError(
             f"{source} does not match a torchvision {name}: "
             + "; ".join(parts)
@@ -204,8 +195,7 @@ def load_resnet_weights(
 class ResNetEncoder(nn.Module):
     """A torchvision ResNet without its classifier, returning five feature maps.
 
-    Submodules keep torchvision's names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``) so a
-    torchvision ResNet state dict loads directly (its ``fc.*`` entries are ignored).
+    Submodules keep torchvision's names, so a torchvision ResNet state dict loads directly.
 
     Args:
         name: One of ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``.
@@ -238,8 +228,7 @@ class ResNetEncoder(nn.Module):
         self, name: str = "resnet50", weights: EncoderWeights = None, *, in_channels: int = 3
     ) -> None:
         super().__init__()
-        if name not in _CHANNELS:
-            raise ConfigError(f"encoder: expected one of {', '.join(ENCODER_NAMES)}, got {name!r}")
+        _check_name(name)
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ConfigError(f"in_channels: expected a positive int, got {in_channels!r}")
         self.name = name
@@ -275,13 +264,7 @@ class ResNetEncoder(nn.Module):
         self.conv1 = conv
 
     def load_pretrained(self, weights: str | os.PathLike[str]) -> None:
-        """Load ``"imagenet"`` weights or a local torchvision ResNet state-dict file.
-
-        Raises:
-            WeightsUnavailableError: ImageNet weights cannot be downloaded (offline).
-            InputNotFoundError: The local file does not exist (a ``FileNotFoundError``).
-            CheckpointError: The file's keys or shapes do not match this encoder (listed).
-        """
+        """Load ``"imagenet"`` or a local state-dict file; see :func:`load_resnet_weights`."""
         load_resnet_weights(self, self.name, weights)
 
     def forward(self, x: Tensor) -> list[Tensor]:

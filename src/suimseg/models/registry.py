@@ -1,9 +1,7 @@
 """Build models by name from a JSON-able config (used by checkpoints and the CLI).
 
-Every suimseg model class has a ``model_name`` class attribute and a ``config`` dict of
-its constructor keyword arguments (pre-trained weight sources excluded: a checkpoint holds
-the trained weights), so ``build_model(model.model_name, **model.config)`` rebuilds an
-identical architecture.
+``build_model(model.model_name, **model.config)`` rebuilds a model's architecture (its
+``config`` leaves out pre-trained weight sources: a checkpoint holds the weights).
 """
 
 from __future__ import annotations
@@ -40,11 +38,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def build_model(name: str, **config: Any) -> nn.Module:
-    """Build a model by its registry name.
-
-    Args:
-        name: One of :data:`MODEL_NAMES` (e.g. ``"unet_resattn_v3"``).
-        **config: Keyword arguments of the model's constructor.
+    """Build a model by its registry name (one of :data:`MODEL_NAMES`) from its ``config``.
 
     Raises:
         ConfigError: For an unknown name or invalid arguments.

@@ -10,59 +10,25 @@ from torch import Tensor, nn
 
 from suimseg.errors import ConfigError
 from suimseg.models.blocks import DecoderBlock, ResidualDoubleConv
-from suimseg.models.encoders import (
-    ENCODER_NAMES,
-    EncoderWeights,
-    ResNetEncoder,
-    resolve_encoder_weights,
-)
+from suimseg.models.encoders import EncoderWeights, ResNetEncoder
 from suimseg.models.hub import HubMixin
 
 __all__ = ["UNetResAttnV3"]
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
 class UNetResAttnV3(HubMixin, nn.Module):
     """U-Net with a torchvision ResNet encoder, attention gates and squeeze-excitation.
 
-    Architecture (defaults, 384x384 input)::
-
-        encoder (ResNet-50)  enc1 192x192x64, enc2 96x96x256, enc3 48x48x512,
-                             enc4 24x24x1024, enc5 12x12x2048
-        bridge               two 3x3 conv-BN-ReLU (residual) -> 12x12x1024
-        decoder              dec4 24x24x512, dec3 48x48x256, dec2 96x96x128, dec1 192x192x64
-                             (each: 3x3 up-conv then resize to the skip, attention-gated skip,
-                             concat, two 3x3 conv-BN-ReLU with a 1x1 projection shortcut,
-                             SE with reduction 16)
-        head                 1x1 conv to num_classes, bilinear back to the input size
-                             (initialised N(0, 0.01) with zero bias: the initial
-                             cross-entropy is close to ln(num_classes))
-
-    Attention and SE live in the decoder only; there is no deep supervision and no SPP.
-    With the defaults the model has 74.30M parameters (the design's budget is 74.5M): 23.51M
-    in ``model.encoder`` and 50.79M in the bridge, decoder and head
-    (``model.count_parameters()`` reports the split).
-
-    The 1x1 head is applied at half resolution and its logits are upsampled: bilinear
-    interpolation commutes with a per-pixel linear map, so this equals "upsample, then 1x1
-    conv" at a fraction of the cost.
-
-    Any input size works: every decoder stage resizes to its skip's size and the logits are
-    resized to the input's size.
+    A residual bridge and four decoder stages (3x3 up-conv, resize to the skip,
+    attention-gated skip, residual double conv, SE), then a 1x1 head whose logits are
+    resized to the input: any input size works. 74.30M parameters with the defaults
+    (23.51M in ``model.encoder``); architecture, shapes and initialisation in ``docs/model.md``.
 
     Args:
         in_channels: Channels of the input image.
         num_classes: Number of output classes (8 for SUIM).
-        encoder: ResNet variant: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` (default)
-            or ``"resnet101"``.
-        encoder_weights: ``None`` or ``"none"`` (any case; random init), ``"imagenet"``
-            (torchvision's weights, downloaded through its cache) or a path to a local
-            torchvision ResNet state dict.
+        encoder: One of :data:`~suimseg.models.ENCODER_NAMES` (default ``"resnet50"``).
+        encoder_weights: As for :class:`~suimseg.models.ResNetEncoder`.
         decoder_channels: Output channels of the four decoder stages, deepest first.
         bridge_channels: Channels of the bridge (bottleneck) after the encoder.
         se_reduction: Reduction ratio of the squeeze-excitation blocks.
@@ -97,14 +63,14 @@ class UNetResAttnV3(HubMixin, nn.Module):
         se: bool = True,
     ) -> None:
         super().__init__()
-        _positive_int("in_channels", in_channels)
-        _positive_int("num_classes", num_classes)
-        _positive_int("bridge_channels", bridge_channels)
-        _positive_int("se_reduction", se_reduction)
-        if encoder not in ENCODER_NAMES:
-            raise ConfigError(
-                f"encoder: expected one of {', '.join(ENCODER_NAMES)}, got {encoder!r}"
-            )
+        for name, value in (
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+            ("bridge_channels", bridge_channels),
+            ("se_reduction", se_reduction),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: expected a positive int, got {value!r}")
         dec = tuple(decoder_channels) if isinstance(decoder_channels, Sequence) else ()
         if len(dec) != 4 or not all(
             isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in dec
@@ -116,7 +82,6 @@ class UNetResAttnV3(HubMixin, nn.Module):
         for flag_name, flag in (("attention", attention), ("se", se)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"{flag_name}: expected True or False, got {flag!r}")
-        encoder_weights = resolve_encoder_weights(encoder_weights)
 
         self.config: dict[str, Any] = {
             "in_channels": in_channels,
@@ -155,9 +120,7 @@ class UNetResAttnV3(HubMixin, nn.Module):
                 elif isinstance(m, nn.BatchNorm2d):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
-        # The classifier gets small weights and a zero bias (as timm/smp heads do), so the
-        # initial logits are near zero and the initial cross-entropy is near ln(num_classes);
-        # the ReLU fan-out init above gave logits of std ~1.5 and a CE of ~3.1 for 8 classes.
+        # Small head weights, zero bias (as timm/smp): the initial CE is near ln(num_classes).
         nn.init.normal_(self.head.weight, std=0.01)
         if self.head.bias is not None:
             nn.init.zeros_(self.head.bias)
@@ -184,10 +147,7 @@ class UNetResAttnV3(HubMixin, nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     def count_parameters(self) -> dict[str, int]:
-        """Return parameter counts: ``{"encoder": ..., "decoder": ..., "total": ...}``.
-
-        ``"decoder"`` counts everything outside ``self.encoder`` (bridge, decoder, head).
-        """
+        """Parameter counts ``{"encoder", "decoder", "total"}`` (decoder: all but the encoder)."""
         enc = sum(p.numel() for p in self.encoder.parameters())
         total = sum(p.numel() for p in self.parameters())
         return {"encoder": enc, "decoder": total - enc, "total": total}
