@@ -168,28 +168,23 @@ def json_run_config(run_config: Mapping[str, Any] | None) -> dict[str, Any] | No
 
 
 class RunDirLock(Callback):
-    """Hold the output folder's run lock while ``fit`` runs; clean up a killed run's files.
+    """Hold the output folder's :class:`~suimseg.engine.RunLock` while ``fit`` runs (rank 0).
 
-    On rank 0, ``on_fit_start`` takes ``.suimseg.lock`` (see
-    :class:`suimseg.engine.RunLock`, which refuses a folder another live run holds) and
-    then deletes the temporary files (``.<name>.tmp-<pid>``, ``.best.pt.link-<pid>``)
-    that a SIGKILL-ed run left there: with the lock held, no other run is writing. The
-    lock is released when ``fit`` returns or fails. Put it first in the callback list.
+    With the lock taken, ``on_fit_start`` deletes the temporary files a killed run left
+    (``.<name>.tmp-<pid>``, ``.best.pt.link-<pid>``). Put it first in the callback list.
 
     Args:
         directory: The run's output folder.
-        overwrite: Take the lock over even if another process holds it.
     """
 
-    def __init__(self, directory: PathLike, *, overwrite: bool = False) -> None:
+    def __init__(self, directory: PathLike) -> None:
         self.directory = Path(directory)
-        self.overwrite = bool(overwrite)
         self._lock: _FolderLock | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if not trainer.is_main_process:
             return
-        self._lock = _FolderLock(self.directory, overwrite=self.overwrite).acquire()
+        self._lock = _FolderLock(self.directory).acquire()
         removed = remove_stale_temporaries(self.directory)
         if removed:
             logger.info(
@@ -769,7 +764,7 @@ def default_callbacks(
 
     Args:
         directory: Output folder, or ``None`` to write nothing.
-        overwrite: Passed to :class:`RunDirLock` and :class:`Checkpoint`.
+        overwrite: :class:`Checkpoint`'s ``overwrite``.
         async_checkpoint: :class:`Checkpoint`'s ``async_write``.
         run_config: :class:`Checkpoint`'s ``run_config``.
         early_stopping_patience: :class:`EarlyStopping`'s patience (``None``: never).
@@ -787,7 +782,7 @@ def default_callbacks(
     callbacks: list[Callback] = []
     if directory is not None:
         callbacks += [
-            RunDirLock(directory, overwrite=overwrite),
+            RunDirLock(directory),
             Checkpoint(
                 directory, overwrite=overwrite, async_write=async_checkpoint, run_config=run_config
             ),
