@@ -123,12 +123,13 @@ class RunLock:
                 if os.path.samestat(os.fstat(fd), os.stat(self.path)):
                     break
             os.close(fd)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(info).encode())
-        os.fsync(fd)
         self._fd = fd
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        with contextlib.suppress(OSError):  # only for messages: a full disk must not stop us
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(info).encode())
+            os.fsync(fd)
         return self
 
     def _in_use_message(self) -> str:
