@@ -50,10 +50,8 @@ __all__ = [
     "make_checkpoint",
     "read_run_config",
     "restore_rng_state",
-    "restore_training_state",
     "save_safetensors",
     "save_training_state",
-    "training_state",
 ]
 
 logger = logging.getLogger("suimseg")
@@ -371,7 +369,7 @@ def _require_spec(spec: Any, where: str) -> None:
 # ----------------------------------------------------------------------------- training state
 
 
-def training_state(
+def _training_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
@@ -383,27 +381,7 @@ def training_state(
     class_names: tuple[str, ...] | list[str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """:func:`make_checkpoint` from live objects (with the model spec of a suimseg model).
-
-    What :meth:`Trainer.state_dict <suimseg.engine.Trainer.state_dict>` writes; for a
-    custom training loop, see also :func:`save_training_state`.
-
-    Args:
-        model: The (unwrapped) model.
-        optimizer: Its optimizer, or ``None``.
-        scheduler: An LR scheduler, or ``None``.
-        scaler: An enabled fp16 ``GradScaler``, or ``None``.
-        epoch: Completed epochs.
-        global_step: Optimizer steps taken.
-        best_metric: Best validation mIoU so far.
-        class_names: One name per output class.
-        extra: Further JSON-like data.
-
-    Example:
-        >>> ckpt = training_state(torch.nn.Linear(2, 2), epoch=3)
-        >>> ckpt["epoch"], ckpt["model"]
-        (3, None)
-    """
+    """:func:`make_checkpoint` from live objects (with the model spec of a suimseg model)."""
     return make_checkpoint(
         model,
         model_spec=_spec_or_none(model),
@@ -418,7 +396,7 @@ def training_state(
     )
 
 
-def restore_training_state(
+def _restore_training_state(
     state: Mapping[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
@@ -428,21 +406,7 @@ def restore_training_state(
     restore_rng: bool = True,
     source: str = "checkpoint",
 ) -> None:
-    """Load a :func:`training_state` dict into live objects (the inverse of that function).
-
-    Args:
-        state: The checkpoint dict (e.g. from :func:`load_checkpoint`).
-        model: The model to load the weights into.
-        optimizer: Gets ``optimizer_state`` when both are present.
-        scheduler: Gets ``scheduler_state`` when both are present.
-        scaler: Gets ``scaler_state`` when both are present.
-        restore_rng: Also restore the random states (needed for an exact resume).
-        source: How error messages name the state (e.g. ``"checkpoint runs/last.pt"``).
-
-    Raises:
-        CheckpointError: If the state was written for another architecture, its weights
-            do not fit ``model``, or its optimizer state does not match ``optimizer``.
-    """
+    """Load a :func:`_training_state` dict into live objects (errors name ``source``)."""
     own_spec = _spec_or_none(model)
     saved_spec = state.get("model")
     if own_spec is not None and saved_spec is not None and own_spec != saved_spec:
@@ -475,7 +439,16 @@ def restore_training_state(
 
 
 def save_training_state(path: PathLike, **kwargs: Any) -> Path:
-    """Write :func:`training_state` ``(**kwargs)`` to ``path`` atomically.
+    """Write the checkpoint of a custom training loop's live objects to ``path`` atomically.
+
+    Args:
+        path: Destination file.
+        **kwargs: ``model`` (required), ``optimizer``, ``scheduler``, ``scaler`` (an enabled
+            fp16 ``GradScaler``), ``epoch``, ``global_step``, ``best_metric``,
+            ``class_names`` and ``extra``, stored as by :func:`make_checkpoint`.
+
+    Returns:
+        The destination path.
 
     Example:
         >>> import tempfile
@@ -486,7 +459,7 @@ def save_training_state(path: PathLike, **kwargs: Any) -> Path:
         >>> load_training_state(p, model, opt)["epoch"]
         1
     """
-    return atomic_save(training_state(**kwargs), path)
+    return atomic_save(_training_state(**kwargs), path)
 
 
 def load_training_state(
@@ -501,11 +474,21 @@ def load_training_state(
 ) -> dict[str, Any]:
     """Load a checkpoint file into live objects; return its dict (with the counters).
 
+    Args:
+        path: A checkpoint file.
+        model: Gets the weights.
+        optimizer: Gets the optimizer state, when both are present.
+        scheduler: Gets the scheduler state, when both are present.
+        scaler: Gets the fp16 scaler state, when both are present.
+        restore_rng: Also restore the random states (needed for an exact resume).
+        map_location: Where to put the tensors.
+
     Raises:
-        CheckpointError: If the file is invalid or does not fit the objects.
+        CheckpointError: If the file is invalid, was written for another architecture, or
+            does not fit the objects.
     """
     ckpt = load_checkpoint(path, map_location=map_location)
-    restore_training_state(
+    _restore_training_state(
         ckpt, model, optimizer, scheduler, scaler,
         restore_rng=restore_rng, source=f"checkpoint {path}",
     )  # fmt: skip

@@ -26,16 +26,18 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from suimseg.classes import IGNORE_INDEX
 from suimseg.engine import distributed as dist_utils
 from suimseg.engine.callbacks import Callback, NonFiniteLoss, _positive_int
-from suimseg.engine.checkpoint import atomic_save, load_checkpoint, restore_training_state
-from suimseg.engine.checkpoint import training_state as _training_state
+from suimseg.engine.checkpoint import (
+    _restore_training_state,
+    _training_state,
+    atomic_save,
+    load_checkpoint,
+)
 from suimseg.engine.history import EpochRecord
 from suimseg.engine.utils import (
     check_trainer_args,
     group_lrs,
     model_num_classes,
     not_float_error,
-    reduce_on_plateau,
-    resolve_device,
     skipped_sample_count,
     training_device,
     unpack_batch,
@@ -44,16 +46,7 @@ from suimseg.engine.utils import (
 from suimseg.errors import ConfigError
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
 
-__all__ = [
-    "AmpMode",
-    "BatchTransform",
-    "TrainStats",
-    "Trainer",
-    "group_lrs",
-    "reduce_on_plateau",
-    "resolve_device",
-    "skipped_sample_count",
-]
+__all__ = ["AmpMode", "BatchTransform", "TrainStats", "Trainer"]
 
 logger = logging.getLogger("suimseg")
 
@@ -153,7 +146,7 @@ class Trainer:
             requested without CUDA, a callback that is not a ``Callback``, ...).
 
     Example:
-        >>> from suimseg.engine.callbacks import default_callbacks
+        >>> from suimseg.engine import default_callbacks, reduce_on_plateau
         >>> from suimseg.models import UNetResAttnV3
         >>> model = UNetResAttnV3(encoder="resnet18")
         >>> opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -455,7 +448,7 @@ class Trainer:
         return record
 
     def state_dict(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The :func:`~suimseg.engine.training_state` dict, ``extra`` merged into ``"extra"``."""
+        """The training state as a checkpoint dict, ``extra`` merged into its ``"extra"``."""
         own = {
             "best_epoch": self.best_epoch,
             "epochs_without_improvement": self.epochs_without_improvement,
@@ -479,7 +472,7 @@ class Trainer:
                 state does not match this optimizer.
         """
         scaler = self.scaler if self.scaler.is_enabled() else None
-        restore_training_state(
+        _restore_training_state(
             state, self.model, self.optimizer, self.scheduler, scaler,
             restore_rng=restore_rng, source=source,
         )  # fmt: skip
