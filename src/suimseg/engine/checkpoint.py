@@ -26,7 +26,7 @@ import shutil
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -149,9 +149,7 @@ def capture_rng_state() -> dict[str, Any]:
         >>> a = torch.rand(1); restore_rng_state(state); bool(torch.rand(1) == a)
         True
     """
-    np_state = np.random.get_state(legacy=True)  # noqa: NPY002 (global state)
-    if not isinstance(np_state, tuple):  # pragma: no cover - legacy=True always gives a tuple
-        raise TypeError("unexpected numpy RNG state")
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))  # noqa: NPY002
     name, keys, pos, has_gauss, cached_gaussian = np_state
     py_version, py_internal, py_gauss = random.getstate()
     return {
@@ -175,8 +173,7 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: Mapping[str, Any]) -> None:
     """Restore random states captured by :func:`capture_rng_state`.
 
-    CUDA states are restored only when CUDA is available and the device counts match
-    (a checkpoint written on a GPU machine resumes on a CPU-only one).
+    CUDA states are restored only where the device count matches (e.g. not on a CPU box).
 
     Raises:
         CheckpointError: If ``state`` lacks the expected entries.
@@ -188,15 +185,8 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
             torch.cuda.set_rng_state_all([s.cpu().to(torch.uint8) for s in cuda_states])
         npy = state["numpy"]
         keys = npy["keys"].cpu().numpy().astype(np.uint32)
-        np.random.set_state(  # noqa: NPY002
-            (
-                npy["bit_generator"],
-                keys,
-                int(npy["pos"]),
-                int(npy["has_gauss"]),
-                float(npy["cached_gaussian"]),
-            )
-        )
+        gauss = (int(npy["has_gauss"]), float(npy["cached_gaussian"]))
+        np.random.set_state((npy["bit_generator"], keys, int(npy["pos"]), *gauss))  # noqa: NPY002
         py = state["python"]
         internal = tuple(int(v) for v in py["state"].tolist())
         random.setstate((int(py["version"]), internal, py["gauss_next"]))

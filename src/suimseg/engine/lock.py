@@ -1,11 +1,9 @@
 """One run per output folder: an OS lock on the ``.suimseg.lock`` file.
 
-:class:`RunLock` holds an exclusive, non-blocking OS lock on ``.suimseg.lock``
-(``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows) and writes the holder's
-``{"pid", "host", "started"}`` into it for the error message of a second run. The kernel
-drops the lock when the holder's file descriptor closes, also when the process is killed,
-so there is no stale lock to take over: a killed run's folder is free at once, and of any
-number of processes starting together exactly one gets the lock.
+:class:`RunLock` holds an exclusive OS lock on ``.suimseg.lock`` (``fcntl.flock`` on
+POSIX, ``msvcrt.locking`` on Windows) with the holder's ``{"pid", "host", "started"}``
+inside for a second run's error message. The kernel drops the lock when the holder dies,
+so there is no stale lock to take over, and of processes starting together exactly one wins.
 """
 
 from __future__ import annotations
