@@ -30,9 +30,7 @@ PathLike = str | os.PathLike[str]
 
 
 def _finite_or_none(x: float | None) -> float | None:
-    if x is None or not math.isfinite(x):
-        return None
-    return float(x)
+    return None if x is None or not math.isfinite(x) else float(x)
 
 
 def _named_lrs(lrs: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
@@ -112,10 +110,8 @@ class EpochRecord:
         """Return a flat dict for CSV: ``val_iou/<class>`` and ``lr/<group name>`` columns."""
         nested = self.to_dict()
         row = {k: v for k, v in nested.items() if k not in ("val_iou", "lrs")}
-        for name, value in nested["val_iou"].items():
-            row[f"val_iou/{name}"] = value
-        for name, lr in nested["lrs"].items():
-            row[f"lr/{name}"] = lr
+        row.update({f"val_iou/{name}": value for name, value in nested["val_iou"].items()})
+        row.update({f"lr/{name}": lr for name, lr in nested["lrs"].items()})
         return row
 
 
