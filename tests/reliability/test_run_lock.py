@@ -1,10 +1,11 @@
-"""One run per output folder: RunLock, stale locks, refusing an existing run, overwrite."""
+"""One run per output folder: RunLock (an OS lock), refusing an existing run, overwrite."""
 
 from __future__ import annotations
 
 import json
-import logging
+import multiprocessing as mp
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,23 +15,23 @@ from typing import Any
 import pytest
 
 from suimseg.engine import LOCK_NAME, RunLock, load_checkpoint, read_history
-from suimseg.engine.lock import pid_alive
 from suimseg.errors import RunLockError
 
-
-def _write_lock(folder: Path, pid: int, host: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    info = {"pid": pid, "host": host or socket.gethostname(), "started": 0.0}
-    path.write_text(json.dumps(info))
-    return path
+_HOLD = (
+    "import sys, time; from suimseg.engine import RunLock; "
+    "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+)
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    assert not pid_alive(proc.pid)
-    return proc.pid
+def _holder(folder: Path) -> subprocess.Popen[str]:
+    """A subprocess that takes the folder's lock and sleeps; returns once it holds it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
 
 
 def test_lock_file_holds_pid_and_host_and_is_removed(tmp_path: Path) -> None:
@@ -43,52 +44,78 @@ def test_lock_file_holds_pid_and_host_and_is_removed(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
-def test_live_holder_is_refused_naming_pid_and_path(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+def test_live_holder_is_refused_naming_pid_host_time_and_path(tmp_path: Path) -> None:
+    holder = _holder(tmp_path)
     try:
-        path = _write_lock(tmp_path, holder.pid)
-        with pytest.raises(RunLockError, match=rf"in use .*process {holder.pid}.*\.suimseg\.lock"):
+        pattern = rf"in use .*PID {holder.pid} on host {socket.gethostname()} since 20.*\.suimseg"
+        with pytest.raises(RunLockError, match=pattern):
             RunLock(tmp_path).acquire()
-        assert json.loads(path.read_text())["pid"] == holder.pid  # untouched
-        with RunLock(tmp_path, overwrite=True):  # the user says the other run is gone
-            assert json.loads(path.read_text())["pid"] == os.getpid()
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == holder.pid  # untouched
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_stale_lock_of_dead_process_is_taken_over(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    pid = _dead_pid()
-    path = _write_lock(tmp_path, pid)
-    with caplog.at_level(logging.WARNING, logger="suimseg"), RunLock(tmp_path):
+def test_a_killed_holders_lock_is_free_at_once(tmp_path: Path) -> None:
+    holder = _holder(tmp_path)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    path = tmp_path / LOCK_NAME
+    assert json.loads(path.read_text())["pid"] == holder.pid  # left behind, but unlocked
+    with RunLock(tmp_path) as lock:
+        assert lock.held
         assert json.loads(path.read_text())["pid"] == os.getpid()
-    assert f"process {pid}, which is no longer running" in caplog.text
     assert not path.exists()
 
 
-def test_other_host_is_refused_unless_overwrite(tmp_path: Path) -> None:
-    _write_lock(tmp_path, 1, host="some-other-machine")
-    with pytest.raises(RunLockError, match="on host 'some-other-machine'"):
-        RunLock(tmp_path).acquire()
-    with RunLock(tmp_path, overwrite=True) as lock:
-        assert lock.held
-
-
-def test_garbage_lock_file_is_treated_as_stale(tmp_path: Path) -> None:
-    path = tmp_path / LOCK_NAME
-    path.write_text("not json")
-    os.utime(path, (0, 0))  # old: not being written right now
+def test_a_leftover_garbage_lock_file_is_no_obstacle(tmp_path: Path) -> None:
+    (tmp_path / LOCK_NAME).write_text("not json")
     with RunLock(tmp_path) as lock:
         assert lock.held
 
 
-def test_release_leaves_a_lock_taken_over_by_someone_else(tmp_path: Path) -> None:
-    lock = RunLock(tmp_path).acquire()
-    _write_lock(tmp_path, 1, host="other")  # another run forced its way in
+def test_a_second_lock_in_the_same_process_is_refused(tmp_path: Path) -> None:
+    with RunLock(tmp_path), pytest.raises(RunLockError, match=rf"PID {os.getpid()} "):
+        RunLock(tmp_path).acquire()
+
+
+def _contend(folder: str, barrier: Any, results: Any, done: Any) -> None:
+    barrier.wait()
+    try:
+        lock = RunLock(folder).acquire()
+    except RunLockError:
+        results.put(False)
+        return
+    results.put(True)
+    done.wait(30)  # hold the lock until every contender has tried
     lock.release()
-    assert (tmp_path / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("contenders", [3, pytest.param(6, marks=pytest.mark.slow)])
+def test_exactly_one_of_many_simultaneous_contenders_wins(tmp_path: Path, contenders: int) -> None:
+    ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for trial in range(30):
+        folder = str(tmp_path / f"t{trial}")
+        if trial % 2:  # a killed run's leftover file (issue #19: racing takeovers of it)
+            os.mkdir(folder)
+            stale = {"pid": dead.pid, "host": socket.gethostname(), "started": 0.0}
+            Path(folder, LOCK_NAME).write_text(json.dumps(stale))
+        barrier, results, done = ctx.Barrier(contenders + 1), ctx.Queue(), ctx.Event()
+        procs = [
+            ctx.Process(target=_contend, args=(folder, barrier, results, done))
+            for _ in range(contenders)
+        ]
+        for p in procs:
+            p.start()
+        barrier.wait()  # all start together
+        wins = [results.get(timeout=30) for _ in procs]
+        done.set()  # let the winner release
+        for p in procs:
+            p.join(timeout=30)
+        assert wins.count(True) == 1, f"trial {trial}: {wins.count(True)} winners"
+        assert not (tmp_path / f"t{trial}" / LOCK_NAME).exists()
 
 
 def test_unwritable_folder_names_the_lock_path(
@@ -112,9 +139,8 @@ def test_unwritable_folder_names_the_lock_path(
 def test_fit_refuses_a_folder_locked_by_a_live_run(
     tmp_path: Path, make_trainer: Any, make_loader: Any
 ) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = _holder(tmp_path)
     try:
-        _write_lock(tmp_path, holder.pid)
         with pytest.raises(RunLockError, match="in use by another suimseg run"):
             make_trainer(tmp_path).fit(make_loader(), epochs=1)
         assert not (tmp_path / "last.pt").exists()

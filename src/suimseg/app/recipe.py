@@ -219,7 +219,7 @@ def build_callbacks(
     )
     out = config.out_dir
     callbacks: list[Callback] = [
-        RunDirLock(out, overwrite=overwrite),
+        RunDirLock(out),
         Checkpoint(out, overwrite=overwrite, async_write=async_ckpt, run_config=config.to_dict()),
         History(out),
         _SaveConfig(config),

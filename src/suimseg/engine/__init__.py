@@ -23,10 +23,8 @@ from suimseg.engine.checkpoint import (
     make_checkpoint,
     read_run_config,
     restore_rng_state,
-    restore_training_state,
     save_safetensors,
     save_training_state,
-    training_state,
 )
 from suimseg.engine.distributed import (
     ShardSampler,
@@ -37,15 +35,8 @@ from suimseg.engine.distributed import (
 )
 from suimseg.engine.history import EpochRecord, HistoryWriter, read_history
 from suimseg.engine.lock import LOCK_NAME, RunLock
-from suimseg.engine.trainer import (
-    BatchTransform,
-    Trainer,
-    TrainStats,
-    group_lrs,
-    reduce_on_plateau,
-    resolve_device,
-    skipped_sample_count,
-)
+from suimseg.engine.trainer import BatchTransform, Trainer, TrainStats
+from suimseg.engine.utils import group_lrs, reduce_on_plateau, resolve_device, skipped_sample_count
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -82,11 +73,9 @@ __all__ = [
     "reduce_on_plateau",
     "resolve_device",
     "restore_rng_state",
-    "restore_training_state",
     "save_safetensors",
     "save_training_state",
     "seed_rank_epoch",
     "shard_loader",
     "skipped_sample_count",
-    "training_state",
 ]

@@ -1,41 +1,22 @@
 """Callbacks: everything around the training loop, one small object per concern.
 
-:class:`~suimseg.engine.Trainer` runs the loop and calls these hooks (all optional):
-
-=============================  ==========================================================
-``on_fit_start(t)``            after ``resume_from`` is loaded, before the first epoch
-``on_epoch_start(t, epoch)``   before each epoch's training (``epoch`` is 1-based)
-``on_after_batch_transfer``    ``(t, images, targets, training) -> (images, targets)``:
-                               each batch once on the device (device-side transforms)
-``on_before_backward``         ``(t, step, loss) -> bool | None``: return ``False`` to
-                               skip this optimizer step
-``on_train_batch_end``         ``(t, step, loss)`` after each optimizer step
-``on_train_epoch_end``         ``(t, epoch)`` after the epoch's last training step
-``on_validation_batch_end``    ``(t, step)`` after each evaluation batch
-``on_validation_end``          ``(t, metrics)`` with the evaluation's metrics
-``on_epoch_end(t, record)``    with the epoch's :class:`~suimseg.engine.EpochRecord`
-``on_interrupt(t)``            on Ctrl-C; may return a note for the warning line
-``on_exception(t, error)``     on any other error (then re-raised)
-``on_fit_end(t, records)``     when ``fit`` returns (also after Ctrl-C)
-=============================  ==========================================================
-
-Callbacks run in list order; the teardown hooks (``on_interrupt``, ``on_exception``,
-``on_fit_end``) run in reverse order, like nested ``with`` blocks, and every callback's
-teardown runs even if an earlier one raised. So ``[RunDirLock, Checkpoint, History, ...]``
-takes the lock first and releases it last. Teardown hooks must tolerate a fit that failed
-before their ``on_fit_start`` ran.
-
+:class:`~suimseg.engine.Trainer` calls the hooks of :class:`Callback` in list order; the
+teardown hooks (``on_interrupt``, ``on_exception``, ``on_fit_end``) run in reverse order,
+like nested ``with`` blocks, and each callback's teardown runs even if an earlier one
+raised, so ``[RunDirLock, Checkpoint, History, ...]`` takes the lock first and releases it
+last. Teardown hooks must tolerate a fit that failed before their ``on_fit_start`` ran.
 :func:`default_callbacks` builds the usual set in the right order.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -80,8 +61,7 @@ _NO_STEP = 2**62  # "no bad step seen" sentinel of the deferred non-finite check
 class Callback:
     """Base class of the trainer's hooks; subclass and override what you need.
 
-    See the module docstring for when each hook runs. A callback may set
-    ``trainer.should_stop = True`` to end training after the current epoch.
+    A callback may set ``trainer.should_stop = True`` to end training after the epoch.
 
     Example:
         >>> class PrintBest(Callback):
@@ -132,6 +112,11 @@ class Callback:
         """Called once when ``fit`` returns (also after early stopping or Ctrl-C)."""
 
 
+def _positive_int(name: str, value: Any, what: str = "a positive int") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}: expected {what}, got {value!r}")
+
+
 def json_run_config(run_config: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Validate ``run_config`` and return a plain-JSON copy of it (tuples become lists).
 
@@ -142,8 +127,6 @@ def json_run_config(run_config: Mapping[str, Any] | None) -> dict[str, Any] | No
         >>> json_run_config({"image_size": (32, 32)})
         {'image_size': [32, 32]}
     """
-    import json
-
     if run_config is None:
         return None
     if not isinstance(run_config, Mapping):
@@ -159,37 +142,30 @@ def json_run_config(run_config: Mapping[str, Any] | None) -> dict[str, Any] | No
             f"lists and dicts with str keys), got one that is not ({exc}); convert it "
             "(e.g. str(path), list(tuple)) before passing it"
         ) from None
-    if not isinstance(copy, dict):  # pragma: no cover - a mapping always dumps to an object
-        raise ConfigError("run_config: expected a JSON object")
-    return copy
+    return cast(dict[str, Any], copy)
 
 
 # ----------------------------------------------------------------------------- run lock
 
 
 class RunDirLock(Callback):
-    """Hold the output folder's run lock while ``fit`` runs; clean up a killed run's files.
+    """Hold the output folder's :class:`~suimseg.engine.RunLock` while ``fit`` runs (rank 0).
 
-    On rank 0, ``on_fit_start`` takes ``.suimseg.lock`` (see
-    :class:`suimseg.engine.RunLock`, which refuses a folder another live run holds) and
-    then deletes the temporary files (``.<name>.tmp-<pid>``, ``.best.pt.link-<pid>``)
-    that a SIGKILL-ed run left there: with the lock held, no other run is writing. The
-    lock is released when ``fit`` returns or fails. Put it first in the callback list.
+    With the lock taken, ``on_fit_start`` deletes the temporary files a killed run left
+    (``.<name>.tmp-<pid>``, ``.best.pt.link-<pid>``). Put it first in the callback list.
 
     Args:
         directory: The run's output folder.
-        overwrite: Take the lock over even if another process holds it.
     """
 
-    def __init__(self, directory: PathLike, *, overwrite: bool = False) -> None:
+    def __init__(self, directory: PathLike) -> None:
         self.directory = Path(directory)
-        self.overwrite = bool(overwrite)
         self._lock: _FolderLock | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if not trainer.is_main_process:
             return
-        self._lock = _FolderLock(self.directory, overwrite=self.overwrite).acquire()
+        self._lock = _FolderLock(self.directory).acquire()
         removed = remove_stale_temporaries(self.directory)
         if removed:
             logger.info(
@@ -214,96 +190,44 @@ class RunDirLock(Callback):
 
 
 def _snapshot(obj: Any, pin: bool) -> Any:
-    """Copy every tensor in a nested dict/list/tuple to fresh CPU memory.
-
-    With ``pin`` (CUDA), device tensors go to pinned memory with non-blocking copies; the
-    caller synchronises once afterwards. CPU tensors are cloned, since training goes on
-    changing the originals in place.
-    """
+    """Copy every tensor in nested containers to fresh (with ``pin`` on CUDA: pinned) CPU memory."""
     if isinstance(obj, Tensor):
         t = obj.detach()
-        if pin and t.device.type == "cuda":
+        if pin and t.device.type == "cuda":  # non-blocking: the caller synchronises once
             out = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
             return out.copy_(t, non_blocking=True)
-        return t.to("cpu", copy=True)
+        return t.to("cpu", copy=True)  # training goes on changing the original in place
     if isinstance(obj, dict):
         return {k: _snapshot(v, pin) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_snapshot(v, pin) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_snapshot(v, pin) for v in obj)
+    if isinstance(obj, (list, tuple)):
+        copied = [_snapshot(v, pin) for v in obj]
+        return copied if isinstance(obj, list) else tuple(copied)
     return obj
 
 
 def _write_last_and_best(ckpt: Mapping[str, Any], last: Path, best: Path | None) -> None:
-    """Write ``last`` atomically, then make ``best`` (when given) a hard link to it.
-
-    ``last`` is only ever replaced by a rename, so ``best`` keeps its content when the
-    next epoch rewrites ``last``; without hard links ``best`` is an atomic copy.
-    """
     atomic_save(ckpt, last)
     if best is not None:
-        atomic_link(last, best)
-
-
-class _BackgroundWriter:
-    """Runs at most one checkpoint write at a time in a background thread.
-
-    :meth:`submit` waits for the previous write first; an error raised by a write is kept
-    and re-raised in the caller's thread by the next :meth:`wait` (or :meth:`submit`).
-    """
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def submit(self, write: Callable[[], object]) -> None:
-        self.wait()
-
-        def run() -> None:
-            try:
-                write()
-            except BaseException as exc:  # re-raised in the training thread by wait()
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="suimseg-checkpoint-writer")
-        self._thread.start()
-
-    def wait(self) -> None:
-        """Block until the pending write is done; re-raise its error, if any."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
+        atomic_link(last, best)  # last.pt is only replaced by a rename: best.pt keeps it
 
 
 class Checkpoint(Callback):
     """Write ``last.pt`` after every epoch and ``best.pt`` when validation mIoU improves.
 
-    Each file is :meth:`Trainer.state_dict <suimseg.engine.Trainer.state_dict>` written
-    atomically (:func:`~suimseg.engine.atomic_save`); ``best.pt`` is a hard link to the
-    new ``last.pt`` (an atomic copy where links are not supported). ``extra`` holds the
-    epoch's record (``"last_record"``, used to repair the history on resume), whether the
-    save was an interrupt's, and ``run_config``. Only rank 0 writes. Ctrl-C saves
-    ``last.pt`` with the completed-epoch count (the interrupted epoch is repeated on
-    resume).
-
-    On ``on_fit_start`` a new run (no ``resume_from``) refuses a folder that holds
-    another run's ``last.pt`` unless ``overwrite``.
+    Each is :meth:`Trainer.state_dict <suimseg.engine.Trainer.state_dict>` written
+    atomically by rank 0; ``best.pt`` is a hard link to that ``last.pt``. ``extra`` holds
+    the epoch's record (``"last_record"``, to repair the history on resume), whether the
+    save was Ctrl-C's (which saves the completed epochs), and ``run_config``. A new run
+    refuses a folder that holds another run's ``last.pt`` unless ``overwrite``.
 
     Args:
         directory: Folder for ``last.pt`` and ``best.pt``.
         overwrite: Start a new run over another run's checkpoints.
-        async_write: Write in a background thread while the next epoch trains. The
-            checkpoint is first copied to CPU memory (pinned on CUDA); at most one write
-            is in flight, a failed write is re-raised at the next save or when ``fit``
-            ends, and ``fit`` waits for the pending write, so a finished run leaves
-            whole files.
-        run_config: JSON-like settings of the run (e.g. ``TrainConfig.to_dict()``), stored
-            under ``extra["run_config"]`` so evaluation and prediction know the training
-            image size even when the checkpoint was moved away from its ``config.json``.
+        async_write: Write from a CPU snapshot (pinned on CUDA) in a background thread
+            while the next epoch trains; one write at a time, its error re-raised at the
+            next save or when ``fit`` ends, which waits for it.
+        run_config: JSON-like run settings (e.g. ``TrainConfig.to_dict()``), stored under
+            ``extra["run_config"]``, where evaluation and prediction find the image size.
 
     Raises:
         ConfigError: If ``async_write`` is not a bool or ``run_config`` is not JSON-like.
@@ -323,12 +247,28 @@ class Checkpoint(Callback):
         self.overwrite = bool(overwrite)
         self.async_write = async_write
         self.run_config = json_run_config(run_config)
-        self._writer = _BackgroundWriter()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     @property
     def last_path(self) -> Path:
         """``directory / "last.pt"``."""
         return self.directory / "last.pt"
+
+    def _wait(self) -> None:
+        """Block until the pending background write is done; re-raise its error, if any."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _write_in_background(self, *args: Any) -> None:
+        try:
+            _write_last_and_best(*args)
+        except BaseException as exc:  # re-raised in the training thread by _wait()
+            self._error = exc
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if self.overwrite or trainer.resumed is not None or trainer.epoch > 0:
@@ -344,15 +284,14 @@ class Checkpoint(Callback):
     def save(
         self, trainer: Trainer, record: EpochRecord | None = None, *, best: bool = False
     ) -> Path | None:
-        """Write ``last.pt`` (then link it as ``best.pt`` when ``best``); rank 0 only.
+        """Write ``last.pt`` (and link it as ``best.pt`` when ``best``); rank 0 only.
 
-        With ``async_write`` and a ``record`` (an epoch end), the writes run in the
-        background on a CPU snapshot; an interrupt's save (no record) is synchronous.
-        Either way a pending background write is waited for first (its error is raised).
+        Waits for a pending write first; only an epoch end's save (with ``record``) may
+        run in the background.
         """
         if not trainer.is_main_process:
             return None
-        self._writer.wait()
+        self._wait()
         extra: dict[str, Any] = {"interrupted": record is None}
         if record is not None:
             extra["last_record"] = record.to_dict()
@@ -366,7 +305,12 @@ class Checkpoint(Callback):
             del ckpt
             if pin:
                 torch.cuda.synchronize(trainer.device)  # the non-blocking copies have landed
-            self._writer.submit(lambda: _write_last_and_best(snapshot, last, best_path))
+            self._thread = threading.Thread(
+                target=self._write_in_background,
+                args=(snapshot, last, best_path),
+                name="suimseg-checkpoint-writer",
+            )
+            self._thread.start()
         else:
             _write_last_and_best(ckpt, last, best_path)
         return last
@@ -380,12 +324,12 @@ class Checkpoint(Callback):
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         try:
-            self._writer.wait()
+            self._wait()
         except Exception as exc:  # the training error is the one to report
             logger.error("background checkpoint write failed: %s", exc)
 
     def on_fit_end(self, trainer: Trainer, history: list[EpochRecord]) -> None:
-        self._writer.wait()  # whole files before fit returns
+        self._wait()  # whole files before fit returns
 
 
 # ----------------------------------------------------------------------------- history
@@ -394,10 +338,8 @@ class Checkpoint(Callback):
 class History(Callback):
     """Append each epoch's record to ``history.jsonl`` and ``history.csv`` (rank 0).
 
-    A new run starts empty files; a resumed run first makes the files agree with the
-    checkpoint it resumed from (a kill between ``last.pt`` and the history line, or after
-    a line of an epoch that ``last.pt`` does not hold, leaves them out of step; see
-    :meth:`~suimseg.engine.HistoryWriter.sync_to_epoch`).
+    A new run starts empty files; a resumed one first makes them agree with its checkpoint
+    (:meth:`~suimseg.engine.HistoryWriter.sync_to_epoch`).
 
     Args:
         directory: Folder of the two files.
@@ -426,9 +368,7 @@ class History(Callback):
 def summary_line(record: EpochRecord, epochs: int) -> str:
     """The one-line summary of an epoch that :class:`Progress` prints.
 
-    Learning rates are labelled with their parameter group's name; a group named
-    ``<name>_...`` with the same rate as an earlier group ``<name>`` (``encoder_no_decay``
-    and ``encoder``) is folded into it.
+    A group ``<name>_...`` with the rate of an earlier group ``<name>`` is not repeated.
 
     Example:
         >>> summary_line(EpochRecord(epoch=2, train_loss=0.5, val_miou=0.25,
@@ -469,8 +409,7 @@ class Progress(Callback):
     """
 
     def __init__(self, *, bar: bool = True, log_interval: int = 50, verbose: bool = True) -> None:
-        if isinstance(log_interval, bool) or not isinstance(log_interval, int) or log_interval < 1:
-            raise ConfigError(f"log_interval: expected a positive int, got {log_interval!r}")
+        _positive_int("log_interval", log_interval)
         self.bar, self.log_interval, self.verbose = bar, log_interval, verbose
         self._bar: Any = None
         self._tqdm: Any = None
@@ -479,14 +418,14 @@ class Progress(Callback):
         if self._bar is None and self.bar and trainer.is_main_process:
             if self._tqdm is None:
                 try:
-                    from tqdm.auto import tqdm
+                    from tqdm.auto import tqdm as _tqdm
                 except ImportError:
-                    tqdm = False
-                self._tqdm = tqdm
-            if self._tqdm is False:
-                return None
-            tqdm = self._tqdm
-            self._bar = tqdm(total=trainer.num_batches, desc=desc, leave=False, dynamic_ncols=True)
+                    _tqdm = False
+                self._tqdm = _tqdm
+            if self._tqdm:
+                self._bar = self._tqdm(
+                    total=trainer.num_batches, desc=desc, leave=False, dynamic_ncols=True
+                )
         return self._bar
 
     def _close(self) -> None:
@@ -539,10 +478,7 @@ class Progress(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stop after ``patience`` epochs without a better validation mIoU.
-
-    Reads the trainer's ``epochs_without_improvement`` counter (saved in checkpoints, so
-    the count survives a resume) and sets ``trainer.should_stop``.
+    """Stop after ``patience`` epochs without a better validation mIoU (survives a resume).
 
     Raises:
         ConfigError: If ``patience`` is not a positive int, or (at ``fit``) there is no
@@ -550,10 +486,7 @@ class EarlyStopping(Callback):
     """
 
     def __init__(self, patience: int) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ConfigError(
-                f"early_stopping_patience: expected a positive int or None, got {patience!r}"
-            )
+        _positive_int("early_stopping_patience", patience, "a positive int or None")
         self.patience = patience
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -587,10 +520,9 @@ class NonFiniteLoss(Callback):
         policy: ``"raise"`` a :class:`~suimseg.errors.NonFiniteLossError` (a
             ``FloatingPointError``) naming the epoch and step, or ``"skip"`` the step
             (counted as ``skipped_steps`` in the history).
-        check_interval: Check every this many steps. The default checks every step on
-            CPU and in ``"skip"`` mode, and every 50 steps on CUDA in ``"raise"`` mode: the
-            losses are then checked on the device without a sync per step, and the error
-            still names the first bad step. Under DDP all processes take the same decision.
+        check_interval: Check every this many steps. Default: every step, but every 50
+            on CUDA in ``"raise"`` mode (no sync per step; the error still names the first
+            bad step). Under DDP all processes take the same decision.
 
     Raises:
         ConfigError: For an unknown policy, or ``"skip"`` with an interval other than 1.
@@ -604,14 +536,8 @@ class NonFiniteLoss(Callback):
     ) -> None:
         if policy not in ("raise", "skip"):
             raise ConfigError(f"nonfinite: expected 'raise' or 'skip', got {policy!r}")
-        if check_interval is not None and (
-            isinstance(check_interval, bool)
-            or not isinstance(check_interval, int)
-            or check_interval < 1
-        ):
-            raise ConfigError(
-                f"nonfinite_check_interval: expected a positive int, got {check_interval!r}"
-            )
+        if check_interval is not None:
+            _positive_int("nonfinite_check_interval", check_interval)
         if policy == "skip" and check_interval not in (None, 1):
             raise ConfigError(
                 "nonfinite_check_interval: skipping non-finite steps needs a check every step "
@@ -672,13 +598,10 @@ class NonFiniteLoss(Callback):
 
 
 class RankSeed(Callback):
-    """Under DDP, seed each rank's random streams at every epoch start.
+    """Under DDP, :func:`~suimseg.engine.seed_rank_epoch` at every epoch start.
 
-    Every process starts from the same seed (the model must start identical), so without
-    this each rank would draw the same augmentations for its own images. Calls
-    :func:`~suimseg.engine.seed_rank_epoch` ``(seed, epoch, rank)``: each (seed, epoch,
-    rank) gets its own stream, and a resumed run repeats the interrupted epoch's draws. A
-    no-op in a single process. Put it before callbacks that draw random numbers.
+    Without it every rank would draw the same augmentations. A no-op in a single process;
+    put it before callbacks that draw random numbers.
 
     Args:
         seed: The run's seed.
@@ -693,13 +616,11 @@ class RankSeed(Callback):
 
 
 class DeviceTransform(Callback):
-    """Apply batch transforms on the device: GPU-side augmentation and normalisation.
+    """Apply ``(images, targets) -> (images, targets)`` transforms to batches on the device.
 
-    Each transform is a callable ``(images, targets) -> (images, targets)`` applied right
-    after the batch is moved to the device (before the channels-last conversion, outside
-    autocast), typically for a loader that yields uint8 images
-    (``train_transforms(size, output="uint8")``). An ``nn.Module`` is moved to the
-    trainer's device.
+    Runs right after the transfer (before channels-last, outside autocast), e.g. for a
+    loader of uint8 images (``train_transforms(size, output="uint8")``). An ``nn.Module``
+    is moved to the trainer's device.
 
     Args:
         train: Transform of training batches (e.g. :class:`~suimseg.data.DeviceAugment`).
@@ -733,11 +654,8 @@ class DeviceTransform(Callback):
             transform.to(trainer.device)
             self._moved.add(id(transform))
         out = transform(images, targets)
-        if (
-            not isinstance(out, tuple)
-            or len(out) != 2
-            or not isinstance(out[0], Tensor)
-            or not isinstance(out[1], Tensor)
+        if not (
+            isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, Tensor) for t in out)
         ):
             raise ConfigError(
                 f"DeviceTransform({'train' if training else 'eval'}=...): expected it to "
@@ -762,14 +680,13 @@ def default_callbacks(
 ) -> list[Callback]:
     """The usual callbacks, in the right order, for ``Trainer(callbacks=...)``.
 
-    ``[RunDirLock, Checkpoint, History]`` when ``directory`` is given (``last.pt``,
-    ``best.pt``, ``history.csv``, ``history.jsonl`` there), then :class:`NonFiniteLoss`,
-    :class:`RankSeed`, :class:`Progress` and, with a patience, :class:`EarlyStopping`.
-    Append your own callbacks after these.
+    ``[RunDirLock, Checkpoint, History]`` when ``directory`` is given, then
+    :class:`NonFiniteLoss`, :class:`RankSeed`, :class:`Progress` and, with a patience,
+    :class:`EarlyStopping`. Append your own callbacks after these.
 
     Args:
         directory: Output folder, or ``None`` to write nothing.
-        overwrite: Passed to :class:`RunDirLock` and :class:`Checkpoint`.
+        overwrite: :class:`Checkpoint`'s ``overwrite``.
         async_checkpoint: :class:`Checkpoint`'s ``async_write``.
         run_config: :class:`Checkpoint`'s ``run_config``.
         early_stopping_patience: :class:`EarlyStopping`'s patience (``None``: never).
@@ -787,7 +704,7 @@ def default_callbacks(
     callbacks: list[Callback] = []
     if directory is not None:
         callbacks += [
-            RunDirLock(directory, overwrite=overwrite),
+            RunDirLock(directory),
             Checkpoint(
                 directory, overwrite=overwrite, async_write=async_checkpoint, run_config=run_config
             ),

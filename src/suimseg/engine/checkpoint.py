@@ -1,44 +1,16 @@
 """Checkpoint files: atomic writes, safe loading and rebuilding a model from a file alone.
 
-A suimseg checkpoint is a plain ``dict`` saved with :func:`torch.save` that holds only
-tensors, dicts, lists, tuples, ints, floats, bools, strings and ``None``, so it loads with
-``torch.load(..., weights_only=True)`` (no pickled Python objects, no code execution).
-Its keys:
+A checkpoint is a plain ``dict`` of tensors and plain data (built by
+:func:`make_checkpoint`; its keys are listed in the Training guide's *Checkpoints* table),
+saved with :func:`torch.save` and always loaded with ``torch.load(..., weights_only=True)``.
+Writes are atomic (temporary file, fsync, rename): a crash or full disk mid-write leaves
+the previous file intact.
 
-=====================  ==================================================================
-``format``             ``"suimseg-checkpoint"`` (marks the file as ours)
-``format_version``     :data:`FORMAT_VERSION`; newer versions are refused
-``suimseg_version``    the library version that wrote it
-``model``              ``{"name", "config"}`` from :func:`suimseg.models.model_spec`, or
-                       ``None`` for a custom model
-``model_state``        the model's ``state_dict``
-``optimizer_state``    ``optimizer.state_dict()`` (or ``None``)
-``scheduler_state``    ``scheduler.state_dict()`` (or ``None``)
-``scaler_state``       the fp16 ``GradScaler`` state (or ``None``)
-``epoch``              number of *completed* epochs
-``global_step``        optimizer steps taken so far
-``best_metric``        best validation mIoU so far (or ``None``)
-``rng``                torch (CPU and CUDA), numpy and Python ``random`` states as tensors
-``class_names``        one name per output class
-``extra``              free-form JSON-like data (trainer counters, last metrics, and
-                       ``run_config``: the run's settings such as the training
-                       ``image_size``, when the trainer was given them)
-=====================  ==================================================================
-
-:func:`read_run_config` reads ``extra["run_config"]`` without reading the tensors.
-
-Writes are atomic: the bytes go to a temporary file in the same folder, which is flushed,
-``fsync``-ed and renamed over the target with :func:`os.replace`. A crash or a full disk
-mid-write leaves the previous checkpoint intact.
-
-**Sharing trained models.** :func:`save_safetensors` writes only the weights, in the
-`safetensors <https://huggingface.co/docs/safetensors>`_ format, with the model spec and
-class names as string metadata; :func:`load_model` rebuilds the model from such a file.
-Loading a ``.safetensors`` file never unpickles anything, so it is the format to send to
-others and to accept from them (install the extra: ``pip install 'suimseg[safetensors]'``).
-Metadata keys: ``format`` (``"suimseg-weights"``), ``format_version``, ``suimseg_version``,
-``model`` (JSON ``{"name", "config"}``), ``class_names`` (JSON list) and, when the source
-checkpoint holds one, ``run_config`` (JSON object).
+:func:`save_safetensors` writes only the weights as ``.safetensors`` (no pickle at all:
+the format to share), with string metadata ``format`` (``"suimseg-weights"``),
+``format_version``, ``suimseg_version``, ``model`` (JSON ``{"name", "config"}``),
+``class_names`` (JSON list) and, when the source checkpoint has one, ``run_config``;
+:func:`load_model` rebuilds the model from either kind of file.
 """
 
 from __future__ import annotations
@@ -54,7 +26,7 @@ import shutil
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -69,7 +41,6 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "FORMAT_VERSION",
     "SAFETENSORS_FORMAT",
-    "atomic_copy",
     "atomic_link",
     "atomic_save",
     "capture_rng_state",
@@ -79,10 +50,8 @@ __all__ = [
     "make_checkpoint",
     "read_run_config",
     "restore_rng_state",
-    "restore_training_state",
     "save_safetensors",
     "save_training_state",
-    "training_state",
 ]
 
 logger = logging.getLogger("suimseg")
@@ -124,8 +93,7 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
         The destination path.
 
     Raises:
-        OSError: If the file cannot be written (disk full, permissions); the message names
-            the path and any previous file there is left untouched.
+        OSError: If the file cannot be written; names the path (the previous file stays).
 
     Example:
         >>> import tempfile, torch
@@ -138,32 +106,14 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
     return dest
 
 
-def atomic_copy(src: PathLike, dst: PathLike) -> Path:
-    """Copy the file ``src`` to ``dst`` atomically (used to write ``best.pt`` from ``last.pt``).
-
-    Raises:
-        OSError: As :func:`atomic_save`.
-    """
-    dest = Path(dst)
-
-    def write(fh: IO[bytes]) -> None:
-        with open(src, "rb") as fin:
-            shutil.copyfileobj(fin, fh, length=16 * 1024 * 1024)
-
-    _atomic_write(dest, write)
-    return dest
-
-
 def atomic_link(src: PathLike, dst: PathLike) -> Path:
-    """Make ``dst`` a second name of the file ``src`` (a hard link), atomically.
+    """Make ``dst`` a hard link to ``src`` atomically; an atomic copy where links fail.
 
-    Used for ``best.pt``: ``last.pt`` is only ever replaced by a rename (never written in
-    place), so a link keeps the old content when ``last.pt`` is rewritten, and saves
-    writing the same 0.9 GB twice. Where hard links are not possible (another file system,
-    a file system without them) it falls back to :func:`atomic_copy`.
+    Used for ``best.pt``: ``last.pt`` is only ever replaced by a rename, so the link keeps
+    the old content when ``last.pt`` is rewritten, and the 0.9 GB are not written twice.
 
     Raises:
-        OSError: As :func:`atomic_copy` (only from the fallback copy).
+        OSError: As :func:`atomic_save` (only from the fallback copy).
     """
     dest = Path(dst)
     tmp = temporary_path(dest, "link")
@@ -171,12 +121,17 @@ def atomic_link(src: PathLike, dst: PathLike) -> Path:
         tmp.unlink(missing_ok=True)
         os.link(src, tmp)
         os.replace(tmp, dest)
-        # rename(2) does nothing when both names already are the same file.
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # rename(2) does nothing when both are the same file
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        return atomic_copy(src, dst)
+
+        def copy(fh: IO[bytes]) -> None:
+            with open(src, "rb") as fin:
+                shutil.copyfileobj(fin, fh, length=16 * 1024 * 1024)
+
+        _atomic_write(dest, copy)
+        return dest
     fsync_dir(dest.parent)
     return dest
 
@@ -187,17 +142,14 @@ def atomic_link(src: PathLike, dst: PathLike) -> Path:
 def capture_rng_state() -> dict[str, Any]:
     """Return the torch (CPU, CUDA), numpy and Python ``random`` states as plain data.
 
-    Everything is a tensor, int, float, str or ``None`` so the result loads with
-    ``weights_only=True``.
+    Only tensors, ints, floats, strs and ``None``, so it loads with ``weights_only=True``.
 
     Example:
         >>> state = capture_rng_state()
         >>> a = torch.rand(1); restore_rng_state(state); bool(torch.rand(1) == a)
         True
     """
-    np_state = np.random.get_state(legacy=True)  # noqa: NPY002 (global state)
-    if not isinstance(np_state, tuple):  # pragma: no cover - legacy=True always gives a tuple
-        raise TypeError("unexpected numpy RNG state")
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))  # noqa: NPY002
     name, keys, pos, has_gauss, cached_gaussian = np_state
     py_version, py_internal, py_gauss = random.getstate()
     return {
@@ -221,8 +173,7 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: Mapping[str, Any]) -> None:
     """Restore random states captured by :func:`capture_rng_state`.
 
-    CUDA states are restored only when CUDA is available and the device counts match
-    (a checkpoint written on a GPU machine resumes on a CPU-only one).
+    CUDA states are restored only where the device count matches (e.g. not on a CPU box).
 
     Raises:
         CheckpointError: If ``state`` lacks the expected entries.
@@ -230,23 +181,12 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     try:
         torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
         cuda_states = list(state.get("cuda") or [])
-        if (
-            cuda_states
-            and torch.cuda.is_available()
-            and len(cuda_states) == (torch.cuda.device_count())
-        ):
+        if cuda_states and len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu().to(torch.uint8) for s in cuda_states])
         npy = state["numpy"]
         keys = npy["keys"].cpu().numpy().astype(np.uint32)
-        np.random.set_state(  # noqa: NPY002
-            (
-                npy["bit_generator"],
-                keys,
-                int(npy["pos"]),
-                int(npy["has_gauss"]),
-                float(npy["cached_gaussian"]),
-            )
-        )
+        gauss = (int(npy["has_gauss"]), float(npy["cached_gaussian"]))
+        np.random.set_state((npy["bit_generator"], keys, int(npy["pos"]), *gauss))  # noqa: NPY002
         py = state["python"]
         internal = tuple(int(v) for v in py["state"].tolist())
         random.setstate((int(py["version"]), internal, py["gauss_next"]))
@@ -275,7 +215,7 @@ def make_checkpoint(
     rng: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the checkpoint dict described in the module docstring.
+    """Assemble a checkpoint dict (keys: the Training guide's *Checkpoints* table).
 
     Args:
         model: The (unwrapped) model whose ``state_dict`` is stored.
@@ -326,12 +266,11 @@ def load_checkpoint(
         path: A file written by the :class:`~suimseg.engine.Trainer` or :func:`atomic_save`
             of a :func:`make_checkpoint` dict.
         map_location: Where to put the tensors (default CPU).
-        mmap: Memory-map the file instead of reading it (``torch.load(mmap=True)``): the
-            tensors' bytes are read only when used, so reading the metadata of a large
-            checkpoint is cheap. Files in PyTorch's legacy (non-zip) format are read whole.
+        mmap: Memory-map the file (tensors read only when used; legacy non-zip files are
+            read whole).
 
     Returns:
-        The checkpoint dict (see the module docstring for its keys).
+        The checkpoint dict.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
@@ -363,18 +302,14 @@ def load_checkpoint(
     use_mmap = mmap and zipfile.is_zipfile(file)
     try:
         ckpt = torch.load(file, map_location=map_location, weights_only=True, mmap=use_mmap)
-    except pickle.UnpicklingError as exc:
-        if "invalid load key" in str(exc):  # not a pickle at all: a corrupt file
-            raise CheckpointError(
-                f"checkpoint {file}: the file is truncated or corrupt and cannot be read "
-                f"({exc}); use another checkpoint (e.g. best.pt instead of last.pt) or retrain"
-            ) from exc
-        raise CheckpointError(
-            f"checkpoint {file}: refused by torch.load(weights_only=True) because it holds "
-            f"pickled Python objects, not only tensors and plain data ({exc}). Only load "
-            "files you trust; suimseg checkpoints never need unsafe loading."
-        ) from exc
     except Exception as exc:  # RuntimeError, EOFError, KeyError, BadZipFile... on bad bytes
+        # "invalid load key": not a pickle at all, a corrupt file
+        if isinstance(exc, pickle.UnpicklingError) and "invalid load key" not in str(exc):
+            raise CheckpointError(
+                f"checkpoint {file}: refused by torch.load(weights_only=True) because it holds "
+                f"pickled Python objects, not only tensors and plain data ({exc}). Only load "
+                "files you trust; suimseg checkpoints never need unsafe loading."
+            ) from exc
         raise CheckpointError(
             f"checkpoint {file}: the file is truncated or corrupt and cannot be read ({exc}); "
             "use another checkpoint (e.g. best.pt instead of last.pt) or retrain"
@@ -386,26 +321,45 @@ def load_checkpoint(
             f"format={CHECKPOINT_FORMAT!r}), got a {kind} without that marker. A plain "
             "state_dict loads with model.load_state_dict(torch.load(path, weights_only=True))."
         )
-    version = ckpt.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(
-            f"checkpoint {file}: expected an integer format_version >= 1, got {version!r}"
-        )
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint {file}: written with checkpoint format {version} by suimseg "
-            f"{ckpt.get('suimseg_version', '?')}, but this suimseg ({__version__}) reads "
-            f"format <= {FORMAT_VERSION}; upgrade suimseg (pip install -U suimseg)"
-        )
+    _check_version(ckpt, f"checkpoint {file}", "checkpoint format")
     if not isinstance(ckpt.get("model_state"), dict):
         raise CheckpointError(f"checkpoint {file}: the 'model_state' entry is missing")
     return ckpt
 
 
+def _check_version(info: Mapping[str, Any], where: str, kind: str) -> None:
+    """Refuse a missing, non-integer or newer ``info["format_version"]``."""
+    version = info.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{where}: expected an integer format_version >= 1, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where}: written with {kind} {version} by suimseg "
+            f"{info.get('suimseg_version', '?')}, but this suimseg ({__version__}) reads "
+            f"format <= {FORMAT_VERSION}; upgrade suimseg (pip install -U suimseg)"
+        )
+
+
+def _spec_or_none(model: nn.Module) -> dict[str, Any] | None:
+    try:
+        return model_spec(model)
+    except ConfigError:
+        return None
+
+
+def _require_spec(spec: Any, where: str) -> None:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(
+            f"{where}: holds weights of a custom model (no suimseg model spec), so it cannot "
+            "be rebuilt from the file alone; build your model and call "
+            "model.load_state_dict(load_checkpoint(path)['model_state'])"
+        )
+
+
 # ----------------------------------------------------------------------------- training state
 
 
-def training_state(
+def _training_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
@@ -417,37 +371,10 @@ def training_state(
     class_names: tuple[str, ...] | list[str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict of a training run, from its live objects.
-
-    :func:`make_checkpoint` with the states taken from the objects, and the model spec
-    when ``model`` is a suimseg model (so :func:`load_model` can rebuild it). This is what
-    :meth:`Trainer.state_dict <suimseg.engine.Trainer.state_dict>` and the
-    :class:`~suimseg.engine.callbacks.Checkpoint` callback write; a custom training loop
-    can use it (or :func:`save_training_state`) directly.
-
-    Args:
-        model: The (unwrapped) model.
-        optimizer: Its optimizer, or ``None``.
-        scheduler: An LR scheduler, or ``None``.
-        scaler: An enabled fp16 ``GradScaler``, or ``None``.
-        epoch: Completed epochs.
-        global_step: Optimizer steps taken.
-        best_metric: Best validation mIoU so far.
-        class_names: One name per output class.
-        extra: Further JSON-like data.
-
-    Example:
-        >>> ckpt = training_state(torch.nn.Linear(2, 2), epoch=3)
-        >>> ckpt["epoch"], ckpt["model"]
-        (3, None)
-    """
-    try:
-        spec: dict[str, Any] | None = model_spec(model)
-    except ConfigError:
-        spec = None
+    """:func:`make_checkpoint` from live objects (with the model spec of a suimseg model)."""
     return make_checkpoint(
         model,
-        model_spec=spec,
+        model_spec=_spec_or_none(model),
         optimizer_state=None if optimizer is None else optimizer.state_dict(),
         scheduler_state=None if scheduler is None else scheduler.state_dict(),
         scaler_state=None if scaler is None else scaler.state_dict(),
@@ -459,7 +386,7 @@ def training_state(
     )
 
 
-def restore_training_state(
+def _restore_training_state(
     state: Mapping[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
@@ -469,26 +396,8 @@ def restore_training_state(
     restore_rng: bool = True,
     source: str = "checkpoint",
 ) -> None:
-    """Load a :func:`training_state` dict into live objects (the inverse of that function).
-
-    Args:
-        state: The checkpoint dict (e.g. from :func:`load_checkpoint`).
-        model: The model to load the weights into.
-        optimizer: Gets ``optimizer_state`` when both are present.
-        scheduler: Gets ``scheduler_state`` when both are present.
-        scaler: Gets ``scaler_state`` when both are present.
-        restore_rng: Also restore the torch/numpy/Python random states (needed for an
-            exact resume).
-        source: How error messages name the state (e.g. ``"checkpoint runs/last.pt"``).
-
-    Raises:
-        CheckpointError: If the state was written for another architecture, its weights
-            do not fit ``model``, or its optimizer state does not match ``optimizer``.
-    """
-    try:
-        own_spec: dict[str, Any] | None = model_spec(model)
-    except ConfigError:
-        own_spec = None
+    """Load a :func:`_training_state` dict into live objects (errors name ``source``)."""
+    own_spec = _spec_or_none(model)
     saved_spec = state.get("model")
     if own_spec is not None and saved_spec is not None and own_spec != saved_spec:
         raise CheckpointError(
@@ -520,7 +429,16 @@ def restore_training_state(
 
 
 def save_training_state(path: PathLike, **kwargs: Any) -> Path:
-    """Write :func:`training_state` ``(**kwargs)`` to ``path`` atomically.
+    """Write the checkpoint of a custom training loop's live objects to ``path`` atomically.
+
+    Args:
+        path: Destination file.
+        **kwargs: ``model`` (required), ``optimizer``, ``scheduler``, ``scaler`` (an enabled
+            fp16 ``GradScaler``), ``epoch``, ``global_step``, ``best_metric``,
+            ``class_names`` and ``extra``, stored as by :func:`make_checkpoint`.
+
+    Returns:
+        The destination path.
 
     Example:
         >>> import tempfile
@@ -531,7 +449,7 @@ def save_training_state(path: PathLike, **kwargs: Any) -> Path:
         >>> load_training_state(p, model, opt)["epoch"]
         1
     """
-    return atomic_save(training_state(**kwargs), path)
+    return atomic_save(_training_state(**kwargs), path)
 
 
 def load_training_state(
@@ -544,16 +462,23 @@ def load_training_state(
     restore_rng: bool = True,
     map_location: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Load a checkpoint file (``weights_only=True``) into live objects; return its dict.
+    """Load a checkpoint file into live objects; return its dict (with the counters).
 
-    The returned dict holds the counters (``epoch``, ``global_step``, ``best_metric``,
-    ``extra``) for the caller's loop.
+    Args:
+        path: A checkpoint file.
+        model: Gets the weights.
+        optimizer: Gets the optimizer state, when both are present.
+        scheduler: Gets the scheduler state, when both are present.
+        scaler: Gets the fp16 scaler state, when both are present.
+        restore_rng: Also restore the random states (needed for an exact resume).
+        map_location: Where to put the tensors.
 
     Raises:
-        CheckpointError: If the file is invalid or does not fit the objects.
+        CheckpointError: If the file is invalid, was written for another architecture, or
+            does not fit the objects.
     """
     ckpt = load_checkpoint(path, map_location=map_location)
-    restore_training_state(
+    _restore_training_state(
         ckpt, model, optimizer, scheduler, scaler,
         restore_rng=restore_rng, source=f"checkpoint {path}",
     )  # fmt: skip
@@ -561,12 +486,10 @@ def load_training_state(
 
 
 def read_run_config(source: PathLike | Mapping[str, Any]) -> dict[str, Any] | None:
-    """The run settings a trainer stored in a checkpoint (``extra["run_config"]``), if any.
+    """The run settings stored in a checkpoint (``extra["run_config"]``), if any.
 
-    The :class:`~suimseg.engine.Trainer` stores its ``run_config`` (for ``suimseg train``,
-    the whole ``TrainConfig``, including the training ``image_size``) in every checkpoint,
-    so a checkpoint moved away from its ``config.json`` still knows how it was trained.
-    A file is memory-mapped, so only the metadata is read, even from a large checkpoint.
+    For ``suimseg train`` that is the whole ``TrainConfig`` (e.g. the training
+    ``image_size``). A file is memory-mapped, so only the metadata is read.
 
     Args:
         source: A checkpoint file, a ``.safetensors`` export, or an already loaded
@@ -590,37 +513,21 @@ def read_run_config(source: PathLike | Mapping[str, Any]) -> dict[str, Any] | No
     if isinstance(source, Mapping):
         stored = (source.get("extra") or {}).get("run_config")
     elif Path(source).suffix.lower() == ".safetensors":
-        file = Path(source)
-        if not file.is_file():
-            raise FileNotFoundError(
-                errno.ENOENT, f"weights file {file} does not exist; check the path", str(file)
-            )
-        _safetensors_torch()
-        from safetensors import safe_open
-
+        text = _read_safetensors(Path(source), tensors=False)[0].get("run_config")
         try:
-            with safe_open(str(file), framework="pt") as fh:
-                text = (fh.metadata() or {}).get("run_config")
             stored = None if text is None else json.loads(text)
-        except Exception as exc:  # SafetensorError, JSONDecodeError on bad bytes
-            raise CheckpointError(
-                f"weights file {file}: not a readable .safetensors file (truncated or "
-                f"corrupt: {exc}); get the file again"
-            ) from exc
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"weights file {source}: the 'run_config' is not JSON") from exc
     else:
         stored = (load_checkpoint(source, mmap=True).get("extra") or {}).get("run_config")
     return dict(stored) if isinstance(stored, dict) else None
 
 
 def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a ready-to-use model from a checkpoint file alone.
-
-    The architecture comes from the ``{"name", "config"}`` spec stored in the checkpoint
-    (:func:`suimseg.models.build_model`), the weights from its ``model_state``. No
-    pre-trained weights are downloaded.
+    """Rebuild a model from a checkpoint or ``.safetensors`` file alone (no downloads).
 
     Args:
-        path: A checkpoint written by the trainer (``best.pt``, ``last.pt``).
+        path: A checkpoint written by the trainer (``best.pt``), or a ``.safetensors`` file.
         map_location: Device for the weights and the returned model (default CPU).
 
     Returns:
@@ -638,7 +545,7 @@ def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> n
         >>> model(torch.rand(1, 3, 256, 256)).argmax(1)  # doctest: +SKIP
     """
     if Path(path).suffix.lower() == ".safetensors":
-        spec, state = _read_safetensors(Path(path))
+        spec, state = _load_safetensors_model_parts(Path(path))
         return _build_from(path, spec, state, map_location)
     ckpt = load_checkpoint(path, map_location=map_location)
     return _build_from(path, ckpt.get("model"), ckpt["model_state"], map_location)
@@ -647,12 +554,7 @@ def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> n
 def _build_from(
     path: PathLike, spec: Any, state: Mapping[str, Any], map_location: str | torch.device
 ) -> nn.Module:
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise CheckpointError(
-            f"checkpoint {path}: holds weights of a custom model (no suimseg model spec), so "
-            "it cannot be rebuilt from the file alone; build your model and call "
-            "model.load_state_dict(load_checkpoint(path)['model_state'])"
-        )
+    _require_spec(spec, f"checkpoint {path}")
     try:
         model = build_model(spec["name"], **dict(spec.get("config") or {}))
     except ConfigError as exc:
@@ -688,14 +590,10 @@ def save_safetensors(
     *,
     class_names: tuple[str, ...] | list[str] | None = None,
 ) -> Path:
-    """Write a model's weights to a ``.safetensors`` file, with its spec as metadata.
-
-    The file holds no pickled data at all, so it is the safe way to share a trained model;
-    :func:`load_model` rebuilds the model from it. Written atomically.
+    """Write a model's weights atomically to a ``.safetensors`` file, its spec as metadata.
 
     Args:
-        source: A suimseg model (built by :func:`suimseg.models.build_model` or a model
-            class with a stored config), or the path of a suimseg checkpoint (``best.pt``).
+        source: A suimseg model, or the path of a suimseg checkpoint (``best.pt``).
         path: Destination, normally ending in ``.safetensors``.
         class_names: One name per class (taken from the checkpoint when ``source`` is one).
 
@@ -729,11 +627,7 @@ def save_safetensors(
         spec, state = ckpt.get("model"), ckpt["model_state"]
         if class_names is None and ckpt.get("class_names"):
             class_names = list(ckpt["class_names"])
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise CheckpointError(
-                f"checkpoint {source}: holds weights of a custom model (no suimseg model "
-                "spec), so a weights file could not be rebuilt into a model"
-            )
+        _require_spec(spec, f"checkpoint {source}")
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     metadata = {
         "format": SAFETENSORS_FORMAT,
@@ -754,8 +648,8 @@ def save_safetensors(
     return dest
 
 
-def _read_safetensors(file: Path) -> tuple[Any, dict[str, torch.Tensor]]:
-    """Read the spec and the tensors of a suimseg ``.safetensors`` file (no pickle)."""
+def _read_safetensors(file: Path, *, tensors: bool = True) -> tuple[dict[str, str], Any]:
+    """The metadata and (with ``tensors``) the tensors of a ``.safetensors`` file (no pickle)."""
     st = _safetensors_torch()
     if not file.is_file():
         raise FileNotFoundError(
@@ -766,12 +660,17 @@ def _read_safetensors(file: Path) -> tuple[Any, dict[str, torch.Tensor]]:
     try:
         with safe_open(str(file), framework="pt") as fh:
             metadata = fh.metadata() or {}
-        tensors: dict[str, torch.Tensor] = st.load_file(str(file))
+        return metadata, st.load_file(str(file)) if tensors else None
     except Exception as exc:  # SafetensorError, OSError, ValueError from a bad header
         raise CheckpointError(
             f"weights file {file}: not a readable .safetensors file (truncated or corrupt: "
             f"{exc}); get the file again"
         ) from exc
+
+
+def _load_safetensors_model_parts(file: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The model spec and the tensors of a suimseg ``.safetensors`` file."""
+    metadata, tensors = _read_safetensors(file)
     if metadata.get("format") != SAFETENSORS_FORMAT:
         raise CheckpointError(
             f"weights file {file}: expected suimseg metadata (format={SAFETENSORS_FORMAT!r}), "
@@ -779,21 +678,9 @@ def _read_safetensors(file: Path) -> tuple[Any, dict[str, torch.Tensor]]:
             "unknown. Build the model yourself and load_state_dict(safetensors.torch."
             "load_file(path))."
         )
-    try:
-        version = int(metadata.get("format_version", ""))
-    except ValueError:
-        version = -1
-    if version < 1:
-        raise CheckpointError(
-            f"weights file {file}: expected an integer format_version >= 1, got "
-            f"{metadata.get('format_version')!r}"
-        )
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"weights file {file}: written with format {version} by suimseg "
-            f"{metadata.get('suimseg_version', '?')}, but this suimseg ({__version__}) reads "
-            f"format <= {FORMAT_VERSION}; upgrade suimseg (pip install -U suimseg)"
-        )
+    raw = metadata.get("format_version")
+    version = int(raw) if isinstance(raw, str) and raw.isdigit() else raw
+    _check_version({**metadata, "format_version": version}, f"weights file {file}", "format")
     try:
         spec = json.loads(metadata.get("model", "null"))
     except json.JSONDecodeError as exc:

@@ -1,9 +1,7 @@
 """Helpers for DistributedDataParallel training launched with ``torchrun``.
 
-suimseg has no launcher of its own: start the same script on every process with
-``torchrun`` (one machine or many) and the :class:`~suimseg.engine.Trainer` picks up the
-environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...), initialises the
-process group (NCCL on GPUs, gloo on CPUs) and shards the data::
+Start the same script on every process with ``torchrun``; :func:`init_distributed` reads
+its environment and :func:`shard_loader` shards the data::
 
     torchrun --nproc_per_node=4 train.py                       # one machine, 4 GPUs
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
@@ -69,8 +67,7 @@ def init_distributed(device_type: str) -> bool:
         device_type: ``"cuda"`` selects the NCCL backend, anything else gloo.
 
     Returns:
-        ``True`` when running distributed (already initialised, or initialised now
-        because ``WORLD_SIZE > 1``), ``False`` for a single process.
+        Whether running distributed (a group was active, or ``WORLD_SIZE > 1``).
 
     Raises:
         ConfigError: If ``WORLD_SIZE`` is set but not an integer.
@@ -100,11 +97,10 @@ def init_distributed(device_type: str) -> bool:
 
 
 def destroy_distributed() -> None:
-    """Shut the process group down cleanly at the end of a ``torchrun`` job.
+    """Wait at a barrier, then destroy the process group (a no-op in a single process).
 
-    Waits at a barrier first, so no process tears its connections down while another is
-    still using them (with gloo, an early exit can abort the peer with "terminate called
-    without an active exception"). A no-op in a single process.
+    The barrier keeps a process from tearing its connections down while a peer still uses
+    them (with gloo that aborts the peer: "terminate called without an active exception").
 
     Example:
         >>> destroy_distributed()  # a plain `python` process: nothing to do
@@ -117,10 +113,9 @@ def destroy_distributed() -> None:
 class ShardSampler(Sampler[int]):
     """Deal the indices ``0..n-1`` round-robin to the processes, without padding.
 
-    Unlike :class:`~torch.utils.data.DistributedSampler`, which repeats samples so every
-    process gets the same count, each sample is seen exactly once over all processes, so
-    metrics summed across processes equal a single-process evaluation exactly. Meant for
-    evaluation (no shuffling; processes may get one sample more or less).
+    Unlike :class:`~torch.utils.data.DistributedSampler`, which pads, each sample is seen
+    exactly once over all processes, so summed metrics equal a single-process evaluation.
+    Meant for evaluation (no shuffling).
 
     Args:
         data_source: The dataset (anything with ``len``).
@@ -143,26 +138,25 @@ class ShardSampler(Sampler[int]):
                 f"ShardSampler: expected 0 <= rank < world_size, got rank={self.rank}, "
                 f"world_size={self.world_size}"
             )
+        self._indices = range(self.rank, self.num_samples_total, self.world_size)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.num_samples_total, self.world_size))
+        return iter(self._indices)
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.num_samples_total, self.world_size))
+        return len(self._indices)
 
     def set_epoch(self, epoch: int) -> None:
         """No-op (the order is fixed); present so trainers can call it on any sampler."""
 
 
 def shard_loader(loader: DataLoader[object], *, train: bool, seed: int = 0) -> DataLoader[object]:
-    """Return ``loader`` rebuilt with a distributed sampler, or unchanged when not needed.
+    """Return ``loader`` rebuilt with a distributed sampler (unchanged when not needed).
 
-    The loader is returned as it is when it already has such a sampler and in a single
-    process, so one script serves both ``python`` and ``torchrun``. Training loaders get a
-    :class:`~torch.utils.data.DistributedSampler` (shuffling with ``seed + epoch`` when the
-    original loader shuffled); evaluation loaders get a
-    :class:`ShardSampler` so each sample is counted once. Every other DataLoader setting
-    (batch size, workers, collate function, ...) is kept.
+    Training loaders get a :class:`~torch.utils.data.DistributedSampler` (shuffling with
+    ``seed + epoch`` when the original shuffled), evaluation loaders a
+    :class:`ShardSampler`; every other DataLoader setting is kept. In a single process, or
+    with such a sampler already, ``loader`` is returned as it is.
 
     Args:
         loader: A map-style DataLoader built with ``batch_size`` (not ``batch_sampler``).
@@ -212,11 +206,9 @@ def shard_loader(loader: DataLoader[object], *, train: bool, seed: int = 0) -> D
 
 
 def require_sharded(loader: object, name: str) -> None:
-    """Under DDP, refuse a DataLoader that is not sharded across the processes.
+    """Under DDP, refuse a DataLoader without a DistributedSampler or :class:`ShardSampler`.
 
-    The trainer does not rebuild loaders: each process must be given its share (a
-    :class:`~torch.utils.data.DistributedSampler` or :class:`ShardSampler`, e.g. from
-    :func:`shard_loader`). A no-op in a single process and for non-DataLoader iterables.
+    A no-op in a single process and for non-DataLoader iterables.
 
     Raises:
         ConfigError: If ``loader`` is an unsharded DataLoader while distributed.
@@ -228,9 +220,7 @@ def require_sharded(loader: object, name: str) -> None:
         return
     sampler = loader.sampler
     batch_sampler = getattr(loader.batch_sampler, "sampler", None)
-    if isinstance(sampler, (DistributedSampler, ShardSampler)) or isinstance(
-        batch_sampler, (DistributedSampler, ShardSampler)
-    ):
+    if any(isinstance(s, (DistributedSampler, ShardSampler)) for s in (sampler, batch_sampler)):
         return
     fix = "train=True, seed=seed" if name == "train_loader" else "train=False"
     raise ConfigError(
@@ -241,12 +231,7 @@ def require_sharded(loader: object, name: str) -> None:
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
-    """Copy every buffer (e.g. BatchNorm running statistics) from rank ``src`` to all ranks.
-
-    Under DDP each process updates its own BatchNorm statistics in the last forward pass,
-    so they drift apart; broadcasting before evaluation makes every process evaluate the
-    same model as the one rank 0 saves. A no-op when not distributed.
-    """
+    """Copy every buffer (BatchNorm statistics drift apart under DDP) from rank ``src``."""
     if not is_distributed():
         return
     for buf in module.buffers():
@@ -267,25 +252,11 @@ def all_reduce_min(tensor: Tensor) -> Tensor:
     return tensor
 
 
-def local_rank() -> int:
-    """``LOCAL_RANK`` set by torchrun (0 when absent): the GPU index on this machine."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def cuda_device_for_this_process() -> torch.device:
-    """The CUDA device this process should use (``cuda:LOCAL_RANK`` under torchrun)."""
-    return torch.device("cuda", local_rank())
-
-
 def seed_rank_epoch(seed: int, epoch: int, rank: int) -> int:
     """Seed torch (CPU and CUDA), numpy and ``random`` for one rank's epoch; return the seed.
 
-    Under DDP every process starts from the same seed (the model must start identical), so
-    without this each rank would draw the same augmentation parameters for its own images:
-    the DataLoader workers' seeds and :class:`~suimseg.data.DeviceAugment`'s draws all come
-    from these generators. The trainer calls it at the start of every epoch under DDP with
-    the trainer's ``seed``: each (seed, epoch, rank) gets its own stream, and a resumed run
-    repeats the interrupted epoch's draws on every rank.
+    Each (seed, epoch, rank) gets its own stream (see ``RankSeed`` and the Distributed
+    training guide), so a resumed run repeats the interrupted epoch's draws on every rank.
 
     Args:
         seed: The run's seed.

@@ -1,10 +1,8 @@
 """Per-epoch training records and the ``history.csv`` / ``history.jsonl`` files.
 
-Each epoch's :class:`EpochRecord` is appended as one whole line to both files with a single
-write and flushed (and fsync-ed). If the write fails (disk full, I/O error), the file is
-cut back to its previous length, so it never holds a partial line from suimseg; a crash
-of an older version (or a SIGKILL mid-write) can still leave a torn last line, which
-:func:`read_history` tolerates.
+Each record is appended as one whole line to both files with a single write and fsync; a
+failed write is cut back, and the torn last line a SIGKILL may leave is tolerated by
+:func:`read_history`.
 """
 
 from __future__ import annotations
@@ -32,9 +30,7 @@ PathLike = str | os.PathLike[str]
 
 
 def _finite_or_none(x: float | None) -> float | None:
-    if x is None or not math.isfinite(x):
-        return None
-    return float(x)
+    return None if x is None or not math.isfinite(x) else float(x)
 
 
 def _named_lrs(lrs: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
@@ -57,15 +53,12 @@ class EpochRecord:
         val_mean_f1: Validation mean F1 (Dice), or ``None``.
         val_iou: Per-class validation IoU by class name (``None`` for classes absent from
             both labels and predictions); empty without validation.
-        lrs: Learning rate of each optimizer parameter group during the epoch, by the
-            group's ``"name"`` (``"encoder"``, ``"decoder"``, ...; the group's index as a
-            string for unnamed groups). A sequence (as in files written before names were
-            stored) is read as index-named groups.
+        lrs: Learning rate of each parameter group by its ``"name"`` (its index as a
+            string for unnamed groups; a sequence, from older files, is index-named).
         epoch_time_s: Wall-clock seconds for training plus validation.
         images_per_s: Training throughput (all processes together under DDP).
         skipped_steps: Steps skipped because of a non-finite loss (``NonFiniteLoss("skip")``).
-        skipped_samples: Corrupt training samples skipped (and replaced) by the dataset
-            (``SUIMDataset(on_corrupt="skip")``).
+        skipped_samples: Corrupt samples skipped by ``SUIMDataset(on_corrupt="skip")``.
         is_best: Whether ``val_miou`` improved on every earlier epoch.
     """
 
@@ -90,8 +83,7 @@ class EpochRecord:
     def from_dict(cls, data: dict[str, Any]) -> EpochRecord:
         """Rebuild a record from :meth:`to_dict` output (e.g. a ``history.jsonl`` line).
 
-        Unknown keys (from newer versions) are ignored; missing ones take their defaults.
-        ``None`` losses become NaN.
+        Unknown keys are ignored, missing ones take their defaults; a ``None`` loss is NaN.
 
         Example:
             >>> EpochRecord.from_dict({"epoch": 2, "train_loss": 0.5, "lrs": [0.1]}).lrs
@@ -118,10 +110,8 @@ class EpochRecord:
         """Return a flat dict for CSV: ``val_iou/<class>`` and ``lr/<group name>`` columns."""
         nested = self.to_dict()
         row = {k: v for k, v in nested.items() if k not in ("val_iou", "lrs")}
-        for name, value in nested["val_iou"].items():
-            row[f"val_iou/{name}"] = value
-        for name, lr in nested["lrs"].items():
-            row[f"lr/{name}"] = lr
+        row.update({f"val_iou/{name}": value for name, value in nested["val_iou"].items()})
+        row.update({f"lr/{name}": lr for name, lr in nested["lrs"].items()})
         return row
 
 
@@ -136,11 +126,7 @@ def _history_error(path: Path, exc: OSError) -> OSError:
 
 
 def _append_line(path: Path, line: str) -> None:
-    """Append whole lines with a single write, then flush and fsync.
-
-    On failure the file is truncated back to its previous size (no partial line) and an
-    ``OSError`` naming the path is raised.
-    """
+    """Append whole lines with one write and fsync; on failure cut the file back and raise."""
     data = line.encode("utf-8")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -168,18 +154,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise _history_error(path, exc) from exc
 
 
-def _csv_line(values: Sequence[Any]) -> str:
+def _csv_lines(rows: Sequence[Sequence[Any]]) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerows(["" if v is None else v for v in row] for row in rows)
     return buf.getvalue()
 
 
 class HistoryWriter:
     """Append :class:`EpochRecord` lines to ``history.jsonl`` and ``history.csv`` in a folder.
 
-    The CSV header is written with the first record; if a later record has different
-    columns (e.g. another run with other classes in the same folder), the CSV row is
-    written in the header's columns and a warning is logged (the JSONL keeps everything).
+    The CSV header comes from the first record; a later record with other columns is
+    written in the header's columns, with a warning (the JSONL keeps everything).
 
     Args:
         directory: Folder for the two files (created if needed).
@@ -215,14 +201,14 @@ class HistoryWriter:
         row = record.to_row()
         header = self._csv_header()
         if header is None:
-            _append_line(self.csv_path, _csv_line(list(row)) + _csv_line(list(row.values())))
+            _append_line(self.csv_path, _csv_lines([list(row), list(row.values())]))
             return
         if list(row) != header:
             logger.warning(
                 "%s: columns differ from the existing header; writing the header's columns",
                 self.csv_path,
             )
-        _append_line(self.csv_path, _csv_line([row.get(k) for k in header]))
+        _append_line(self.csv_path, _csv_lines([[row.get(k) for k in header]]))
 
     def clear(self) -> None:
         """Remove both files (a new run starts an empty history)."""
@@ -233,11 +219,10 @@ class HistoryWriter:
     def sync_to_epoch(self, epoch: int, last_record: Mapping[str, Any] | None = None) -> bool:
         """Make the files end at ``epoch`` (the checkpoint a run resumes from).
 
-        A run killed after writing ``last.pt`` but before its history line, or after a
-        history line whose checkpoint write did not finish, leaves the files out of step
-        with the checkpoint. Lines of later epochs (and a torn last line) are dropped, and
-        the checkpoint's own record of ``epoch`` is added when missing. Both files are
-        rewritten atomically from the JSONL records, and only when something changes.
+        A kill between ``last.pt`` and its history line (or the reverse) leaves them out of
+        step: lines of later epochs and a torn last line are dropped, a missing line of
+        ``epoch`` is restored from ``last_record``; both files are then rewritten
+        atomically from the JSONL records (only when something changed).
 
         Args:
             epoch: Completed epochs of the checkpoint being resumed.
@@ -247,22 +232,16 @@ class HistoryWriter:
         Returns:
             Whether the files were rewritten.
         """
-        if not self.jsonl_path.is_file():
-            records: list[dict[str, Any]] = []
-            torn = False
-        else:
+        records: list[dict[str, Any]] = []
+        torn = False
+        if self.jsonl_path.is_file():
             text = self.jsonl_path.read_text(encoding="utf-8")
             torn = bool(text) and not text.endswith("\n")
             records = read_history(self.jsonl_path)
         kept = [r for r in records if int(r.get("epoch", 0)) <= epoch]
         changed = torn or len(kept) != len(records)
         have = {int(r.get("epoch", 0)) for r in kept}
-        if (
-            epoch > 0
-            and epoch not in have
-            and last_record is not None
-            and int(last_record.get("epoch", -1)) == epoch
-        ):
+        if epoch > 0 and epoch not in have and last_record and last_record.get("epoch") == epoch:
             kept.append(dict(last_record))
             changed = True
         if not changed:
@@ -272,13 +251,9 @@ class HistoryWriter:
             self.jsonl_path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept)
         )
         rows = [EpochRecord.from_dict(r).to_row() for r in kept]
-        csv_text = ""
-        if rows:
-            header = list(rows[0])
-            csv_text = _csv_line(header) + "".join(
-                _csv_line([row.get(k) for k in header]) for row in rows
-            )
-        _atomic_write_text(self.csv_path, csv_text)
+        header = list(rows[0]) if rows else []
+        table: list[list[Any]] = [header, *([row.get(k) for k in header] for row in rows)]
+        _atomic_write_text(self.csv_path, _csv_lines(table if rows else []))
         logger.warning(
             "%s: history made consistent with the checkpoint of epoch %d", self.directory, epoch
         )
@@ -303,16 +278,16 @@ def _parse_csv_value(text: str) -> Any:
 def read_history(path: PathLike) -> list[dict[str, Any]]:
     """Read ``history.jsonl`` (nested records) or ``history.csv`` (flat rows).
 
-    A torn last line (a crash while appending: no final newline) is dropped with a
-    warning; any other malformed line is an error.
+    A torn last line (no final newline) is dropped with a warning; any other malformed
+    line is an error.
 
     Args:
         path: A ``.jsonl`` or ``.csv`` file written by :class:`HistoryWriter`, or the
             folder holding them (then ``history.jsonl`` is read).
 
     Returns:
-        One dict per epoch, in file order. CSV values are converted back to numbers,
-        booleans and ``None``.
+        One dict per epoch, in file order (CSV values converted back to numbers, bools and
+        ``None``).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -332,34 +307,25 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
     torn = lines.pop() if lines else ""
     if torn:
         logger.warning("%s: ignoring an incomplete last line (interrupted write)", file)
-    if file.suffix == ".csv":
-        return _read_csv_lines(file, lines)
     rows: list[dict[str, Any]] = []
+    if file.suffix == ".csv":
+        header, *body = list(csv.reader([line for line in lines if line.strip()])) or [[]]
+        for lineno, values in enumerate(body, start=2):
+            if len(values) != len(header):
+                raise ValueError(
+                    f"{file}:{lineno}: expected {len(header)} comma-separated values, "
+                    f"got {len(values)}"
+                )
+            rows.append({k: _parse_csv_value(v) for k, v in zip(header, values, strict=True)})
+        return rows
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"{file}:{lineno}: expected one JSON object, got {line[:60]!r}"
-            ) from exc
+        except json.JSONDecodeError:
+            value = None
         if not isinstance(value, dict):
             raise ValueError(f"{file}:{lineno}: expected one JSON object, got {line[:60]!r}")
         rows.append(value)
-    return rows
-
-
-def _read_csv_lines(file: Path, lines: list[str]) -> list[dict[str, Any]]:
-    parsed = list(csv.reader([line for line in lines if line.strip()]))
-    if not parsed:
-        return []
-    header, *body = parsed
-    rows: list[dict[str, Any]] = []
-    for lineno, values in enumerate(body, start=2):
-        if len(values) != len(header):
-            raise ValueError(
-                f"{file}:{lineno}: expected {len(header)} comma-separated values, got {len(values)}"
-            )
-        rows.append({k: _parse_csv_value(v) for k, v in zip(header, values, strict=True)})
     return rows

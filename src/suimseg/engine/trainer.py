@@ -1,19 +1,9 @@
 """The reference trainer: the training loop and nothing else.
 
-The training step is the plain PyTorch one::
-
-    with autocast:                       # bf16 / fp16 mixed precision, or nothing
-        loss = loss_fn(model(images), targets)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()        # the scaler is a pass-through unless fp16
-    scaler.unscale_(optimizer)
-    clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-
-:meth:`Trainer.fit` runs epochs of such steps, validates, steps the LR schedule and tracks
-the best validation mIoU. Checkpoints, history files, the run lock, progress bars, early
-stopping and the non-finite-loss policy are callbacks (:mod:`suimseg.engine.callbacks`).
+A plain PyTorch step (autocast, ``zero_grad``, the gradient scaler, optional clipping);
+:meth:`Trainer.fit` runs epochs of steps, validates, steps the LR schedule and tracks the
+best validation mIoU. Files, progress and policies are callbacks
+(:mod:`suimseg.engine.callbacks`).
 """
 
 from __future__ import annotations
@@ -35,17 +25,19 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from suimseg.classes import IGNORE_INDEX
 from suimseg.engine import distributed as dist_utils
-from suimseg.engine.callbacks import Callback, NonFiniteLoss
-from suimseg.engine.checkpoint import atomic_save, load_checkpoint, restore_training_state
-from suimseg.engine.checkpoint import training_state as _training_state
+from suimseg.engine.callbacks import Callback, NonFiniteLoss, _positive_int
+from suimseg.engine.checkpoint import (
+    _restore_training_state,
+    _training_state,
+    atomic_save,
+    load_checkpoint,
+)
 from suimseg.engine.history import EpochRecord
 from suimseg.engine.utils import (
     check_trainer_args,
     group_lrs,
     model_num_classes,
     not_float_error,
-    reduce_on_plateau,
-    resolve_device,
     skipped_sample_count,
     training_device,
     unpack_batch,
@@ -54,16 +46,7 @@ from suimseg.engine.utils import (
 from suimseg.errors import ConfigError
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
 
-__all__ = [
-    "AmpMode",
-    "BatchTransform",
-    "TrainStats",
-    "Trainer",
-    "group_lrs",
-    "reduce_on_plateau",
-    "resolve_device",
-    "skipped_sample_count",
-]
+__all__ = ["AmpMode", "BatchTransform", "TrainStats", "Trainer"]
 
 logger = logging.getLogger("suimseg")
 
@@ -83,8 +66,7 @@ class TrainStats:
         images: Images used for steps taken.
         skipped_steps: Steps skipped because of a non-finite loss.
         seconds: Wall-clock time of the epoch's training.
-        skipped_samples: Corrupt samples the dataset skipped and replaced (its
-            ``on_corrupt="skip"`` mode; see :func:`skipped_sample_count`).
+        skipped_samples: Corrupt samples the dataset skipped (:func:`skipped_sample_count`).
     """
 
     loss: float
@@ -103,16 +85,20 @@ def _epoch_record(
     elapsed: float,
     is_best: bool,
 ) -> EpochRecord:
-    names = () if metrics is None else metrics.class_names
-    iou = {} if metrics is None else dict(zip(names, metrics.iou.tolist(), strict=True))
+    val: dict[str, Any] = {}
+    if metrics is not None:
+        iou = zip(metrics.class_names, metrics.iou.tolist(), strict=True)
+        val = {
+            "val_miou": metrics.miou,
+            "val_pixel_accuracy": metrics.pixel_accuracy,
+            "val_mean_f1": metrics.mean_f1,
+            "val_iou": {name: (None if math.isnan(v) else v) for name, v in iou},
+        }
     return EpochRecord(
         epoch=epoch,
         train_loss=stats.loss,
         val_loss=val_loss,
-        val_miou=None if metrics is None else metrics.miou,
-        val_pixel_accuracy=None if metrics is None else metrics.pixel_accuracy,
-        val_mean_f1=None if metrics is None else metrics.mean_f1,
-        val_iou={name: (None if math.isnan(v) else v) for name, v in iou.items()},
+        **val,
         lrs=lrs,
         epoch_time_s=elapsed,
         images_per_s=stats.images / stats.seconds if stats.seconds > 0 else 0.0,
@@ -125,11 +111,9 @@ def _epoch_record(
 class Trainer:
     """Train and evaluate a segmentation model: AMP, gradient clipping, LR schedule, DDP.
 
-    The trainer runs the loop; checkpoints, history files, the run lock, progress, early
-    stopping, device-side transforms and the non-finite-loss policy are callbacks
-    (:mod:`suimseg.engine.callbacks`; :func:`~suimseg.engine.default_callbacks` builds the
-    usual set). DDP is explicit: the caller initialises the process group and shards the
-    loaders; with an active group the trainer wraps the model in DistributedDataParallel.
+    Everything else is a callback (:func:`~suimseg.engine.default_callbacks` builds the
+    usual set). Under an active process group (the caller initialises it and shards the
+    loaders) the model is wrapped in DistributedDataParallel.
 
     Args:
         model: The model; logits ``(N, C, H, W)`` out. Convert BatchNorm to SyncBatchNorm
@@ -149,12 +133,9 @@ class Trainer:
         channels_last: Use the channels-last memory format for the model and batches.
         compile: Wrap the model with :func:`torch.compile` (checkpoints hold plain weights).
         class_names: One name per class, for metrics and history columns (default: the
-            SUIM names for 8 classes, else ``class_<i>``). Metrics ignore label 255
-            (``trainer.ignore_index``).
+            SUIM names for 8 classes, else ``class_<i>``). Metrics ignore label 255.
         callbacks: :class:`~suimseg.engine.Callback` objects, called in this order (the
-            teardown hooks in reverse). Without a
-            :class:`~suimseg.engine.callbacks.NonFiniteLoss` one raising on NaN/inf losses
-            is added.
+            teardown hooks in reverse); ``NonFiniteLoss()`` is added if none is given.
 
     Shape:
         - Batches: images ``(N, 3, H, W)`` float, targets ``(N, H, W)`` integer.
@@ -165,7 +146,7 @@ class Trainer:
             requested without CUDA, a callback that is not a ``Callback``, ...).
 
     Example:
-        >>> from suimseg.engine.callbacks import default_callbacks
+        >>> from suimseg.engine import default_callbacks, reduce_on_plateau
         >>> from suimseg.models import UNetResAttnV3
         >>> model = UNetResAttnV3(encoder="resnet18")
         >>> opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -278,9 +259,7 @@ class Trainer:
     def train_one_epoch(self, loader: Iterable[Any], epoch: int) -> TrainStats:
         """Run one epoch of training steps over ``loader`` (1-based ``epoch``).
 
-        ``loader`` yields ``(images, targets)`` or dicts with ``"image"`` and ``"mask"``
-        (sharded under DDP). Raises :class:`~suimseg.errors.NonFiniteLossError` on a
-        non-finite loss (the default ``NonFiniteLoss`` policy).
+        ``loader`` yields ``(images, targets)`` or dicts with ``"image"`` and ``"mask"``.
         """
         dist_utils.require_sharded(loader, "train_loader")
         set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
@@ -330,11 +309,9 @@ class Trainer:
     def evaluate(self, loader: Iterable[Any]) -> SegmentationMetrics:
         """Compute dataset-level metrics (mIoU, per-class IoU, F1, accuracy) on ``loader``.
 
-        Under DDP pass a loader sharded without padding (``shard_loader(loader,
-        train=False)``); the confusion matrices are summed, so the result equals a
-        single-process evaluation. The model's train/eval mode is restored afterwards.
-        Raises :class:`~suimseg.errors.ConfigError` for an empty or (under DDP) unsharded
-        loader.
+        Under DDP pass ``shard_loader(loader, train=False)``: the result equals a
+        single-process evaluation. Raises :class:`~suimseg.errors.ConfigError` for an
+        empty or (under DDP) unsharded loader.
         """
         return self._evaluate(loader)[0]
 
@@ -392,11 +369,9 @@ class Trainer:
     ) -> list[EpochRecord]:
         """Train until ``epochs`` epochs are completed (counting resumed ones).
 
-        Each epoch: training, validation, the scheduler step, the best-mIoU bookkeeping,
-        then ``on_epoch_end`` with the :class:`~suimseg.engine.EpochRecord` (callbacks may
-        set ``trainer.should_stop``). Ctrl-C calls ``on_interrupt`` (``Checkpoint`` saves
-        ``last.pt``) and returns with ``trainer.interrupted = True``; any other error calls
-        ``on_exception`` and is re-raised.
+        Ctrl-C calls ``on_interrupt`` (``Checkpoint`` saves ``last.pt``) and returns with
+        ``trainer.interrupted = True``; any other error calls ``on_exception`` and is
+        re-raised.
 
         Args:
             train_loader: Training batches; for an exact resume, a ``DataLoader(shuffle=True)``
@@ -412,8 +387,7 @@ class Trainer:
             ConfigError: For invalid arguments.
             CheckpointError: If ``resume_from`` cannot be used.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError(f"epochs: expected a positive int, got {epochs!r}")
+        _positive_int("epochs", epochs)
         if val_loader is None and isinstance(self.scheduler, ReduceLROnPlateau):
             raise ConfigError(
                 "val_loader: ReduceLROnPlateau is stepped on validation mIoU, so a "
@@ -474,10 +448,7 @@ class Trainer:
         return record
 
     def state_dict(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The training state as a checkpoint dict, with ``extra`` merged into its ``"extra"``.
-
-        See :func:`~suimseg.engine.training_state` for what it holds.
-        """
+        """The training state as a checkpoint dict, ``extra`` merged into its ``"extra"``."""
         own = {
             "best_epoch": self.best_epoch,
             "epochs_without_improvement": self.epochs_without_improvement,
@@ -494,17 +465,14 @@ class Trainer:
     def load_state_dict(
         self, state: Mapping[str, Any], *, restore_rng: bool = True, source: str = "checkpoint"
     ) -> None:
-        """Restore a :meth:`state_dict` (model, optimizer, scheduler, scaler, counters).
-
-        ``restore_rng`` also restores the random states (for an exact resume); ``source``
-        names the state in error messages.
+        """Restore a :meth:`state_dict`; ``restore_rng`` also the random states (exact resume).
 
         Raises:
             CheckpointError: If it was written for another architecture, or its optimizer
                 state does not match this optimizer.
         """
         scaler = self.scaler if self.scaler.is_enabled() else None
-        restore_training_state(
+        _restore_training_state(
             state, self.model, self.optimizer, self.scheduler, scaler,
             restore_rng=restore_rng, source=source,
         )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -25,10 +26,7 @@ __all__ = [
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device into a device.
-
-    ``"auto"`` picks CUDA when available. Asking for CUDA on a machine without it raises a
-    clear error instead of failing later inside PyTorch.
+    """Turn ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` into a device.
 
     Raises:
         ConfigError: For an unknown device name, or CUDA requested without CUDA.
@@ -76,10 +74,9 @@ def group_lrs(optimizer: Optimizer) -> dict[str, float]:
 def skipped_sample_count(loader: Any) -> int:
     """Total corrupt samples skipped so far by the dataset(s) behind ``loader``.
 
-    Reads the ``skipped_samples`` attribute of ``loader.dataset`` (looking through
-    :class:`~torch.utils.data.Subset` and :class:`~torch.utils.data.ConcatDataset`).
-    :class:`~suimseg.data.SUIMDataset` keeps it in shared memory, so skips made inside
-    DataLoader worker processes are counted too. Datasets without it count 0.
+    Sums the ``skipped_samples`` attributes (shared memory in
+    :class:`~suimseg.data.SUIMDataset`, so worker processes count) through ``Subset`` and
+    ``ConcatDataset``; datasets without it count 0.
 
     Example:
         >>> skipped_sample_count([])
@@ -103,12 +100,8 @@ def skipped_sample_count(loader: Any) -> int:
 
 
 def unpack_batch(batch: Any) -> tuple[Tensor, Tensor]:
-    """Split a batch into ``(images, targets)``: a tuple/list, or a dict with ``"image"``
-    and ``"mask"`` (or ``"target"``/``"label"``).
-
-    Raises:
-        ConfigError: If the batch holds no such pair of tensors.
-    """
+    """Split a tuple/list batch, or a dict with ``"image"`` and ``"mask"`` (or
+    ``"target"``/``"label"``), into ``(images, targets)``."""
     if isinstance(batch, Mapping):
         image = batch.get("image")
         target = next((batch[k] for k in ("mask", "target", "label") if k in batch), None)
@@ -129,10 +122,9 @@ def reduce_on_plateau(
 ) -> ReduceLROnPlateau:
     """The design's schedule: halve the LR when validation mIoU stalls for 5 epochs.
 
-    The trainer steps a :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau` with the
-    validation mIoU (``mode="max"``) after every epoch. The ``min_lr`` floor is scaled by
-    each group's ``"lr_mult"`` (set by :func:`suimseg.optim.param_groups`), so the
-    encoder/decoder learning-rate ratio survives the floor.
+    A ``ReduceLROnPlateau(mode="max")`` whose ``min_lr`` is scaled by each group's
+    ``"lr_mult"`` (:func:`suimseg.optim.param_groups`), so the encoder/decoder ratio
+    survives the floor.
 
     Args:
         optimizer: The optimizer whose learning rates are reduced.
@@ -168,14 +160,13 @@ def check_trainer_args(
     callbacks: Sequence[Any],
 ) -> None:
     """Validate the trainer's arguments (the messages name the argument and the fix)."""
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise ConfigError(f"loss_fn: expected a callable, got {type(loss_fn).__name__}")
-    if not isinstance(optimizer, Optimizer):
-        raise ConfigError(
-            f"optimizer: expected a torch.optim.Optimizer, got {type(optimizer).__name__}"
-        )
+    for name, value, ok, expected in (
+        ("model", model, isinstance(model, nn.Module), "an nn.Module"),
+        ("loss_fn", loss_fn, callable(loss_fn), "a callable"),
+        ("optimizer", optimizer, isinstance(optimizer, Optimizer), "a torch.optim.Optimizer"),
+    ):
+        if not ok:
+            raise ConfigError(f"{name}: expected {expected}, got {type(value).__name__}")
     if scheduler_interval not in ("epoch", "step"):
         raise ConfigError(
             f"scheduler_interval: expected 'epoch' or 'step', got {scheduler_interval!r}"
@@ -216,16 +207,10 @@ def wrap_model(
 
 
 def training_device(device: str | torch.device, amp: str | None) -> torch.device:
-    """The trainer's device: :func:`resolve_device`, made current on CUDA.
-
-    Under DDP a bare ``"cuda"`` means ``cuda:LOCAL_RANK``; ``amp="fp16"`` needs CUDA.
-
-    Raises:
-        ConfigError: As :func:`resolve_device`, or for fp16 without CUDA.
-    """
+    """:func:`resolve_device` (``"cuda"`` is ``cuda:LOCAL_RANK`` under DDP), made current."""
     resolved = resolve_device(device)
     if dist_utils.is_distributed() and str(resolved) == "cuda":  # no index: LOCAL_RANK
-        resolved = dist_utils.cuda_device_for_this_process()
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     if amp == "fp16" and resolved.type != "cuda":
