@@ -59,13 +59,19 @@ _UPPER_BOUNDS: tuple[tuple[str, int, str], ...] = (
 )
 
 
-def default_workers(cap: int = 4) -> int:
-    """DataLoader workers for this machine: ``cap``, or fewer on a machine with fewer CPUs.
+#: Int fields and their smallest value; those in _OPTIONAL_INTS may also be None.
+_INT_MINIMUMS = {"image_size": 1, "batch_size": 1, "epochs": 1, "bridge_channels": 1}
+_INT_MINIMUMS |= {"workers": 0, "plateau_patience": 0, "seed": 0}
+_OPTIONAL_INTS = ("val_batch_size", "max_pixels", "early_stopping_patience")
+_INT_MINIMUMS |= dict.fromkeys(_OPTIONAL_INTS, 1)
 
-    Counts the CPUs this process may run on (``os.sched_getaffinity`` where available), so
-    a container limited to 2 cores gets 2 workers and torch's "more workers than CPUs"
-    warning never fires.
-    """
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def default_workers(cap: int = 4) -> int:
+    """DataLoader workers: ``cap``, or the CPUs this process may run on when fewer."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS, Windows
@@ -174,15 +180,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in choices:
                 raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
-        positive_ints = ("image_size", "batch_size", "epochs", "bridge_channels")
-        for name in positive_ints:
+        for name, low in _INT_MINIMUMS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}: expected a positive int, got {value!r}")
-        for name in ("workers", "plateau_patience", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name}: expected an int >= 0, got {value!r}")
+            optional = name in _OPTIONAL_INTS
+            if (value is None and optional) or (_is_int(value) and value >= low):
+                continue
+            what = ("None or " if optional else "") + ("a positive int" if low else "an int >= 0")
+            raise ConfigError(f"{name}: expected {what}, got {value!r}")
         # Upper bounds: values past these fail deep inside torch (seed overflow, a 120 GB
         # resize buffer, a 4-million-channel layer) instead of with a message.
         for name, upper, why in _UPPER_BOUNDS:
@@ -226,27 +230,6 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ConfigError(f"{name}: expected True, False or None, got {value!r}")
-        if self.val_batch_size is not None and (
-            isinstance(self.val_batch_size, bool)
-            or not isinstance(self.val_batch_size, int)
-            or self.val_batch_size < 1
-        ):
-            raise ConfigError(
-                f"val_batch_size: expected None or a positive int, got {self.val_batch_size!r}"
-            )
-        if self.max_pixels is not None and (
-            isinstance(self.max_pixels, bool)
-            or not isinstance(self.max_pixels, int)
-            or self.max_pixels < 1
-        ):
-            raise ConfigError(
-                f"max_pixels: expected None or a positive int, got {self.max_pixels!r}"
-            )
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ConfigError(
-                "early_stopping_patience: expected None or an int >= 1, got "
-                f"{self.early_stopping_patience!r}"
-            )
         dec = tuple(self.decoder_channels)
         if len(dec) != 4 or not all(isinstance(c, int) and c >= 1 for c in dec):
             raise ConfigError(
