@@ -3,7 +3,7 @@
 :func:`evaluate_predictor` (suimseg's): one 8-class confusion matrix over the whole
 dataset at each label's native resolution. :func:`evaluate_suim_paper` (the SUIM paper's):
 5 binary classes scored per image at 320x240, *not comparable* with 8-class mIoU. See
-``docs/evaluation.md``. Images are read without EXIF re-orientation, as the dataset does.
+``docs/evaluation.md``.
 """
 
 from __future__ import annotations
