@@ -93,8 +93,7 @@ class TrainConfig:
         bridge_channels: V3 bridge width.
         image_size: Training and validation resolution (square).
         batch_size: Images per step (per process under DDP).
-        val_batch_size: Images per validation batch (no gradients, so it can be larger);
-            ``None`` uses ``batch_size``.
+        val_batch_size: Images per validation batch (``None``: ``batch_size``).
         epochs: Number of epochs.
         lr: Decoder learning rate (AdamW).
         enc_lr_mult: Encoder learning rate as a multiple of ``lr``.
@@ -104,37 +103,27 @@ class TrainConfig:
         focal_gamma: Focal-loss gamma.
         lambda_dice: Weight of the Dice term.
         lambda_focal: Weight of the focal term.
-        class_weight_method: How per-class alpha is derived from the training split's pixel
-            frequencies (``"none"`` for no weighting).
+        class_weight_method: Per-class alpha from the training pixel counts (or ``"none"``).
         plateau_factor: ReduceLROnPlateau factor (stepped on validation mIoU, mode max).
         plateau_patience: ReduceLROnPlateau patience in epochs.
         min_lr: ReduceLROnPlateau minimum learning rate.
         early_stopping_patience: Stop after this many epochs without improvement (None: off).
         augment: Apply the training augmentations.
-        augment_on: Where augmentation and normalisation run. ``"loader"`` (default): in
-            the DataLoader workers, per sample. ``"device"``: the workers only decode and
-            resize, pass uint8 batches (a quarter of the bytes), and
-            :class:`~suimseg.data.DeviceAugment` augments and normalises each batch on
-            the training device; use it when the loader cannot keep up with the GPU
-            (``benchmarks/epoch.py`` shows the data wait).
+        augment_on: ``"loader"`` (per sample, in the workers) or ``"device"`` (workers pass
+            uint8 batches, :class:`~suimseg.data.DeviceAugment` runs on the training device).
         val_fraction: Fraction of ``train_val`` held out for validation (stratified).
         seed: Seed of the split, the initialisation and the data order.
-        workers: DataLoader worker processes (default: 4, or the number of CPUs this
-            process may use when that is smaller, so a 2-core laptop gets 2).
+        workers: DataLoader worker processes (default: 4, or the usable CPUs when fewer).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` or ``"none"``.
         channels_last: Use the channels-last memory format (``None``: on for CUDA).
         compile: Wrap the model with ``torch.compile``.
-        cache: Keep decoded, resized images in memory: ``True`` (one cache per loader
-            process), ``"shared"`` (one cache in shared memory for all workers, about
-            0.6 MB per 384x384 sample) or ``False``.
-        on_corrupt: ``"error"`` stops at an unreadable sample, naming the file; ``"skip"``
-            (lenient) replaces it with the next readable one, warns, and counts it in the
-            history's ``skipped_samples``.
-        max_pixels: Refuse images above this many pixels (decompression bombs); ``None``
-            uses the loader's default (100 million).
-        async_checkpoint: Write ``last.pt``/``best.pt`` in a background thread while the
-            next epoch trains (``None``: on for CUDA).
+        cache: Keep decoded images in memory: ``True`` (per loader process), ``"shared"``
+            (one shared-memory cache for all workers) or ``False``.
+        on_corrupt: ``"error"`` stops at an unreadable sample; ``"skip"`` warns, skips it
+            and counts it in the history.
+        max_pixels: Refuse images above this many pixels (``None``: 100 million).
+        async_checkpoint: Write checkpoints in a background thread (``None``: on for CUDA).
     """
 
     data_root: str = "SUIM"

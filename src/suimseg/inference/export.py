@@ -77,12 +77,8 @@ def export_torchscript(
         model: The model (e.g. from :func:`~suimseg.engine.checkpoint.load_model`).
         path: Output ``.pt`` file; load it with ``torch.jit.load(path)``.
         example_shape: ``(N, 3, H, W)`` of the tracing input.
-        atol: Largest accepted logit difference, relative to the largest logit magnitude
-            (absolute when the logits stay within +-1).
+        atol: Largest accepted logit difference (relative to ``max |logit|`` when above 1).
         verify: Run the parity check.
-
-    Returns:
-        The path written.
 
     Raises:
         ConfigError: For a bad ``example_shape``, or if the traced model disagrees with
@@ -145,12 +141,8 @@ def export_onnx(
         path: Output ``.onnx`` file.
         example_shape: ``(N, 3, H, W)`` of the example input used for export.
         opset: ONNX opset version (``None``: the exporter's default).
-        atol: Largest accepted logit difference, relative to the largest logit magnitude
-            (absolute when the logits stay within +-1).
+        atol: Largest accepted logit difference (relative to ``max |logit|`` when above 1).
         verify: Run the onnxruntime parity check (needs onnxruntime).
-
-    Returns:
-        The path written.
 
     Raises:
         MissingDependencyError: If onnx, onnxscript (or, with ``verify``, onnxruntime)

@@ -125,15 +125,12 @@ def predict_files(
     Args:
         predictor: The predictor to use.
         inputs: Image files and/or folders (searched recursively).
-        out_dir: Output folder (created if needed); see the module docstring for layout.
+        out_dir: Output folder (``masks/``, ``overlays/``; created if needed).
         fmt: Mask file format, ``"bmp"`` (like SUIM) or ``"png"``.
         overlay: Also write ``overlays/<relative path>.png``.
         alpha: Overlay opacity in ``[0, 1]``.
         overwrite: Replace existing outputs; otherwise an input whose outputs all exist is
             skipped with a warning (missing outputs of an input are still written).
-
-    Returns:
-        A :class:`PredictFilesResult` listing written files and skipped inputs.
 
     Raises:
         ConfigError: For a bad ``fmt``/``alpha``, no images, colliding outputs, or an

@@ -145,31 +145,22 @@ class Predictor:
     """Segment images with one model or an ensemble, with optional TTA and tiling.
 
     Args:
-        models: One model or several (an ensemble). Each maps a normalised batch
-            ``(N, 3, h, w)`` to logits ``(N, C, h', w')`` (resized to ``(h, w)`` if they
-            differ) or a dict with an ``"out"`` entry; all must give the same ``C``. The
-            models are moved to ``device``; during each call they are in eval mode and
-            their previous train/eval flags are restored afterwards.
-        device: Device to run on; defaults to the device of the first model's parameters.
-        image_size: Model input size: an int (square), ``(height, width)``, or ``None`` to
-            run at each image's native resolution. With ``tiling`` it is the window size.
+        models: One model or an ensemble, mapping a normalised ``(N, 3, h, w)`` batch to
+            logits ``(N, C, h', w')`` (resized to ``(h, w)``) or a dict with ``"out"``. They
+            move to ``device`` and run in eval mode (their flags are restored after).
+        device: Device to run on (default: the first model's).
+        image_size: Model input size (int or ``(height, width)``), or ``None`` for each
+            image's native resolution; the window size with ``tiling``.
         tta: A :class:`TTA`, ``True`` for :meth:`TTA.standard`, or ``None``/``False``.
-        amp: Autocast dtype on the device (``"bf16"``, ``"fp16"``) or ``None`` (float32).
-            Probabilities are always computed and averaged in float32.
-        weights: Ensemble weights, one per model (positive; normalised to sum to 1).
-            Equal weights by default.
+        amp: Autocast dtype (``"bf16"``, ``"fp16"``) or ``None``; probabilities stay float32.
+        weights: Ensemble weights, one per model (positive; normalised; equal by default).
         tiling: A :class:`Tiling`, ``True`` for the defaults, or ``None``/``False``.
-            Needs an ``image_size``.
         batch_size: Images (or windows) per forward pass.
         mean: Normalisation means (ImageNet, as in training).
         std: Normalisation standard deviations.
 
     Raises:
         ConfigError: For invalid arguments.
-
-    Shape:
-        Inputs of any size; :meth:`predict` returns labels ``(H, W)`` and probabilities
-        ``(C, H, W)`` at each input's ``(H, W)``.
 
     Example:
         >>> from suimseg.models import UNetResAttnV3
@@ -358,13 +349,9 @@ class Predictor:
         """Predict label maps (and optionally probabilities) for one or more images.
 
         Args:
-            inputs: One image or a sequence: file paths (read with EXIF orientation
-                applied), PIL images, arrays ``(H, W, 3)`` (uint8 or float in ``[0, 1]``)
-                or tensors ``(3, H, W)`` / ``(N, 3, H, W)`` (uint8 or float in ``[0, 1]``,
-                not normalised). Sizes may differ.
+            inputs: One image or a sequence (see :data:`ImageInput`); sizes may differ.
             return_probs: Also return the ``(C, H, W)`` probabilities.
-            output_sizes: ``(height, width)`` per image for the outputs (e.g. a mask's
-                size when it differs from the image); default: each input's own size.
+            output_sizes: ``(height, width)`` of each output (default: each input's size).
 
         Returns:
             One :class:`Prediction` per image (a 4-D tensor counts as N images), in order.
