@@ -98,15 +98,19 @@ def _add(parser: argparse.ArgumentParser, flag: str, *more: str, **kwargs: Any) 
     action._suimseg_aliases = tuple(hidden)  # type: ignore[attr-defined]
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def _ints(text: str, sep: str, count: int, expected: str) -> tuple[int, ...]:
+    """``count`` positive ints separated by ``sep``, else an argparse error (exit 2)."""
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
+        values = tuple(int(v) for v in text.lower().split(sep))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected WIDTHxHEIGHT such as 160x120, got {text!r}"
-        ) from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+        values = ()
+    if len(values) != count or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return values
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    w, h = _ints(text, "x", 2, "WIDTHxHEIGHT of positive sizes such as 160x120")
     return w, h
 
 
@@ -119,27 +123,11 @@ def _cache_mode(text: str) -> str:
 
 
 def _channels(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 4 comma-separated integers such as 512,256,128,64, got {text!r}"
-        ) from None
-    if len(values) != 4 or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected 4 comma-separated positive integers such as 512,256,128,64, got {text!r}"
-        )
-    return values
+    return _ints(text, ",", 4, "4 comma-separated positive integers such as 512,256,128,64")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _ints(text, ",", 1, "a positive integer")[0]
 
 
 # --------------------------------------------------------------------------- commands
