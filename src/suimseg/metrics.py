@@ -348,19 +348,13 @@ class ConfusionMatrix(nn.Module):
     def _labels_from(self, preds_or_logits: Tensor, target: Tensor) -> Tensor:
         p = preds_or_logits
         if p.is_floating_point():
-            if p.ndim != target.ndim + 1:
-                raise ConfigError(
-                    "ConfusionMatrix.update: float predictions are taken as logits (N, C, *) "
-                    f"and need one more dimension than the target (N, *); got logits of shape "
-                    f"{tuple(p.shape)} and target of shape {tuple(target.shape)}. Pass "
-                    "logits, or an integer label map of the target's shape."
-                )
             expected = (target.shape[0], self.num_classes, *target.shape[1:])
             if tuple(p.shape) != expected:
                 raise ConfigError(
-                    f"ConfusionMatrix.update: got logits of shape {tuple(p.shape)} and target "
-                    f"of shape {tuple(target.shape)}; with num_classes={self.num_classes} the "
-                    f"logits must be {expected}. Resize the logits to the target's size first."
+                    "ConfusionMatrix.update: float predictions are taken as logits (N, C, *); "
+                    f"got shape {tuple(p.shape)} for a target of shape {tuple(target.shape)}, "
+                    f"so with num_classes={self.num_classes} they must be {expected}. Pass "
+                    "logits at the target's size, or an integer label map of its shape."
                 )
             return p.detach().argmax(dim=1)
         if p.is_complex():
