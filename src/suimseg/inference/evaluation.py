@@ -8,6 +8,7 @@ dataset at each label's native resolution. :func:`evaluate_suim_paper` (the SUIM
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -103,13 +104,8 @@ def iter_labelled(data: EvalData) -> Iterator[tuple[ImageInput, np.ndarray[Any, 
 
 
 def _batches(data: EvalData, size: int) -> Iterator[list[tuple[ImageInput, np.ndarray[Any, Any]]]]:
-    batch: list[tuple[ImageInput, np.ndarray[Any, Any]]] = []
-    for pair in iter_labelled(data):
-        batch.append(pair)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
+    pairs = iter_labelled(data)
+    while batch := list(itertools.islice(pairs, size)):
         yield batch
 
 

@@ -206,11 +206,11 @@ def format_comparison(
         digits: Decimal places (values in %).
 
     Returns:
-        Markdown text: a one-line protocol note, a blank line and the table.
+        A one-line protocol note, a blank line and the table.
 
     Raises:
-        ConfigError: If ``results`` is empty, mixes protocols, or ``baseline`` is out
-            of range.
+        ConfigError: If ``results`` is empty, mixes protocols or classes, or ``baseline``
+            is out of range.
 
     Example:
         >>> import torch
