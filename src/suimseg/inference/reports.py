@@ -95,10 +95,7 @@ class EvaluationResult:
 
 def save_result(path: str | os.PathLike[str], result: EvaluationResult) -> Path:
     """Write ``result`` as JSON, atomically (parent folders are created); return the path."""
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(file, json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
-    return file
+    return atomic_write_text(path, json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
 
 
 def _check_dataset_metrics(d: Mapping[str, Any], file: Path) -> None:
@@ -398,10 +395,6 @@ def plot_history(
         ax_lr.legend()
     for ax in (ax_loss, ax_miou, ax_lr):
         ax.grid(alpha=0.3)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fmt = out.suffix.lstrip(".").lower() or "png"
-    fig.savefig(buf, format=fmt, dpi=dpi)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    buf = io.BytesIO()  # atomic_write_bytes creates the parent folders
+    fig.savefig(buf, format=Path(out_path).suffix.lstrip(".").lower() or "png", dpi=dpi)
+    return atomic_write_bytes(out_path, buf.getvalue())
