@@ -1,15 +1,10 @@
 """Atomic file writes, the one mechanism every writer in suimseg uses.
 
-The bytes go to a temporary file in the target's folder (``.<name>.tmp-<pid>``), which is
-flushed, ``fsync``-ed and renamed over the target with :func:`os.replace`; the folder is
-then synced so the rename survives a power cut. A crash, a kill or a full disk mid-write
-leaves the previous file untouched (at worst a stray temporary file, which
-:func:`remove_stale_temporaries` deletes), never a truncated target.
-
-A failed write is always an :class:`OSError` that names the *target* (never the temporary
-name) and the errno's meaning, e.g. ``[Errno 28] No space left on device: 'run/last.pt'``,
-also where a library (``torch.save``) would have turned the disk error into a
-``RuntimeError``.
+The bytes go to ``.<name>.tmp-<pid>`` beside the target, which is ``fsync``-ed and renamed
+over it (then the folder is synced): a crash or full disk mid-write leaves the previous file
+untouched, never a truncated one. A failed write is an :class:`OSError` naming the *target*
+and the errno's meaning (``[Errno 28] No space left on device: 'run/last.pt'``), also where
+``torch.save`` would have raised a ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -39,24 +34,16 @@ _TEMPORARY_NAME = re.compile(r"\..+\.(?:tmp|link)-\d+")
 
 
 def temporary_path(target: Path, kind: str = "tmp") -> Path:
-    """The temporary name beside ``target`` that this process writes or links first.
-
-    ``kind`` is ``"tmp"`` (a file being written) or ``"link"`` (a hard link being made).
-    """
+    """The temporary name beside ``target``: ``kind`` ``"tmp"`` (written) or ``"link"``."""
     if kind not in ("tmp", "link"):
         raise ValueError(f"kind: expected 'tmp' or 'link', got {kind!r}")
     return target.with_name(f".{target.name}.{kind}-{os.getpid()}")
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files (:func:`temporary_path` names) in ``folder``.
+    """Delete and return the temporary files (:func:`temporary_path` names) in ``folder``.
 
-    Only call it while no other process can be writing into ``folder`` (e.g. holding its
-    run lock): a killed writer leaves its temporary file behind, a live one still needs it.
-    Files that cannot be removed are skipped.
-
-    Returns:
-        The paths removed.
+    Call it only while no other process can write there (e.g. holding its run lock).
     """
     removed: list[Path] = []
     if not folder.is_dir():
@@ -82,11 +69,7 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_error(target: Path, cause: OSError) -> OSError:
-    """The OSError of a failed write of ``target``: its errno, meaning and the target's name.
-
-    ``OSError(errno, ...)`` returns the fitting subclass (``PermissionError`` for EACCES,
-    ...), so ``except PermissionError`` keeps working.
-    """
+    """The OSError (errno's subclass, e.g. ``PermissionError``) of a failed write of ``target``."""
     code = cause.errno if cause.errno is not None else errno.EIO
     meaning = os.strerror(code)
     if code == errno.ENOSPC:
@@ -108,11 +91,7 @@ def named_write_errors(target: Path) -> Iterator[None]:
 
 
 class _RecordingFile:
-    """A binary file that remembers the OSError of a failed write.
-
-    ``torch.save`` turns an OSError raised by ``write`` into a ``RuntimeError`` with an
-    internal message ("unexpected pos 704 vs 598"); the recorded error gives the cause back.
-    """
+    """A binary file that remembers the OSError of a failed write (``torch.save`` hides it)."""
 
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
@@ -137,14 +116,9 @@ class _RecordingFile:
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     """Write a file atomically: ``write`` receives a binary handle to a temporary file.
 
-    Parent folders are created. Any exception (an error in ``write``,
-    ``KeyboardInterrupt``) removes the temporary file and propagates; a failed write or
-    rename (a full disk, a file-size limit, a read-only folder) is raised as
-    :func:`write_error`'s ``OSError`` naming the target. The target keeps its previous
-    content.
-
-    Returns:
-        The target path.
+    Parent folders are created. On any exception the temporary file is removed and the
+    target keeps its content; a failed write or rename raises :func:`write_error`'s
+    ``OSError``. Returns the target path.
     """
     target = Path(path)
     with named_write_errors(target):

@@ -66,12 +66,7 @@ class CheckpointError(SUIMSegError, ValueError):
 
 
 class RunLockError(SUIMSegError, FileExistsError):
-    """An output folder is in use by another run, or already holds a finished run.
-
-    Raised by :class:`~suimseg.engine.RunLock` (and so by ``Trainer.fit``) when another live
-    process holds the folder's lock file, or when the folder holds a previous run's
-    ``last.pt`` and neither resuming nor overwriting was asked for.
-    """
+    """An output folder is locked by a live run, or holds a previous run's ``last.pt``."""
 
 
 class NonFiniteLossError(SUIMSegError, FloatingPointError):

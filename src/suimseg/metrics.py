@@ -6,18 +6,14 @@ IoU is ``TP / (TP + FP + FN)`` summed over every pixel of every image, not an av
 per-image or per-batch IoUs. This is the primary metric of suimseg. It is not comparable
 with the SUIM paper's 5-class, per-image, binary protocol (see ``docs/metrics.md``).
 
-**Absent classes.** A class that appears neither in the labels nor in the predictions has
-no defined IoU or F1 (``0 / 0``); it is reported as NaN and left out of every mean. A class
-predicted somewhere but absent from the labels has IoU 0 and *does* count (those are false
-positives). Pixels whose label is ``ignore_index`` are skipped entirely; an ``ignore_index``
-that is itself a class id (e.g. 0) also takes that class out of every mean (NaN per-class
-values), as torchmetrics' ``MulticlassJaccardIndex(ignore_index=...)`` does.
+**Absent classes.** A class neither labelled nor predicted has NaN IoU/F1 (``0 / 0``) and
+is left out of every mean; one predicted but never labelled has IoU 0 and counts. Pixels
+labelled ``ignore_index`` are skipped; an ``ignore_index`` that is a class id also takes
+that class out of every mean (as torchmetrics' ``MulticlassJaccardIndex`` does).
 
-**No host sync per batch.** :meth:`ConfusionMatrix.update` runs entirely on the inputs'
-device. Label values outside ``[0, C)`` (other than ``ignore_index``) are counted in a
-device-side tally and skipped; :meth:`ConfusionMatrix.compute` raises if any were seen.
-``validate=True`` checks every batch instead (one device-to-host sync per update) and
-raises at the offending batch.
+**No host sync per batch.** :meth:`ConfusionMatrix.update` runs on the inputs' device;
+labels outside ``[0, C)`` are tallied there and skipped, and :meth:`ConfusionMatrix.compute`
+raises if any were seen (``validate=True`` raises at the batch instead, one sync each).
 """
 
 from __future__ import annotations
@@ -50,23 +46,16 @@ def _nanmean(t: Tensor) -> float:
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
-    """``num / den`` with NaN where ``den == 0`` (float64)."""
-    num = num.to(torch.float64)
-    den = den.to(torch.float64)
-    out = torch.full_like(num, math.nan)
-    nz = den > 0
-    out[nz] = num[nz] / den[nz]
-    return out
+    """``num / den`` in float64, NaN where ``den == 0``."""
+    return torch.where(den > 0, num.double() / den.double(), math.nan)
 
 
 @dataclass(frozen=True, eq=False)
 class SegmentationMetrics:
     """Metrics computed from a confusion matrix (see :meth:`ConfusionMatrix.compute`).
 
-    Per-class tensors have shape ``(C,)`` and dtype float64, in ``[0, 1]``. A class absent
-    from both the labels and the predictions is NaN in ``iou``, ``f1`` and ``precision``
-    (and ``recall``, which is NaN for every class absent from the labels), and is excluded
-    from the means.
+    Per-class tensors are float64 ``(C,)`` in ``[0, 1]``; NaN values (absent classes) are
+    left out of the means, and every float is NaN when no pixel was counted.
 
     Attributes:
         iou: Per-class intersection over union ``TP / (TP + FP + FN)``.
@@ -81,8 +70,6 @@ class SegmentationMetrics:
         fw_iou: Frequency-weighted IoU: ``sum(support_c / total * iou_c)``.
         class_names: One name per class.
         confusion: The ``(C, C)`` int64 matrix on the CPU (rows = true, columns = predicted).
-
-    Every float is NaN when the matrix is empty (no pixel was counted).
     """
 
     iou: Tensor
@@ -112,14 +99,9 @@ class SegmentationMetrics:
             confusion: Square matrix of non-negative counts, rows = true class,
                 columns = predicted class.
             class_names: ``C`` names; defaults as in :class:`ConfusionMatrix`.
-            ignore_index: If it is a class id in ``[0, C)``, that class is excluded: its
-                ``iou``, ``f1``, ``precision`` and ``recall`` are NaN and it is left out of
-                every mean (its column still holds the pixels wrongly predicted as it, which
-                count as errors in ``pixel_accuracy``). ``None`` or an out-of-range value
-                (e.g. 255) excludes no class.
-
-        Returns:
-            The metrics.
+            ignore_index: A class id in ``[0, C)`` is excluded (NaN per-class values, out
+                of every mean; pixels wrongly predicted as it still count as errors in
+                ``pixel_accuracy``); ``None`` or e.g. 255 excludes no class.
 
         Example:
             >>> m = SegmentationMetrics.from_confusion(torch.tensor([[3, 1], [0, 4]]))
@@ -177,12 +159,7 @@ class SegmentationMetrics:
         return len(self.class_names)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict; NaN becomes ``None``.
-
-        Keys: ``miou``, ``mean_f1``, ``pixel_accuracy``, ``mean_class_accuracy``, ``fw_iou``
-        (floats in ``[0, 1]`` or ``None``); ``iou``, ``f1``, ``precision``, ``recall``
-        (``{class_name: float | None}``); ``support`` (``{class_name: int}``);
-        ``class_names`` (list) and ``confusion`` (list of row lists).
+        """Return a JSON-able dict (NaN becomes ``None``; per-class values by class name).
 
         Example:
             >>> import json
@@ -217,12 +194,7 @@ class SegmentationMetrics:
         }
 
     def format_table(self, *, digits: int = 2) -> str:
-        """Return an aligned plain-text table of per-class IoU and F1 (in %) and the means.
-
-        Absent classes (NaN) are shown as ``n/a``.
-
-        Args:
-            digits: Decimal places of the percentages.
+        """Return a plain-text table of per-class IoU and F1 (in %, NaN as ``n/a``) and means.
 
         Example:
             >>> cm = ConfusionMatrix(2, class_names=["water", "fish"])
@@ -287,31 +259,20 @@ def _mark_loaded(module: nn.Module, incompatible_keys: Any) -> None:
 class ConfusionMatrix(nn.Module):
     """Accumulate a ``(C, C)`` confusion matrix over batches and compute metrics from it.
 
-    Rows are true classes, columns predicted classes. Each :meth:`update` is one vectorised
-    ``scatter_add`` on the inputs' device, with **no device-to-host sync** by default; the
-    matrix moves to that device on the first update after construction or :meth:`reset`, so
-    GPU evaluation never copies predictions to the CPU. See the module docstring for how
-    absent classes and an in-range ``ignore_index`` are treated.
-
-    It is an ``nn.Module`` whose counts are registered buffers: it follows ``.to(device)``,
-    its ``state_dict()`` holds ``matrix`` and ``out_of_range`` (and loads back with
-    ``load_state_dict``), and matrices of the same setup merge with :meth:`merge_state` or
-    ``+=`` (e.g. one per data shard or worker). Calling the module is :meth:`update`.
-
-    Out-of-range labels: with ``validate=False`` (default) a pixel whose target is not
-    ``ignore_index`` but whose target or prediction lies outside ``[0, C)`` is not counted
-    in the matrix; it is tallied on the device in ``out_of_range`` and :meth:`compute`
-    raises :class:`~suimseg.errors.ConfigError` if the tally is not 0. With
-    ``validate=True`` each :meth:`update` checks its batch (one host sync) and raises there,
-    naming the value.
+    Rows are true classes, columns predicted. :meth:`update` (also ``__call__``) is one
+    ``scatter_add`` on the inputs' device with no host sync; the matrix moves to that device
+    on the first update after construction or :meth:`reset`. The counts are buffers (they
+    follow ``.to()`` and round-trip through ``state_dict``); matrices of one setup merge with
+    :meth:`merge_state` or ``+=``. A pixel whose target or prediction lies outside ``[0, C)``
+    (target not ``ignore_index``) is tallied in ``out_of_range`` and :meth:`compute` raises;
+    ``validate=True`` raises in :meth:`update` instead, naming the value (one host sync).
 
     Args:
         num_classes: Number of classes ``C`` (>= 1).
-        ignore_index: Label value whose pixels are skipped (any int; 255 by default), or
-            ``None`` for none. A value in ``[0, C)`` also excludes that class from the
-            metrics (see :meth:`SegmentationMetrics.from_confusion`).
-        class_names: ``C`` unique names. Defaults to the SUIM names when ``C == 8``, else
-            ``"class_0"``, ``"class_1"``, ...
+        ignore_index: Label whose pixels are skipped (255 by default), or ``None``; a class
+            id also excludes that class from the metrics.
+        class_names: ``C`` unique names (default: the SUIM names for ``C == 8``, else
+            ``"class_0"``, ``"class_1"``, ...).
         device: Device of the matrix until the first update (CPU by default).
         validate: Check label values at every update (one device-to-host sync each).
 
@@ -387,19 +348,13 @@ class ConfusionMatrix(nn.Module):
     def _labels_from(self, preds_or_logits: Tensor, target: Tensor) -> Tensor:
         p = preds_or_logits
         if p.is_floating_point():
-            if p.ndim != target.ndim + 1:
-                raise ConfigError(
-                    "ConfusionMatrix.update: float predictions are taken as logits (N, C, *) "
-                    f"and need one more dimension than the target (N, *); got logits of shape "
-                    f"{tuple(p.shape)} and target of shape {tuple(target.shape)}. Pass "
-                    "logits, or an integer label map of the target's shape."
-                )
             expected = (target.shape[0], self.num_classes, *target.shape[1:])
             if tuple(p.shape) != expected:
                 raise ConfigError(
-                    f"ConfusionMatrix.update: got logits of shape {tuple(p.shape)} and target "
-                    f"of shape {tuple(target.shape)}; with num_classes={self.num_classes} the "
-                    f"logits must be {expected}. Resize the logits to the target's size first."
+                    "ConfusionMatrix.update: float predictions are taken as logits (N, C, *); "
+                    f"got shape {tuple(p.shape)} for a target of shape {tuple(target.shape)}, "
+                    f"so with num_classes={self.num_classes} they must be {expected}. Pass "
+                    "logits at the target's size, or an integer label map of its shape."
                 )
             return p.detach().argmax(dim=1)
         if p.is_complex():
@@ -424,10 +379,8 @@ class ConfusionMatrix(nn.Module):
             target: Integer labels ``(N, *)`` in ``[0, C)`` or ``ignore_index``.
 
         Raises:
-            ConfigError: For a float target, mismatched shapes (both are named), or, with
-                ``validate=True``, label values outside ``[0, C)`` other than
-                ``ignore_index`` (the value is named; nothing is counted). Without
-                ``validate`` such pixels are skipped and :meth:`compute` raises.
+            ConfigError: For a float target, mismatched shapes, or (``validate=True``) labels
+                outside ``[0, C)`` other than ``ignore_index`` (nothing is counted then).
         """
         if not isinstance(target, Tensor) or not isinstance(preds_or_logits, Tensor):
             raise ConfigError(
@@ -491,14 +444,10 @@ class ConfusionMatrix(nn.Module):
             )
 
     def merge_state(self, other: ConfusionMatrix) -> None:
-        """Add the counts of ``other`` (same ``num_classes`` and ``ignore_index``) to these.
-
-        Merging the matrices of several shards equals one matrix updated with every batch.
-        ``cm += other`` does the same.
+        """Add the counts of ``other`` (same ``num_classes`` and ``ignore_index``; ``+=`` too).
 
         Raises:
-            ConfigError: If ``other`` is not a :class:`ConfusionMatrix` with the same
-                ``num_classes`` and ``ignore_index``.
+            ConfigError: If ``other`` is not a :class:`ConfusionMatrix` of the same setup.
         """
         if not isinstance(other, ConfusionMatrix):
             raise ConfigError(f"other: expected a ConfusionMatrix, got {type(other).__name__}")
@@ -539,8 +488,7 @@ class ConfusionMatrix(nn.Module):
         """Compute the metrics of everything accumulated so far.
 
         Raises:
-            ConfigError: If some update met label values outside ``[0, C)`` (they were
-                skipped; see the class docs).
+            ConfigError: If some update met (and skipped) labels outside ``[0, C)``.
 
         Example:
             >>> cm = ConfusionMatrix(2)

@@ -162,3 +162,14 @@ def test_plot_empty_history(tmp_path: Path) -> None:
     (tmp_path / "history.csv").write_text("")
     with pytest.raises(ConfigError, match="no epochs"):
         plot_history(tmp_path / "history.csv", tmp_path / "c.png")
+
+
+@pytest.mark.skipif(not HAS_MPL, reason="needs the plot extra (matplotlib)")
+@pytest.mark.parametrize("name", ["history.csv", "history.jsonl"])
+def test_plot_history_with_named_lr_groups(tmp_path: Path, name: str) -> None:
+    """Histories name their parameter groups (``lr/encoder``); plotting read them as ints."""
+    w = HistoryWriter(tmp_path / "run")
+    for e in (1, 2):
+        w.append(EpochRecord(epoch=e, train_loss=1.0 / e, lrs={"encoder": 1e-5, "decoder": 1e-4}))
+    out = plot_history(tmp_path / "run" / name, tmp_path / "curves.png")
+    assert out.is_file()

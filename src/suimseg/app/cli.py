@@ -50,15 +50,19 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        default = action.default
+        default = getattr(action, "_suimseg_default", action.default)  # train: TrainConfig()
         if (
-            "%(default)" not in text
-            and "default" not in text
-            and default not in (None, False, [], argparse.SUPPRESS)
+            "default" not in text
+            and default not in (None, [], argparse.SUPPRESS)
+            and default is not False
             and action.option_strings
+            and not action.required
             and action.nargs != 0
         ):
-            shown = "x".join(map(str, default)) if isinstance(default, tuple) else default
+            if isinstance(default, tuple):  # --decoder-channels 512,256,128,64; --size 160x120
+                sep = "," if action.dest == "decoder_channels" else "x"
+                default = sep.join(map(str, default))
+            shown = f"{default:g}" if isinstance(default, float) else default
             text += f" (default: {shown})"
         return text
 
@@ -94,15 +98,19 @@ def _add(parser: argparse.ArgumentParser, flag: str, *more: str, **kwargs: Any) 
     action._suimseg_aliases = tuple(hidden)  # type: ignore[attr-defined]
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def _ints(text: str, sep: str, count: int, expected: str) -> tuple[int, ...]:
+    """``count`` positive ints separated by ``sep``, else an argparse error (exit 2)."""
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
+        values = tuple(int(v) for v in text.lower().split(sep))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected WIDTHxHEIGHT such as 160x120, got {text!r}"
-        ) from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+        values = ()
+    if len(values) != count or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return values
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    w, h = _ints(text, "x", 2, "WIDTHxHEIGHT of positive sizes such as 160x120")
     return w, h
 
 
@@ -115,27 +123,11 @@ def _cache_mode(text: str) -> str:
 
 
 def _channels(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 4 comma-separated integers such as 512,256,128,64, got {text!r}"
-        ) from None
-    if len(values) != 4 or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected 4 comma-separated positive integers such as 512,256,128,64, got {text!r}"
-        )
-    return values
+    return _ints(text, ",", 4, "4 comma-separated positive integers such as 512,256,128,64")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _ints(text, ",", 1, "a positive integer")[0]
 
 
 # --------------------------------------------------------------------------- commands
@@ -153,6 +145,12 @@ def _require_file(path: str | None, flag: str, what: str) -> None:
 
 
 _CHECKPOINT = "a checkpoint written by 'suimseg train' (e.g. runs/v3/best.pt)"
+
+
+def _require_checkpoints(args: argparse.Namespace) -> None:
+    _require_file(args.checkpoint, "--checkpoint", _CHECKPOINT)
+    for path in args.ensemble:
+        _require_file(path, "--ensemble", _CHECKPOINT)
 
 
 def _check_train_inputs(config: TrainConfig, resume: str | None) -> None:
@@ -274,9 +272,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from suimseg.app.evaluate import evaluate_checkpoint
     from suimseg.data.dataset import check_layout
 
-    for path in [args.checkpoint, *args.ensemble]:
-        _require_file(path, "--checkpoint" if path is args.checkpoint else "--ensemble",
-                      _CHECKPOINT)  # fmt: skip
+    _require_checkpoints(args)
     check_layout(args.data, args.split)
     amp = None if args.amp == "none" else args.amp
     report = evaluate_checkpoint(
@@ -304,9 +300,7 @@ def _predictor_from_args(args: argparse.Namespace) -> Any:
     from suimseg.engine import load_model, resolve_device
     from suimseg.inference import Predictor
 
-    for path in [args.checkpoint, *args.ensemble]:
-        _require_file(path, "--checkpoint" if path is args.checkpoint else "--ensemble",
-                      _CHECKPOINT)  # fmt: skip
+    _require_checkpoints(args)
     device = resolve_device(args.device)
     models = [load_model(p, map_location=device) for p in [args.checkpoint, *args.ensemble]]
     size = input_size_for(args.checkpoint, args.image_size)
@@ -401,7 +395,6 @@ _FLAG_OF_FIELD: dict[str, str] = {}
 
 
 def _train_parser(sub: Any) -> None:
-    d = TrainConfig()  # the recipe's defaults, shown in --help
     p = _subparser(
         sub,
         "train",
@@ -412,77 +405,53 @@ def _train_parser(sub: Any) -> None:
         "validation mIoU. Options not given come from --config, else from those defaults "
         "(shown below). Every option also accepts the underscore spelling (--batch_size).",
     )
-    dc = ",".join(map(str, d.decoder_channels))
     _add(p, "--data", dest="data_root", metavar="ROOT", required=True,
          help="SUIM root folder (holding train_val/ and TEST/)")  # fmt: skip
-    _add(p, "--out", dest="out_dir", metavar="DIR", help=f"output folder (default: {d.out_dir})")
+    _add(p, "--out", dest="out_dir", metavar="DIR", help="output folder")
     _add(p, "--config", metavar="JSON", help="start from a saved config.json")
-    _add(p, "--model", choices=["v3", "deeplabv3"],
-         help=f"the V3 U-Net or the DeepLabV3-ResNet50 baseline (default: {d.model})")  # fmt: skip
-    _add(p, "--encoder", choices=["resnet18", "resnet34", "resnet50", "resnet101"],
-         help=f"V3 encoder (default: {d.encoder})")  # fmt: skip
+    _add(p, "--model", choices=["v3", "deeplabv3"], help="the V3 U-Net or the DeepLabV3 baseline")
+    _add(p, "--encoder", choices=[f"resnet{d}" for d in (18, 34, 50, 101)], help="V3 encoder")
     _add(p, "--encoder-weights", metavar="imagenet|none|PATH",
-         help="ImageNet weights (downloaded once), none, or a local state-dict file "
-         f"(default: {d.encoder_weights})")  # fmt: skip
-    _add(p, "--decoder-channels", type=_channels, metavar="C4,C3,C2,C1",
-         help=f"V3 decoder widths, deepest first (default: {dc})")  # fmt: skip
-    _add(p, "--bridge-channels", type=_positive_int, metavar="N",
-         help=f"V3 bridge width (default: {d.bridge_channels})")  # fmt: skip
-    _add(p, "--image-size", type=_positive_int, metavar="PX",
-         help=f"square training input size in pixels (default: {d.image_size})")  # fmt: skip
-    _add(p, "--batch-size", type=_positive_int, metavar="N",
-         help=f"training batch size (default: {d.batch_size})")  # fmt: skip
+         help="ImageNet weights (downloaded once), none, or a local state-dict file")  # fmt: skip
+    _add(p, "--decoder-channels", type=_channels, metavar="C4,C3,C2,C1", help="V3 decoder widths")
+    _add(p, "--bridge-channels", type=_positive_int, metavar="N", help="V3 bridge width")
+    _add(p, "--image-size", type=_positive_int, metavar="PX", help="square training input size")
+    _add(p, "--batch-size", type=_positive_int, metavar="N", help="training batch size")
     _add(p, "--val-batch-size", type=_positive_int, metavar="N",
          help="validation batch size (default: --batch-size)")  # fmt: skip
-    _add(p, "--epochs", type=_positive_int, metavar="N",
-         help=f"number of epochs (default: {d.epochs})")  # fmt: skip
-    _add(p, "--lr", type=float, help=f"decoder learning rate (default: {d.lr:g})")
-    _add(p, "--enc-lr-mult", type=float, metavar="M",
-         help=f"encoder learning rate = lr x M (default: {d.enc_lr_mult:g})")  # fmt: skip
+    _add(p, "--epochs", type=_positive_int, metavar="N", help="number of epochs")
+    _add(p, "--lr", type=float, help="decoder learning rate")
+    _add(p, "--enc-lr-mult", type=float, metavar="M", help="encoder learning rate = lr x M")
     _add(p, "--weight-decay", type=float, metavar="WD",
-         help=f"AdamW weight decay of weights (never of norms and biases) "
-         f"(default: {d.weight_decay:g})")  # fmt: skip
-    _add(p, "--grad-clip", type=float, metavar="NORM",
-         help=f"gradient-norm clip, 0 disables (default: {d.grad_clip:g})")  # fmt: skip
+         help="AdamW weight decay of weights (never of norms and biases)")  # fmt: skip
+    _add(p, "--grad-clip", type=float, metavar="NORM", help="gradient-norm clip, 0 disables")
     _add(p, "--use-focal", dest="loss", action="store_const", const="dice_focal",
          help="DiceFocalLoss (the default)")  # fmt: skip
     _add(p, "--no-focal", dest="loss", action="store_const", const="ce",
          help="class-weighted cross-entropy instead of DiceFocalLoss")  # fmt: skip
-    _add(p, "--focal-gamma", type=float, metavar="G",
-         help=f"focal loss gamma (default: {d.focal_gamma:g})")  # fmt: skip
-    _add(p, "--lambda-dice", type=float, metavar="W",
-         help=f"weight of the Dice term (default: {d.lambda_dice:g})")  # fmt: skip
-    _add(p, "--lambda-focal", type=float, metavar="W",
-         help=f"weight of the focal term (default: {d.lambda_focal:g})")  # fmt: skip
+    _add(p, "--focal-gamma", type=float, metavar="G", help="focal loss gamma")
+    _add(p, "--lambda-dice", type=float, metavar="W", help="weight of the Dice term")
+    _add(p, "--lambda-focal", type=float, metavar="W", help="weight of the focal term")
     _add(p, "--class-weights", dest="class_weight_method",
          choices=["inverse_sqrt", "inverse", "median_frequency", "enet", "none"],
-         help="per-class loss weights from the training labels' pixel counts "
-         f"(default: {d.class_weight_method})")  # fmt: skip
-    _add(p, "--plateau-factor", type=float, metavar="F",
-         help=f"on a plateau, lr x F (default: {d.plateau_factor:g})")  # fmt: skip
+         help="per-class loss weights from the training labels' pixel counts")  # fmt: skip
+    _add(p, "--plateau-factor", type=float, metavar="F", help="on a plateau, lr x F")
     _add(p, "--plateau-patience", type=int, metavar="N",
-         help="ReduceLROnPlateau: epochs without a better validation mIoU before a "
-         f"reduction (default: {d.plateau_patience})")  # fmt: skip
-    _add(p, "--min-lr", type=float, help=f"lowest decoder lr (default: {d.min_lr:g})")
+         help="epochs without a better validation mIoU before lr x F")  # fmt: skip
+    _add(p, "--min-lr", type=float, help="lowest decoder lr")
     _add(p, "--early-stopping", dest="early_stopping_patience", type=_positive_int,
-         metavar="PATIENCE",
-         help="stop after PATIENCE epochs without a better validation mIoU "
+         metavar="PATIENCE", help="stop after PATIENCE epochs without a better validation mIoU "
          "(default: never)")  # fmt: skip
-    _add(p, "--no-augment", dest="augment", action="store_const", const=False,
-         help="train without augmentation")  # fmt: skip
+    _add(p, "--no-augment", dest="augment", action="store_const", const=False, help="no augmenting")
     _add(p, "--augment-on", choices=["loader", "device"],
          help="augment and normalise in the DataLoader workers or batched on the training "
-         f"device (uint8 batches from the workers) (default: {d.augment_on})")  # fmt: skip
-    _add(p, "--val-fraction", type=float, metavar="F",
-         help=f"share of train_val for validation (default: {d.val_fraction:g})")  # fmt: skip
-    _add(p, "--seed", type=int, help=f"random seed of the split, init and shuffling "
-         f"(default: {d.seed})")  # fmt: skip
-    _add(p, "--workers", type=int, metavar="N",
-         help=f"DataLoader worker processes (default: {d.workers}, <= usable CPUs)")  # fmt: skip
-    _add(p, "--device", choices=["auto", "cpu", "cuda"],
-         help="training device; auto = CUDA when available (default: auto)")  # fmt: skip
+         "device (uint8 batches from the workers)")  # fmt: skip
+    _add(p, "--val-fraction", type=float, metavar="F", help="share of train_val for validation")
+    _add(p, "--seed", type=int, help="random seed of the split, init and shuffling")
+    _add(p, "--workers", type=int, metavar="N", help="DataLoader processes, <= usable CPUs")
+    _add(p, "--device", choices=["auto", "cpu", "cuda"], help="auto = CUDA when available")
     _add(p, "--amp", choices=["auto", "bf16", "fp16", "none"],
-         help="mixed precision; auto = bf16 on CUDA, none on the CPU (default: auto)")  # fmt: skip
+         help="mixed precision; auto = bf16 on CUDA, none on the CPU")  # fmt: skip
     _add(p, "--channels-last", action=argparse.BooleanOptionalAction, default=None,
          help="channels-last memory format (default: on for CUDA)")  # fmt: skip
     _add(p, "--compile", action="store_const", const=True, help="torch.compile the model")
@@ -500,16 +469,16 @@ def _train_parser(sub: Any) -> None:
          help="start a new run in an --out folder that holds another run")  # fmt: skip
     _add(p, "--no-progress", action="store_true", help="no per-step progress output")
     p.set_defaults(func=_cmd_train, parser=p)
+    defaults = TrainConfig()  # options default to None (= not given); --help shows these
     for action in p._actions:
         if action.option_strings and action.dest in _TRAIN_FIELDS:
             _FLAG_OF_FIELD.setdefault(action.dest, action.option_strings[0])
-
-
-_DEVICE_HELP = "auto = CUDA when available"
+            action._suimseg_default = getattr(defaults, action.dest)  # type: ignore[attr-defined]
 
 
 def _inference_options(p: _Parser, *, batch_default: int = 8) -> None:
-    _add(p, "--device", choices=["auto", "cpu", "cuda"], default="auto", help=_DEVICE_HELP)
+    _add(p, "--device", choices=["auto", "cpu", "cuda"], default="auto",
+         help="auto = CUDA when available")  # fmt: skip
     _add(p, "--amp", choices=["bf16", "fp16", "none"], default="none",
          help="mixed-precision inference")  # fmt: skip
     _add(p, "--batch-size", type=_positive_int, default=batch_default, metavar="N",

@@ -59,13 +59,19 @@ _UPPER_BOUNDS: tuple[tuple[str, int, str], ...] = (
 )
 
 
-def default_workers(cap: int = 4) -> int:
-    """DataLoader workers for this machine: ``cap``, or fewer on a machine with fewer CPUs.
+#: Int fields and their smallest value; those in _OPTIONAL_INTS may also be None.
+_INT_MINIMUMS = {"image_size": 1, "batch_size": 1, "epochs": 1, "bridge_channels": 1}
+_INT_MINIMUMS |= {"workers": 0, "plateau_patience": 0, "seed": 0}
+_OPTIONAL_INTS = ("val_batch_size", "max_pixels", "early_stopping_patience")
+_INT_MINIMUMS |= dict.fromkeys(_OPTIONAL_INTS, 1)
 
-    Counts the CPUs this process may run on (``os.sched_getaffinity`` where available), so
-    a container limited to 2 cores gets 2 workers and torch's "more workers than CPUs"
-    warning never fires.
-    """
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def default_workers(cap: int = 4) -> int:
+    """DataLoader workers: ``cap``, or the CPUs this process may run on when fewer."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS, Windows
@@ -87,8 +93,7 @@ class TrainConfig:
         bridge_channels: V3 bridge width.
         image_size: Training and validation resolution (square).
         batch_size: Images per step (per process under DDP).
-        val_batch_size: Images per validation batch (no gradients, so it can be larger);
-            ``None`` uses ``batch_size``.
+        val_batch_size: Images per validation batch (``None``: ``batch_size``).
         epochs: Number of epochs.
         lr: Decoder learning rate (AdamW).
         enc_lr_mult: Encoder learning rate as a multiple of ``lr``.
@@ -98,37 +103,27 @@ class TrainConfig:
         focal_gamma: Focal-loss gamma.
         lambda_dice: Weight of the Dice term.
         lambda_focal: Weight of the focal term.
-        class_weight_method: How per-class alpha is derived from the training split's pixel
-            frequencies (``"none"`` for no weighting).
+        class_weight_method: Per-class alpha from the training pixel counts (or ``"none"``).
         plateau_factor: ReduceLROnPlateau factor (stepped on validation mIoU, mode max).
         plateau_patience: ReduceLROnPlateau patience in epochs.
         min_lr: ReduceLROnPlateau minimum learning rate.
         early_stopping_patience: Stop after this many epochs without improvement (None: off).
         augment: Apply the training augmentations.
-        augment_on: Where augmentation and normalisation run. ``"loader"`` (default): in
-            the DataLoader workers, per sample. ``"device"``: the workers only decode and
-            resize, pass uint8 batches (a quarter of the bytes), and
-            :class:`~suimseg.data.DeviceAugment` augments and normalises each batch on
-            the training device; use it when the loader cannot keep up with the GPU
-            (``benchmarks/epoch.py`` shows the data wait).
+        augment_on: ``"loader"`` (per sample, in the workers) or ``"device"`` (workers pass
+            uint8 batches, :class:`~suimseg.data.DeviceAugment` runs on the training device).
         val_fraction: Fraction of ``train_val`` held out for validation (stratified).
         seed: Seed of the split, the initialisation and the data order.
-        workers: DataLoader worker processes (default: 4, or the number of CPUs this
-            process may use when that is smaller, so a 2-core laptop gets 2).
+        workers: DataLoader worker processes (default: 4, or the usable CPUs when fewer).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         amp: ``"auto"`` (bf16 on CUDA, off on CPU), ``"bf16"``, ``"fp16"`` or ``"none"``.
         channels_last: Use the channels-last memory format (``None``: on for CUDA).
         compile: Wrap the model with ``torch.compile``.
-        cache: Keep decoded, resized images in memory: ``True`` (one cache per loader
-            process), ``"shared"`` (one cache in shared memory for all workers, about
-            0.6 MB per 384x384 sample) or ``False``.
-        on_corrupt: ``"error"`` stops at an unreadable sample, naming the file; ``"skip"``
-            (lenient) replaces it with the next readable one, warns, and counts it in the
-            history's ``skipped_samples``.
-        max_pixels: Refuse images above this many pixels (decompression bombs); ``None``
-            uses the loader's default (100 million).
-        async_checkpoint: Write ``last.pt``/``best.pt`` in a background thread while the
-            next epoch trains (``None``: on for CUDA).
+        cache: Keep decoded images in memory: ``True`` (per loader process), ``"shared"``
+            (one shared-memory cache for all workers) or ``False``.
+        on_corrupt: ``"error"`` stops at an unreadable sample; ``"skip"`` warns, skips it
+            and counts it in the history.
+        max_pixels: Refuse images above this many pixels (``None``: 100 million).
+        async_checkpoint: Write checkpoints in a background thread (``None``: on for CUDA).
     """
 
     data_root: str = "SUIM"
@@ -174,15 +169,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value not in choices:
                 raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
-        positive_ints = ("image_size", "batch_size", "epochs", "bridge_channels")
-        for name in positive_ints:
+        for name, low in _INT_MINIMUMS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}: expected a positive int, got {value!r}")
-        for name in ("workers", "plateau_patience", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name}: expected an int >= 0, got {value!r}")
+            optional = name in _OPTIONAL_INTS
+            if (value is None and optional) or (_is_int(value) and value >= low):
+                continue
+            what = ("None or " if optional else "") + ("a positive int" if low else "an int >= 0")
+            raise ConfigError(f"{name}: expected {what}, got {value!r}")
         # Upper bounds: values past these fail deep inside torch (seed overflow, a 120 GB
         # resize buffer, a 4-million-channel layer) instead of with a message.
         for name, upper, why in _UPPER_BOUNDS:
@@ -226,27 +219,6 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ConfigError(f"{name}: expected True, False or None, got {value!r}")
-        if self.val_batch_size is not None and (
-            isinstance(self.val_batch_size, bool)
-            or not isinstance(self.val_batch_size, int)
-            or self.val_batch_size < 1
-        ):
-            raise ConfigError(
-                f"val_batch_size: expected None or a positive int, got {self.val_batch_size!r}"
-            )
-        if self.max_pixels is not None and (
-            isinstance(self.max_pixels, bool)
-            or not isinstance(self.max_pixels, int)
-            or self.max_pixels < 1
-        ):
-            raise ConfigError(
-                f"max_pixels: expected None or a positive int, got {self.max_pixels!r}"
-            )
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ConfigError(
-                "early_stopping_patience: expected None or an int >= 1, got "
-                f"{self.early_stopping_patience!r}"
-            )
         dec = tuple(self.decoder_channels)
         if len(dec) != 4 or not all(isinstance(c, int) and c >= 1 for c in dec):
             raise ConfigError(

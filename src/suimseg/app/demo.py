@@ -1,10 +1,7 @@
 """``suimseg demo``: the whole recipe, CPU-sized, on built-in synthetic SUIM-format data.
 
-It writes a small synthetic dataset in the official SUIM layout, trains a narrow
-UNetResAttnV3 (resnet18 encoder, random init: no download) with the V3 recipe's loss,
-optimizer and schedule, evaluates the best checkpoint on the synthetic TEST split, compares
-it with predicting the majority class everywhere, and writes metrics, the training history
-and colour overlays of predictions.
+Synthetic data, a narrow UNetResAttnV3 (resnet18, no download) trained with the V3
+recipe, evaluated against the majority-class baseline, with metrics and overlays written.
 """
 
 from __future__ import annotations
@@ -79,11 +76,8 @@ class DemoResult:
 def _majority_metrics(
     train_ds: SUIMDataset, test_ds: SUIMDataset
 ) -> tuple[int, SegmentationMetrics]:
-    """Metrics of predicting the training split's most frequent class everywhere.
-
-    Every test pixel lands in that class's column of the confusion matrix, so the matrix
-    follows from the test masks' pixel counts alone (no image is decoded).
-    """
+    """Metrics of predicting the training split's most frequent class everywhere (from the
+    test masks' pixel counts: that class's column holds every pixel)."""
     majority = int(np.argmax(train_ds.class_pixel_counts()))
     confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
     confusion[:, majority] = torch.from_numpy(test_ds.class_pixel_counts()).to(torch.int64)

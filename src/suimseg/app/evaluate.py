@@ -1,10 +1,7 @@
 """Evaluate checkpoints on a SUIM split: plain, with TTA, and as an ensemble.
 
-This is what ``suimseg evaluate`` runs. The default protocol is suimseg's: 8-class IoU
-from one confusion matrix over the whole split, at each label's native resolution
-(predictions are made at the model's input size and resized to each mask's own size).
-``protocol="suim-paper"`` scores the SUIM paper's way instead (5 classes, binary,
-per-image means, 320x240); the two are never mixed in one table.
+This is what ``suimseg evaluate`` runs; see :mod:`suimseg.inference.evaluation` for the
+two protocols (never mixed in one table).
 """
 
 from __future__ import annotations
@@ -86,31 +83,17 @@ def _config_json_for(checkpoint: str | os.PathLike[str]) -> TrainConfig | None:
         return None
 
 
-def _valid_size(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return None
-
-
 def run_config_for(
     checkpoint: str | os.PathLike[str], *, checkpoint_data: Mapping[str, Any] | None = None
 ) -> TrainConfig | None:
-    """The training configuration of the run that wrote ``checkpoint``, if known.
+    """The training configuration of the run that wrote ``checkpoint``, or ``None``.
 
-    Read from the checkpoint itself first (the ``run_config`` the trainer stores in every
-    checkpoint, see :func:`suimseg.engine.checkpoint.read_run_config`; only the metadata is
-    read, the file is memory-mapped), then from the ``config.json`` that ``suimseg train``
-    writes beside its checkpoints. Checkpoints written before run configs were stored, or
-    whose stored settings are not a :class:`~suimseg.app.config.TrainConfig`, fall back to
-    ``config.json``.
+    Read from the ``run_config`` stored in the checkpoint (metadata only, memory-mapped),
+    else from the ``config.json`` beside it.
 
     Args:
         checkpoint: A checkpoint file (``best.pt``, ``last.pt``) or ``.safetensors`` export.
-        checkpoint_data: The checkpoint dict when it is already loaded (avoids opening the
-            file again).
-
-    Returns:
-        The configuration, or ``None`` when neither source has one.
+        checkpoint_data: The checkpoint dict when it is already loaded.
 
     Example:
         >>> run = run_config_for("runs/exp1/best.pt")  # doctest: +SKIP
@@ -134,18 +117,9 @@ def input_size_for(
 ) -> int:
     """The model input size to predict with: ``image_size``, else the run's training size.
 
-    The training size comes from the ``run_config`` stored in the checkpoint (its
-    ``image_size``), else from the ``config.json`` that ``suimseg train`` writes beside its
-    checkpoints. Without any of these, :data:`DEFAULT_IMAGE_SIZE` is used with a warning,
-    because a model scored at another scale than it was trained at gives worse results.
-
-    Args:
-        checkpoint: A checkpoint file or ``.safetensors`` export.
-        image_size: An explicit size, returned as is.
-        checkpoint_data: The checkpoint dict when it is already loaded.
-
-    Returns:
-        The input size in pixels (square).
+    The training size comes from the checkpoint's ``run_config``, else the ``config.json``
+    beside it, else :data:`DEFAULT_IMAGE_SIZE` with a warning (a model scored at another
+    scale than it was trained at does worse).
 
     Example:
         >>> input_size_for("runs/exp1/best.pt")  # doctest: +SKIP
@@ -154,8 +128,8 @@ def input_size_for(
     if image_size is not None:
         return image_size
     stored = _stored_run_config(checkpoint, checkpoint_data)
-    size = None if stored is None else _valid_size(stored.get("image_size"))
-    if size is not None:
+    size = None if stored is None else stored.get("image_size")
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
         return size
     run = _config_json_for(checkpoint)
     if run is not None:
@@ -205,9 +179,6 @@ def evaluate_checkpoint(
             variants are written beside it with suffixes ``_tta``, ``_ensemble``,
             ``_ensemble_tta``.
 
-    Returns:
-        An :class:`EvaluateReport`.
-
     Raises:
         ConfigError: For invalid arguments.
         CheckpointError: If a checkpoint cannot be used.
@@ -234,19 +205,9 @@ def evaluate_checkpoint(
     model = load_model(checkpoint, map_location=dev)
     members = [load_model(p, map_location=dev) for p in ensemble]
     score = evaluate_predictor if protocol == "dataset-8class" else evaluate_suim_paper
-    meta_base: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
-        "data_root": str(data_root),
-        "split": split,
-        "image_size": size,
-    }
-
-    common: dict[str, Any] = {
-        "device": dev,
-        "image_size": size,
-        "amp": amp,
-        "batch_size": batch_size,
-    }
+    meta_base = {"checkpoint": str(checkpoint), "data_root": str(data_root), "split": split}
+    common: dict[str, Any] = {"device": dev, "image_size": size, "amp": amp}
+    common["batch_size"] = batch_size
     variants: list[tuple[str, str, Predictor, dict[str, Any]]] = [
         ("plain", "", Predictor(model, **common), {})
     ]
@@ -254,17 +215,14 @@ def evaluate_checkpoint(
         variants.append(("TTA", "_tta", Predictor(model, tta=True, **common), {"tta": "standard"}))
     if members:
         names = [str(checkpoint), *(str(p) for p in ensemble)]
-        for label, suffix, use_tta in (("ensemble", "_ensemble", False),
-                                       ("ensemble + TTA", "_ensemble_tta", True)):  # fmt: skip
-            if use_tta and not tta:
-                continue
-            predictor = Predictor(
-                [model, *members], tta=use_tta, weights=ensemble_weights, **common
+        meta = {"ensemble": names, "weights": list(ensemble_weights or [])}
+        common["weights"] = ensemble_weights
+        variants.append(("ensemble", "_ensemble", Predictor([model, *members], **common), meta))
+        if tta:
+            predictor = Predictor([model, *members], tta=True, **common)
+            variants.append(
+                ("ensemble + TTA", "_ensemble_tta", predictor, {**meta, "tta": "standard"})
             )
-            meta = {"ensemble": names, "weights": list(ensemble_weights or [])}
-            if use_tta:
-                meta["tta"] = "standard"
-            variants.append((label, suffix, predictor, meta))
 
     base = Path(out) if out is not None else Path(checkpoint).parent / f"eval_{split}.json"
     results: list[EvaluationResult] = []
@@ -274,7 +232,8 @@ def evaluate_checkpoint(
         metrics = score(predictor, dataset)
         computed.append(metrics)
         name = Path(checkpoint).stem if label == "plain" else f"{Path(checkpoint).stem} {label}"
-        result = EvaluationResult.from_metrics(metrics, name=name, meta={**meta_base, **meta})
+        meta = {**meta_base, "image_size": size, **meta}
+        result = EvaluationResult.from_metrics(metrics, name=name, meta=meta)
         results.append(result)
         paths.append(save_result(base.with_name(base.stem + suffix + base.suffix), result))
 
@@ -282,9 +241,7 @@ def evaluate_checkpoint(
         text = format_comparison(results, baseline=None)
     else:
         headlines = [
-            format_gain_report(computed[0], m, plain_name="plain", improved_name=v[0]).splitlines()[
-                0
-            ]
+            format_gain_report(computed[0], m, improved_name=v[0]).partition("\n")[0]
             for m, v in zip(computed[1:], variants[1:], strict=True)
         ]
         text = "\n".join(headlines) + "\n\n" + format_comparison(results, baseline=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -94,12 +94,9 @@ def build_loaders(
 ) -> tuple[DataLoader[tuple[Tensor, Tensor]], DataLoader[tuple[Tensor, Tensor]]]:
     """Training and validation loaders over the stratified ``train_val`` split.
 
-    The training loader shuffles (its order follows the torch RNG, which checkpoints
-    restore, so a resumed run sees the same order) and drops the last incomplete batch so
-    BatchNorm never trains on a single image. Images are decoded straight at
-    ``config.image_size``. With ``config.augment_on == "device"`` both loaders yield uint8
-    images and masks (``output="uint8"``), to be augmented and normalised on the device
-    (:func:`device_batch_transforms`).
+    The training loader shuffles (with the torch RNG that checkpoints restore) and drops
+    the last incomplete batch (BatchNorm never sees one image). With ``augment_on ==
+    "device"`` both yield uint8 batches for :func:`device_batch_transforms`.
     """
     output: OutputKind = "uint8" if config.augment_on == "device" else "float"
     common: dict[str, Any] = {
@@ -140,12 +137,9 @@ def build_loaders(
 def device_batch_transforms(
     config: TrainConfig,
 ) -> tuple[nn.Module | None, nn.Module | None]:
-    """The trainer's ``(batch_transform, eval_batch_transform)`` for ``config.augment_on``.
-
-    ``(None, None)`` for ``"loader"`` (the loaders normalise); for ``"device"``, a
-    :class:`~suimseg.data.DeviceAugment` with ``train_transforms``' defaults (or a
-    :class:`~suimseg.data.DeviceNormalize` when ``augment`` is off) for training and a
-    ``DeviceNormalize`` for validation.
+    """``(train, eval)`` device-side batch transforms: ``(None, None)`` for ``"loader"``, else
+    :class:`~suimseg.data.DeviceAugment` (or ``DeviceNormalize`` without ``augment``) and
+    :class:`~suimseg.data.DeviceNormalize`.
     """
     if config.augment_on == "loader":
         return None, None
@@ -205,14 +199,10 @@ def build_callbacks(
     verbose: bool = True,
     overwrite: bool = False,
 ) -> list[Callback]:
-    """The recipe's callbacks, in order: run lock, checkpoints, history, ``config.json``, ...
-
-    ``RunDirLock`` and ``Checkpoint`` (``last.pt``/``best.pt``, asynchronous on CUDA unless
-    ``config.async_checkpoint`` says otherwise, with ``config.to_dict()`` as the
-    ``run_config``), ``History``, writing ``config.json`` once the run holds the folder,
-    ``NonFiniteLoss("raise")``, ``RankSeed(config.seed)``, the device-side transforms of
-    ``config.augment_on == "device"``, ``Progress`` and, with
-    ``config.early_stopping_patience``, ``EarlyStopping``.
+    """The recipe's callbacks, in order: ``RunDirLock``, ``Checkpoint`` (asynchronous on CUDA
+    by default, ``run_config=config.to_dict()``), ``History``, ``config.json``,
+    ``NonFiniteLoss("raise")``, ``RankSeed``, ``DeviceTransform`` (``augment_on="device"``),
+    ``Progress`` and ``EarlyStopping`` (with ``early_stopping_patience``).
     """
     async_ckpt = (
         device.type == "cuda" if config.async_checkpoint is None else config.async_checkpoint
@@ -240,9 +230,7 @@ def build_training(
 ) -> TrainingSetup:
     """Build model, loss, AdamW with differential LRs, ReduceLROnPlateau, loaders, trainer.
 
-    Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised here and the
-    loaders are sharded (:func:`~suimseg.engine.shard_loader`); the trainer then wraps
-    the model in DistributedDataParallel.
+    Under ``torchrun`` the process group is initialised here and the loaders are sharded.
 
     Args:
         config: The run's configuration.
@@ -251,8 +239,7 @@ def build_training(
         overwrite: Allow a new run in an ``out_dir`` that holds another run's checkpoints.
 
     Returns:
-        A :class:`TrainingSetup` whose trainer writes ``config.json`` into ``out_dir`` when
-        ``fit`` starts; call ``setup.trainer.fit(setup.train_loader,
+        A :class:`TrainingSetup`; run ``setup.trainer.fit(setup.train_loader,
         setup.val_loader, config.epochs)``.
     """
     device = resolve_device(config.device)
@@ -262,10 +249,7 @@ def build_training(
     if init_distributed(device.type):  # torchrun: shard the loaders across the processes
         train_loader = shard_loader(train_loader, train=True, seed=config.seed)  # type: ignore[assignment]
         val_loader = shard_loader(val_loader, train=False)  # type: ignore[assignment]
-    train_ds = train_loader.dataset
-    if not isinstance(train_ds, SUIMDataset):  # pragma: no cover - built just above
-        raise TypeError("build_loaders returned an unexpected dataset")
-    loss_fn, alpha = build_loss(config, train_ds)
+    loss_fn, alpha = build_loss(config, cast(SUIMDataset, train_loader.dataset))
     groups = param_groups(model, config.enc_lr_mult, lr=config.lr, weight_decay=config.weight_decay)
     optimizer = AdamW(groups, lr=config.lr, fused=device.type == "cuda")
     scheduler = ReduceLROnPlateau(

@@ -1,10 +1,8 @@
 """Loading and converting the images the predictor accepts.
 
-Files are read with the library's one rule set (:mod:`suimseg.data.readers`): every
-colour mode is converted to RGB the same way as in the dataset, a pixel limit guards
-against decompression bombs, and **EXIF orientation is applied everywhere** (images and
-masks, in the dataset, the predictor and evaluation), so images, masks and predictions
-stay aligned. Images without an orientation tag are unaffected.
+Files are read with the library's one rule set (:mod:`suimseg.data.readers`): RGB as in
+the dataset, a pixel limit against decompression bombs, and EXIF orientation applied
+everywhere (dataset, predictor, evaluation), so images, masks and predictions stay aligned.
 """
 
 from __future__ import annotations
@@ -42,9 +40,6 @@ def load_image(
         exif_transpose: Apply the EXIF orientation (the documented policy).
         max_pixels: Refuse images above this many pixels (checked before decoding).
 
-    Returns:
-        The decoded RGB image.
-
     Raises:
         InputNotFoundError: If ``path`` does not exist (a ``FileNotFoundError``).
         DatasetError: If the file cannot be decoded as an image or is too large.
@@ -70,19 +65,14 @@ def _check_unit_range(t: Tensor, what: str) -> None:
 
 
 def to_image_tensor(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor:
-    """Convert one in-memory image to a ``(3, H, W)`` tensor, uint8 kept as uint8.
+    """Convert one in-memory image to a ``(3, H, W)`` tensor on its device (CPU for PIL/numpy).
 
-    uint8 inputs (PIL images, uint8 arrays and tensors) stay uint8, so that the predictor
-    can resize them in uint8 like the dataset does; float inputs become float32 (checked to
-    lie in ``[0, 1]``). An array gives a channels-last view of its memory, as the dataset's.
+    uint8 stays uint8 (the predictor resizes in uint8, like the dataset); floats become
+    float32, checked to lie in ``[0, 1]``. An array gives a view of its memory.
 
     Args:
-        image: A PIL image (any mode; converted to RGB), an array ``(H, W, 3)`` or a
-            grayscale ``(H, W)`` (uint8, or float in ``[0, 1]``), or a tensor ``(3, H, W)``
-            (uint8, or float in ``[0, 1]``).
-
-    Returns:
-        A uint8 or float32 tensor ``(3, H, W)`` on the input's device (CPU for PIL, numpy).
+        image: A PIL image (any mode), an array ``(H, W, 3)`` or ``(H, W)``, or a tensor
+            ``(3, H, W)``; uint8 or float in ``[0, 1]``.
 
     Raises:
         ConfigError: For other shapes, dtypes or out-of-range floats.
@@ -128,13 +118,7 @@ def to_image_tensor(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tenso
 
 
 def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor:
-    """Convert one in-memory image to a float32 tensor ``(3, H, W)`` in ``[0, 1]``.
-
-    Args:
-        image: As for :func:`to_image_tensor`.
-
-    Returns:
-        A float32 tensor ``(3, H, W)`` on the input's device (CPU for PIL and numpy).
+    """Convert one in-memory image (as for :func:`to_image_tensor`) to float32 in ``[0, 1]``.
 
     Raises:
         ConfigError: For other shapes, dtypes or out-of-range floats.
@@ -148,17 +132,7 @@ def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor
 
 
 def as_image_list(inputs: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
-    """Flatten ``inputs`` to a list of single images (a 4-D tensor gives its N images).
-
-    Args:
-        inputs: One image (path, PIL, array, tensor) or a sequence of them.
-
-    Returns:
-        The images in order.
-
-    Raises:
-        ConfigError: If the sequence is empty.
-    """
+    """Flatten one image or a sequence to a list of images (a 4-D tensor gives N images)."""
     items: list[ImageInput]
     if isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray, Tensor)):
         items = [inputs]

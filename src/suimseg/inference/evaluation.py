@@ -1,21 +1,14 @@
 """Evaluate a :class:`~suimseg.inference.Predictor` on labelled data, under two protocols.
 
-**suimseg's protocol** (:func:`evaluate_predictor`): one 8-class confusion matrix
-accumulated over the whole dataset, at each label's *native* resolution (predictions are
-resized, via their probabilities, to the mask's own size), giving dataset-level IoU/mIoU
-(:class:`~suimseg.metrics.SegmentationMetrics`).
-
-**The SUIM paper's protocol** (:func:`evaluate_suim_paper`): 5 classes (HD, WR, RO, RI,
-FV), each scored as a binary problem (``prediction == class`` vs ``label == class``) at
-320x240, per image, and averaged over the images whose label contains the class. Its
-numbers are *not comparable* with 8-class mIoU; results carry that label.
-
-Images are read without EXIF re-orientation, as the SUIM dataset loader does (masks are
-aligned with the stored pixel grid).
+:func:`evaluate_predictor` (suimseg's): one 8-class confusion matrix over the whole
+dataset at each label's native resolution. :func:`evaluate_suim_paper` (the SUIM paper's):
+5 binary classes scored per image at 320x240, *not comparable* with 8-class mIoU. See
+``docs/evaluation.md``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -87,15 +80,10 @@ def _labels_array(label: LabelInput) -> np.ndarray[Any, np.dtype[np.int64]]:
 
 
 def iter_labelled(data: EvalData) -> Iterator[tuple[ImageInput, np.ndarray[Any, Any]]]:
-    """Yield ``(image, int64 labels (H, W))`` at native resolution.
+    """Yield ``(image, int64 labels (H, W))``, each file read as stored (native size).
 
     Args:
-        data: A :class:`~suimseg.data.SUIMDataset` (each image file and its mask file are
-            read as stored: the mask at its own size, even where it differs from the
-            image) or a sequence of ``(image, label)`` pairs (see :data:`LabelInput`).
-
-    Yields:
-        The image (a PIL image for files) and its label map.
+        data: A :class:`~suimseg.data.SUIMDataset` or ``(image, label)`` pairs.
     """
     if isinstance(data, SUIMDataset):
         for ip, mp in zip(data.image_paths, data.mask_paths, strict=True):
@@ -116,13 +104,8 @@ def iter_labelled(data: EvalData) -> Iterator[tuple[ImageInput, np.ndarray[Any, 
 
 
 def _batches(data: EvalData, size: int) -> Iterator[list[tuple[ImageInput, np.ndarray[Any, Any]]]]:
-    batch: list[tuple[ImageInput, np.ndarray[Any, Any]]] = []
-    for pair in iter_labelled(data):
-        batch.append(pair)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
+    pairs = iter_labelled(data)
+    while batch := list(itertools.islice(pairs, size)):
         yield batch
 
 
@@ -137,10 +120,8 @@ def evaluate_predictor(
 ) -> SegmentationMetrics:
     """Dataset-level 8-class metrics of a predictor at each label's native resolution.
 
-    Each prediction is computed at the predictor's input size and its probabilities are
-    resized bilinearly to the *mask's* size before the ``argmax``, so a mask whose size
-    differs from its image is scored at its own size. One confusion matrix is accumulated
-    over all pixels of all images (see :mod:`suimseg.metrics`).
+    Probabilities are resized bilinearly to the *mask's* size before the ``argmax``; one
+    confusion matrix is accumulated over all pixels of all images.
 
     Args:
         predictor: The predictor (plain, TTA, ensemble or tiled).
@@ -149,9 +130,6 @@ def evaluate_predictor(
         ignore_index: Label value that is not scored.
         class_names: Names for the report (SUIM names by default for 8 classes).
         progress: Called with the number of images done after each batch.
-
-    Returns:
-        The :class:`~suimseg.metrics.SegmentationMetrics`.
 
     Raises:
         ConfigError: If ``data`` is empty or malformed.
@@ -213,21 +191,12 @@ def binary_iou(pred: Tensor, target: Tensor) -> float:
 
 
 def boundary_f_measure(pred: Tensor, target: Tensor, *, tolerance: int = 4) -> float:
-    """Contour F-measure of two binary masks ``(H, W)`` (DAVIS-style).
+    """Contour F-measure of two binary masks ``(H, W)`` (DAVIS-style), in ``[0, 1]``.
 
-    Boundaries are the mask pixels with an 8-neighbour outside the mask. A predicted
-    boundary pixel is correct if a true boundary pixel lies within ``tolerance`` pixels
-    (Euclidean disk), and vice versa for recall; F is their harmonic mean. Both boundaries
-    empty gives 1.0; exactly one empty gives 0.0.
-
-    Args:
-        pred: Predicted binary mask.
-        target: True binary mask of the same shape.
-        tolerance: Match distance in pixels. The default 4 is DAVIS's 0.008 of the image
-            diagonal at 320x240 (``ceil(0.008 * 400)``).
-
-    Returns:
-        The F-measure in ``[0, 1]``.
+    Boundary pixels (an 8-neighbour outside the mask) match within ``tolerance`` pixels
+    (Euclidean disk); F is the harmonic mean of precision and recall. Both boundaries empty
+    gives 1.0, exactly one empty 0.0. The default 4 is DAVIS's 0.008 of the diagonal at
+    320x240.
 
     Example:
         >>> m = torch.zeros(20, 20, dtype=torch.bool); m[5:15, 5:15] = True
@@ -263,8 +232,8 @@ def _nanmean(values: Sequence[float]) -> float:
 class SUIMPaperMetrics:
     """Scores under the SUIM paper's protocol (see :data:`PAPER_LABEL`).
 
-    Per-class values are averages over the images whose label contains the class; NaN
-    when no image contains it (then left out of the means).
+    Per-class values average the images whose label contains the class (NaN if none; left
+    out of the means).
 
     Attributes:
         class_codes: The scored classes (``HD, WR, RO, RI, FV``).
@@ -301,11 +270,11 @@ class SUIMPaperMetrics:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (NaN becomes ``None``)."""
 
-        def clean(d: dict[str, float]) -> dict[str, float | None]:
-            return {k: None if math.isnan(v) else v for k, v in d.items()}
-
         def num(x: float) -> float | None:
             return None if math.isnan(x) else x
+
+        def clean(d: dict[str, float]) -> dict[str, float | None]:
+            return {k: num(v) for k, v in d.items()}
 
         return {
             "protocol": "suim-paper",
@@ -351,22 +320,16 @@ def evaluate_suim_paper(
 ) -> SUIMPaperMetrics:
     """Score a predictor with the SUIM paper's protocol.
 
-    Labels are resized nearest-neighbour to ``size`` (320x240), predictions are made at
-    ``size`` (probabilities resized bilinearly, then ``argmax`` over all 8 classes).
-    For each class and each image whose label contains it, ``pred == class`` and
-    ``label == class`` are scored as binary masks (region IoU, region F1, contour F);
-    per-class scores are the means over those images.
+    Labels are resized nearest-neighbour and predictions (``argmax`` over all 8 classes)
+    made at ``size``; for each class and each image containing it, ``pred == class`` vs
+    ``label == class`` is scored as binary masks (IoU, region F1, contour F), then averaged.
 
     Args:
         predictor: The predictor.
         data: A :class:`~suimseg.data.SUIMDataset` or ``(image, label)`` pairs.
         class_codes: The classes to score (codes from the SUIM table).
         size: ``(height, width)`` of scoring.
-        boundary_tolerance: Contour match distance in pixels (see
-            :func:`boundary_f_measure`).
-
-    Returns:
-        A :class:`SUIMPaperMetrics`.
+        boundary_tolerance: Contour match distance in pixels.
 
     Example:
         >>> print(evaluate_suim_paper(predictor, ds).format_table())  # doctest: +SKIP

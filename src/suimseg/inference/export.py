@@ -11,11 +11,9 @@ for the exporter and onnxruntime for the parity check).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,22 +22,12 @@ from torch import Tensor, nn
 
 from suimseg._atomic import atomic_write, named_write_errors
 from suimseg.errors import ConfigError, MissingDependencyError
+from suimseg.inference.predictor import _eval_mode
 
 __all__ = ["export_onnx", "export_torchscript", "verify_onnx"]
 
 #: The odd-sized batch each export is checked on (different from the example shape).
 _CHECK_SHAPE = (2, 3, 45, 77)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    saved = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
 
 
 def _check_example(example_shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -67,11 +55,7 @@ def _fsync_replace(tmp: Path, path: Path) -> None:
 
 
 def _max_diff(a: Tensor, b: Tensor) -> float:
-    """``max |a - b|`` scaled by the reference's largest magnitude (when above 1).
-
-    Float32 rounding grows with the size of the logits, so a fixed absolute bound would
-    fail deep, untrained models whose logits reach tens or hundreds.
-    """
+    """``max |a - b|`` relative to ``max |b|`` when above 1 (float32 rounding grows with it)."""
     a, b = a.float(), b.float()
     return float((a - b).abs().max() / max(1.0, float(b.abs().max())))
 
@@ -84,22 +68,17 @@ def export_torchscript(
     atol: float = 1e-4,
     verify: bool = True,
 ) -> Path:
-    """Trace ``model`` to TorchScript and save it (atomically).
+    """Trace ``model`` (in eval mode, restored after) to TorchScript and save it atomically.
 
-    The model is traced in eval mode (its mode is restored afterwards) on a random
-    example, then, with ``verify``, run on a batch of another size and compared with the
-    eager model, so an export that baked in the example's shape is caught.
+    With ``verify`` the traced model is compared with the eager one on a batch of another
+    size, so an export that baked in the example's shape is caught.
 
     Args:
         model: The model (e.g. from :func:`~suimseg.engine.checkpoint.load_model`).
         path: Output ``.pt`` file; load it with ``torch.jit.load(path)``.
         example_shape: ``(N, 3, H, W)`` of the tracing input.
-        atol: Largest accepted logit difference, relative to the largest logit magnitude
-            (absolute when the logits stay within +-1).
+        atol: Largest accepted logit difference (relative to ``max |logit|`` when above 1).
         verify: Run the parity check.
-
-    Returns:
-        The path written.
 
     Raises:
         ConfigError: For a bad ``example_shape``, or if the traced model disagrees with
@@ -113,7 +92,7 @@ def export_torchscript(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     device = _device(model)
-    with _eval_mode(model), torch.no_grad():
+    with _eval_mode([model]), torch.no_grad():
         example = torch.randn(shape, device=device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # trace's deprecation and tracer warnings
@@ -152,24 +131,18 @@ def export_onnx(
     atol: float = 1e-4,
     verify: bool = True,
 ) -> Path:
-    """Export ``model`` to ONNX with dynamic batch, height and width (atomically).
+    """Export ``model`` to ONNX (input ``image``, output ``logits``; dynamic N, H, W).
 
-    Uses PyTorch's ``torch.export``-based ONNX exporter (needs onnx and onnxscript). The
-    graph's input is named ``image`` and its output ``logits``. With ``verify``, the saved
-    file is run with onnxruntime on a batch of another size and compared with PyTorch
-    (:func:`verify_onnx`).
+    Uses the ``torch.export``-based exporter. With ``verify`` the file is run with
+    onnxruntime on a batch of another size and compared with PyTorch (:func:`verify_onnx`).
 
     Args:
         model: The model.
         path: Output ``.onnx`` file.
         example_shape: ``(N, 3, H, W)`` of the example input used for export.
         opset: ONNX opset version (``None``: the exporter's default).
-        atol: Largest accepted logit difference, relative to the largest logit magnitude
-            (absolute when the logits stay within +-1).
+        atol: Largest accepted logit difference (relative to ``max |logit|`` when above 1).
         verify: Run the onnxruntime parity check (needs onnxruntime).
-
-    Returns:
-        The path written.
 
     Raises:
         MissingDependencyError: If onnx, onnxscript (or, with ``verify``, onnxruntime)
@@ -192,7 +165,7 @@ def export_onnx(
     width = torch.export.Dim("width", min=8)
     tmp = _tmp_for(out)
     try:
-        with _eval_mode(model), torch.no_grad():
+        with _eval_mode([model]), torch.no_grad():
             example = torch.randn(shape, device=device)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -229,11 +202,6 @@ def export_onnx(
 def verify_onnx(model: nn.Module, path: str | os.PathLike[str], x: Tensor) -> float:
     """Largest difference between onnxruntime's and PyTorch's outputs on ``x``.
 
-    Args:
-        model: The PyTorch model (run in eval mode; its mode is restored).
-        path: The exported ``.onnx`` file.
-        x: A float32 input ``(N, 3, H, W)``.
-
     Returns:
         ``max |onnx(x) - model(x)|``, divided by ``max |model(x)|`` when that exceeds 1.
 
@@ -246,6 +214,6 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike[str], x: Tensor) -> fl
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     got = torch.from_numpy(session.run(None, {name: x.detach().cpu().numpy()})[0])
-    with _eval_mode(model), torch.no_grad():
+    with _eval_mode([model]), torch.no_grad():
         want = model(x.to(_device(model))).cpu()
     return _max_diff(got, want)

@@ -51,14 +51,6 @@ class PredictFilesResult:
     skipped: list[Path] = field(default_factory=list)
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-    except ValueError:
-        return False
-    return True
-
-
 def collect_inputs(
     inputs: Sequence[str | os.PathLike[str]],
     *,
@@ -66,16 +58,9 @@ def collect_inputs(
 ) -> list[tuple[Path, Path]]:
     """Expand files and folders into ``(image path, relative output path)`` pairs.
 
-    Folders are searched recursively for ``.jpg``/``.jpeg``/``.png`` files (hidden files
-    and anything under ``exclude`` are skipped); the relative path keeps the sub-folders.
-    A file given directly keeps only its name.
-
-    Args:
-        inputs: Image files and/or folders.
-        exclude: A folder whose contents are never taken as inputs (the output folder).
-
-    Returns:
-        Sorted pairs per folder, in the order of ``inputs``.
+    Folders are searched recursively for images (hidden files and anything under
+    ``exclude``, the output folder, are skipped) and keep their sub-folders; a file given
+    directly keeps only its name. Pairs are sorted per folder, in the order of ``inputs``.
 
     Raises:
         InputNotFoundError: If an input does not exist (a ``FileNotFoundError``).
@@ -95,8 +80,8 @@ def collect_inputs(
                     not f.is_file()
                     or f.suffix.lower() not in IMAGE_EXTENSIONS
                     or any(part.startswith(".") for part in rel.parts)
-                    or (skip is not None and _is_within(f.resolve(), skip))
-                    or not _is_within(f.resolve(), root)
+                    or (skip is not None and f.resolve().is_relative_to(skip))
+                    or not f.resolve().is_relative_to(root)
                 ):
                     continue
                 pairs.append((f, rel))
@@ -133,24 +118,19 @@ def predict_files(
 ) -> PredictFilesResult:
     """Predict image files/folders and write colour-coded masks (and overlays).
 
-    Masks are 24-bit RGB images in the SUIM palette (:func:`~suimseg.classes.index_to_rgb`),
-    at each image's size, so they decode back with :func:`~suimseg.classes.rgb_to_index`
-    and feed SUIM tools. Overlays blend the mask over the image with a legend of the
-    classes present. Files are written atomically. Images are read with EXIF orientation
-    applied.
+    Masks are 24-bit RGB in the SUIM palette at each image's size (they decode back with
+    :func:`~suimseg.classes.rgb_to_index`); overlays carry a legend of the classes present.
+    Files are written atomically.
 
     Args:
         predictor: The predictor to use.
         inputs: Image files and/or folders (searched recursively).
-        out_dir: Output folder (created if needed); see the module docstring for layout.
+        out_dir: Output folder (``masks/``, ``overlays/``; created if needed).
         fmt: Mask file format, ``"bmp"`` (like SUIM) or ``"png"``.
         overlay: Also write ``overlays/<relative path>.png``.
         alpha: Overlay opacity in ``[0, 1]``.
         overwrite: Replace existing outputs; otherwise an input whose outputs all exist is
             skipped with a warning (missing outputs of an input are still written).
-
-    Returns:
-        A :class:`PredictFilesResult` listing written files and skipped inputs.
 
     Raises:
         ConfigError: For a bad ``fmt``/``alpha``, no images, colliding outputs, or an
@@ -178,7 +158,7 @@ def predict_files(
             if dst is None:
                 continue
             resolved = dst.resolve()
-            if not _is_within(resolved, out_resolved):
+            if not resolved.is_relative_to(out_resolved):
                 raise ConfigError(f"output {dst} would be written outside out_dir {out_root}")
             if resolved in input_files:
                 raise ConfigError(

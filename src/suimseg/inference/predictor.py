@@ -1,18 +1,9 @@
 """The :class:`Predictor`: label maps (and probabilities) for images of any size.
 
-Preprocessing is the dataset's (``SUIMDataset(..., image_size=s)`` with
-``eval_transforms(s)``), step for step, so a file gives the model the same tensor in
-training-time evaluation and here: the file is decoded and resized to ``image_size`` by
-:func:`suimseg.data.readers.read_image_array` (reduced-scale JPEG decode, then an
-antialiased bilinear resize **in uint8**), then converted to float in ``[0, 1]`` and
-normalised with torchvision's ``to_dtype``/``normalize``. In-memory uint8 images (PIL,
-uint8 arrays and tensors) are resized in uint8 by the same kernel; float inputs are resized
-in float. With ``image_size=None`` or tiling, files are decoded at full resolution and
-not resized: tiling runs the model on native-resolution windows of ``image_size``, a
-different input from the resize path by design. Test-time augmentation, ensembles
-and tiled inference all average *class probabilities* (softmax of the logits, in float32);
-the averaged probabilities are resized bilinearly back to each input's size before the
-``argmax``.
+Preprocessing is the dataset's evaluation path step for step (decode, resize in uint8,
+``to_dtype``, ``normalize``), so a file gives the model the same tensor here as in training
+evaluation. TTA, ensembles and tiling average float32 *class probabilities*, which are
+resized bilinearly to each input's size before the ``argmax``. See ``docs/inference.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +13,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -44,11 +35,7 @@ _AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.flo
 
 @dataclass(frozen=True)
 class TTA:
-    """Test-time augmentation: which views are averaged (in probability space).
-
-    The views are every scale combined with the identity and each enabled flip
-    (horizontal, vertical; the combined hv flip is not added), so ``TTA.standard()``
-    runs 3 scales x 3 flips = 9 forward passes per model.
+    """Test-time augmentation: every scale x (identity + each enabled flip), averaged.
 
     Attributes:
         hflip: Add a horizontally flipped view.
@@ -158,31 +145,22 @@ class Predictor:
     """Segment images with one model or an ensemble, with optional TTA and tiling.
 
     Args:
-        models: One model or several (an ensemble). Each maps a normalised batch
-            ``(N, 3, h, w)`` to logits ``(N, C, h', w')`` (resized to ``(h, w)`` if they
-            differ) or a dict with an ``"out"`` entry; all must give the same ``C``. The
-            models are moved to ``device``; during each call they are in eval mode and
-            their previous train/eval flags are restored afterwards.
-        device: Device to run on; defaults to the device of the first model's parameters.
-        image_size: Model input size: an int (square), ``(height, width)``, or ``None`` to
-            run at each image's native resolution. With ``tiling`` it is the window size.
+        models: One model or an ensemble, mapping a normalised ``(N, 3, h, w)`` batch to
+            logits ``(N, C, h', w')`` (resized to ``(h, w)``) or a dict with ``"out"``. They
+            move to ``device`` and run in eval mode (their flags are restored after).
+        device: Device to run on (default: the first model's).
+        image_size: Model input size (int or ``(height, width)``), or ``None`` for each
+            image's native resolution; the window size with ``tiling``.
         tta: A :class:`TTA`, ``True`` for :meth:`TTA.standard`, or ``None``/``False``.
-        amp: Autocast dtype on the device (``"bf16"``, ``"fp16"``) or ``None`` (float32).
-            Probabilities are always computed and averaged in float32.
-        weights: Ensemble weights, one per model (positive; normalised to sum to 1).
-            Equal weights by default.
+        amp: Autocast dtype (``"bf16"``, ``"fp16"``) or ``None``; probabilities stay float32.
+        weights: Ensemble weights, one per model (positive; normalised; equal by default).
         tiling: A :class:`Tiling`, ``True`` for the defaults, or ``None``/``False``.
-            Needs an ``image_size``.
         batch_size: Images (or windows) per forward pass.
         mean: Normalisation means (ImageNet, as in training).
         std: Normalisation standard deviations.
 
     Raises:
         ConfigError: For invalid arguments.
-
-    Shape:
-        Inputs of any size; :meth:`predict` returns labels ``(H, W)`` and probabilities
-        ``(C, H, W)`` at each input's ``(H, W)``.
 
     Example:
         >>> from suimseg.models import UNetResAttnV3
@@ -298,9 +276,7 @@ class Predictor:
     def probs_normalized(self, x: Tensor) -> Tensor:
         """Ensemble- and TTA-averaged probabilities of a normalised batch, at its own size.
 
-        This is the building block of :meth:`predict`: no resizing to ``image_size`` and
-        no tiling happen here. Must be called inside :meth:`eval_context` (or with the
-        models already in eval mode).
+        No resizing to ``image_size``, no tiling. Call it inside :meth:`eval_context`.
 
         Args:
             x: An ImageNet-normalised batch ``(N, 3, h, w)`` on any device.
@@ -312,7 +288,6 @@ class Predictor:
         h, w = int(x.shape[-2]), int(x.shape[-1])
         views = self.tta.num_views
         total: Tensor | None = None
-        num_classes: int | None = None
         for model, weight in zip(self.models, self.weights, strict=True):
             for scale in self.tta.scales:
                 size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -320,12 +295,10 @@ class Predictor:
                 for dims in self.tta.flips:
                     xi = xs.flip(dims) if dims else xs
                     p = self._logits(model, xi).softmax(dim=1)
-                    if num_classes is None:
-                        num_classes = int(p.shape[1])
-                    elif p.shape[1] != num_classes:
+                    if total is not None and p.shape[1] != total.shape[1]:
                         raise ConfigError(
                             f"models: every ensemble member must predict the same number of "
-                            f"classes, got {num_classes} and {int(p.shape[1])}"
+                            f"classes, got {total.shape[1]} and {p.shape[1]}"
                         )
                     if dims:
                         p = p.flip(dims)
@@ -342,11 +315,7 @@ class Predictor:
             yield
 
     def _model_input(self, image: ImageInput) -> tuple[Tensor, tuple[int, int]]:
-        """The normalised ``(1, 3, h, w)`` model input of one image and its native size.
-
-        The steps and their order are ``eval_transforms``' after the dataset's decode:
-        resize (uint8 stays uint8), ``to_dtype(float32, scale=True)``, ``normalize``.
-        """
+        """The normalised ``(1, 3, h, w)`` input of one image (``eval_transforms``' steps)."""
         size = self.image_size if self.tiling is None else None
         if isinstance(image, (str, os.PathLike)):
             if size is not None:
@@ -369,19 +338,6 @@ class Predictor:
         x = TF.to_dtype(t.to(self.device), torch.float32, scale=True)
         return TF.normalize(x, self._mean, self._std).unsqueeze(0), native
 
-    def _probs_native(self, x: Tensor) -> Tensor:
-        """Probabilities of one normalised image ``(1, 3, H, W)`` at native size (tiling)."""
-        if self.tiling is None or self.image_size is None:
-            return self.probs_normalized(x)
-        return sliding_window_probs(
-            self.probs_normalized,
-            x,
-            self.image_size,
-            overlap=self.tiling.overlap,
-            weighting=self.tiling.weighting,
-            batch_size=self.batch_size,
-        )
-
     # ------------------------------------------------------------------ public API
     def predict(
         self,
@@ -393,13 +349,9 @@ class Predictor:
         """Predict label maps (and optionally probabilities) for one or more images.
 
         Args:
-            inputs: One image or a sequence: file paths (read with EXIF orientation
-                applied), PIL images, arrays ``(H, W, 3)`` (uint8 or float in ``[0, 1]``)
-                or tensors ``(3, H, W)`` / ``(N, 3, H, W)`` (uint8 or float in ``[0, 1]``,
-                not normalised). Sizes may differ.
+            inputs: One image or a sequence (see :data:`ImageInput`); sizes may differ.
             return_probs: Also return the ``(C, H, W)`` probabilities.
-            output_sizes: ``(height, width)`` per image for the outputs (e.g. a mask's
-                size when it differs from the image); default: each input's own size.
+            output_sizes: ``(height, width)`` of each output (default: each input's size).
 
         Returns:
             One :class:`Prediction` per image (a 4-D tensor counts as N images), in order.
@@ -442,27 +394,24 @@ class Predictor:
         return results
 
     def _probs_chunk(self, inputs: list[Tensor]) -> list[Tensor]:
-        """Probabilities of each prepared input at model resolution (or native/tiled)."""
-        if self.image_size is None or self.tiling is not None:
-            return [self._probs_native(x)[0] for x in inputs]
+        """Probabilities of each prepared input: one batch at ``image_size``, else one by one."""
+        if self.tiling is not None and self.image_size is not None:
+            t = self.tiling
+            return [
+                sliding_window_probs(self.probs_normalized, x, self.image_size,
+                                     overlap=t.overlap, weighting=t.weighting,
+                                     batch_size=self.batch_size)[0]
+                for x in inputs
+            ]  # fmt: skip
+        if self.image_size is None:
+            return [self.probs_normalized(x)[0] for x in inputs]
         return list(self.probs_normalized(torch.cat(inputs)).unbind(0))
 
     def predict_proba(self, inputs: ImageInput | Sequence[ImageInput]) -> list[Tensor]:
         """Class probabilities ``(C, H, W)`` (float32, CPU) for each image at its own size.
 
-        Args:
-            inputs: As for :meth:`predict`.
-
-        Returns:
-            One tensor per image.
-
         Example:
             >>> p = predictor.predict_proba(np.zeros((20, 30, 3), np.uint8))[0]  # doctest: +SKIP
             >>> p.sum(0)  # all ones  # doctest: +SKIP
         """
-        out = []
-        for pred in self.predict(inputs, return_probs=True):
-            if pred.probs is None:  # pragma: no cover - return_probs=True always sets it
-                raise ConfigError("predict_proba: probabilities were not computed")
-            out.append(pred.probs)
-        return out
+        return [cast(Tensor, p.probs) for p in self.predict(inputs, return_probs=True)]

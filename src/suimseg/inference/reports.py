@@ -1,21 +1,8 @@
 """Evaluation-result files, side-by-side comparison tables and training-curve plots.
 
-**Evaluation-result JSON** (written by :func:`save_result`, read by :func:`load_result`)::
-
-    {
-      "format": "suimseg.evaluation",
-      "format_version": 1,
-      "name": "V3 + TTA",                       # column title in comparisons
-      "protocol": "dataset-8class",             # or "suim-paper"
-      "metrics": { ... },                       # SegmentationMetrics.to_dict() or
-                                                # SUIMPaperMetrics.to_dict()
-      "meta": { ... }                           # free-form: checkpoint, tta, split, ...
-    }
-
-:func:`load_result` also accepts a bare ``SegmentationMetrics.to_dict()`` object, or one
-with an added ``"name"`` or ``"label"`` key (the file stem is the default name).
-Numbers are fractions in ``[0, 1]`` (``null`` for an absent class); tables print percent.
-Results of different protocols are never put in one table.
+A result file is ``{"format": "suimseg.evaluation", "format_version": 1, "name", "protocol",
+"metrics", "meta"}`` (see ``docs/inference.md``); :func:`load_result` also accepts a bare
+``SegmentationMetrics.to_dict()``. Results of different protocols are never put in one table.
 """
 
 from __future__ import annotations
@@ -59,7 +46,7 @@ _DATASET_LABEL = (
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """One evaluation, as stored in a result JSON file (see the module docstring).
+    """One evaluation, as stored in a result JSON file.
 
     Attributes:
         name: Column title in comparisons (e.g. ``"V3 + TTA"``).
@@ -107,15 +94,8 @@ class EvaluationResult:
 
 
 def save_result(path: str | os.PathLike[str], result: EvaluationResult) -> Path:
-    """Write ``result`` as JSON, atomically (parent folders are created).
-
-    Returns:
-        The path written.
-    """
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(file, json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
-    return file
+    """Write ``result`` as JSON, atomically (parent folders are created); return the path."""
+    return atomic_write_text(path, json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
 
 
 def _check_dataset_metrics(d: Mapping[str, Any], file: Path) -> None:
@@ -128,7 +108,7 @@ def _check_dataset_metrics(d: Mapping[str, Any], file: Path) -> None:
 
 
 def load_result(path: str | os.PathLike[str]) -> EvaluationResult:
-    """Read an evaluation-result JSON file (see the module docstring for accepted forms).
+    """Read an evaluation-result JSON file (or a bare ``SegmentationMetrics.to_dict()``).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -159,10 +139,13 @@ def load_result(path: str | os.PathLike[str]) -> EvaluationResult:
             )
         if protocol == "dataset-8class":
             _check_dataset_metrics(metrics, file)
-        name = str(data.get("name") or file.stem)
-        raw_meta = data.get("meta")
-        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
-        return EvaluationResult(name=name, protocol=protocol, metrics=metrics, meta=meta)
+        meta = data.get("meta")
+        return EvaluationResult(
+            str(data.get("name") or file.stem),
+            protocol,
+            metrics,
+            meta if isinstance(meta, dict) else {},
+        )
     if data.get("protocol") == "suim-paper":
         return EvaluationResult(
             name=str(data.get("name") or file.stem), protocol="suim-paper", metrics=data
@@ -211,9 +194,8 @@ def format_comparison(
 ) -> str:
     """A markdown table of several results side by side (rows = metrics, columns = runs).
 
-    Rows are mIoU then per-class IoU (8-class protocol), or mean IoU/contour F then per
-    class (paper protocol). With a ``baseline`` column, every other cell also shows its
-    gain in percentage points, e.g. ``52.10 (+1.30)``.
+    With a ``baseline`` column, every other cell also shows its gain in percentage points,
+    e.g. ``52.10 (+1.30)``.
 
     Args:
         results: :class:`EvaluationResult` objects or ``(name, metrics)`` pairs.
@@ -221,11 +203,11 @@ def format_comparison(
         digits: Decimal places (values in %).
 
     Returns:
-        Markdown text: a one-line protocol note, a blank line and the table.
+        A one-line protocol note, a blank line and the table.
 
     Raises:
-        ConfigError: If ``results`` is empty, mixes protocols, or ``baseline`` is out
-            of range.
+        ConfigError: If ``results`` is empty, mixes protocols or classes, or ``baseline``
+            is out of range.
 
     Example:
         >>> import torch
@@ -293,10 +275,8 @@ def format_gain_report(
     improved_name: str = "TTA",
     digits: int = 2,
 ) -> str:
-    """Markdown report of a plain model vs TTA/ensemble on the same data.
-
-    A headline line (``mIoU 50.00% -> 52.00% (+2.00 points)``) followed by
-    :func:`format_comparison` of the two.
+    """A headline (``mIoU: plain 50.00% -> TTA 52.00% (+2.00 points)``) and the two-column
+    :func:`format_comparison` of a plain model vs TTA/ensemble on the same data.
 
     Example:
         >>> import torch
@@ -324,13 +304,6 @@ def format_gain_report(
 def compare_results(paths: Sequence[str | os.PathLike[str]], *, digits: int = 2) -> str:
     """Markdown table of several evaluation-result files side by side (first = baseline).
 
-    Args:
-        paths: Result JSON files (see the module docstring).
-        digits: Decimal places.
-
-    Returns:
-        The markdown text of :func:`format_comparison`.
-
     Example:
         >>> print(compare_results(["v3.json", "v3_tta.json"]))  # doctest: +SKIP
     """
@@ -341,30 +314,24 @@ def compare_results(paths: Sequence[str | os.PathLike[str]], *, digits: int = 2)
 
 # ---------------------------------------------------------------------- training curves
 def _series(rows: list[dict[str, Any]], key: str) -> list[float]:
-    out = []
-    for r in rows:
-        v = r.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out.append(float(v))
-        else:
-            out.append(math.nan)
-    return out
+    return [_number(r.get(key)) for r in rows]
+
+
+def _number(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
 def _lr_series(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Learning rate per group: ``lrs`` as a name->value dict (or an old list), or the
-    CSV's ``lr/<name>`` columns; old files' unnamed groups are called ``group <i>``."""
+    """Learning rate per parameter group: ``lrs`` (jsonl), ``lr/<name>`` columns (csv)."""
     groups: dict[str, list[float]] = {}
     for i, r in enumerate(rows):
         lrs = r.get("lrs")
-        if isinstance(lrs, list):
-            lrs = {f"group {g}": v for g, v in enumerate(lrs)}
+        if isinstance(lrs, list):  # files written before groups were named
+            lrs = {str(g): v for g, v in enumerate(lrs)}
         elif not isinstance(lrs, dict):
             lrs = {k[3:]: v for k, v in r.items() if k.startswith("lr/")}
         for name, v in lrs.items():
-            label = f"group {name}" if str(name).isdigit() else str(name)
-            series = groups.setdefault(label, [math.nan] * len(rows))
-            series[i] = float(v) if isinstance(v, (int, float)) else math.nan
+            groups.setdefault(name, [math.nan] * len(rows))[i] = _number(v)
     return groups
 
 
@@ -376,10 +343,8 @@ def plot_history(
 ) -> Path:
     """Plot training curves (losses, validation mIoU, learning rates) to an image file.
 
-    Reads a ``history.csv``/``history.jsonl`` (or the run folder) with
-    :func:`~suimseg.engine.history.read_history`. Needs matplotlib (the ``plot`` extra);
-    uses the non-interactive Agg backend. The file is written atomically; its format
-    follows the suffix (``.png``, ``.svg``, ``.pdf``).
+    Needs matplotlib (the ``plot`` extra). Written atomically, in the suffix's format
+    (``.png``, ``.svg``, ``.pdf``).
 
     Args:
         history_path: The history file or run folder.
@@ -419,13 +384,8 @@ def plot_history(
     ax_miou.plot(epochs, miou, marker=".", color="tab:green")
     best = [i for i, r in enumerate(rows) if r.get("is_best") is True]
     if best:
-        ax_miou.scatter(
-            [epochs[i] for i in best],
-            [miou[i] for i in best],
-            color="tab:red",
-            zorder=3,
-            label="new best",
-        )
+        x, y = [epochs[i] for i in best], [miou[i] for i in best]
+        ax_miou.scatter(x, y, color="tab:red", zorder=3, label="new best")
         ax_miou.legend()
     ax_miou.set(title="Validation mIoU (%)", xlabel="epoch")
     for name, series in _lr_series(rows).items():
@@ -435,10 +395,6 @@ def plot_history(
         ax_lr.legend()
     for ax in (ax_loss, ax_miou, ax_lr):
         ax.grid(alpha=0.3)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fmt = out.suffix.lstrip(".").lower() or "png"
-    fig.savefig(buf, format=fmt, dpi=dpi)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    buf = io.BytesIO()  # atomic_write_bytes creates the parent folders
+    fig.savefig(buf, format=Path(out_path).suffix.lstrip(".").lower() or "png", dpi=dpi)
+    return atomic_write_bytes(out_path, buf.getvalue())

@@ -1,19 +1,16 @@
 """Sliding-window (tiled) inference at native resolution for images larger than a window.
 
-The image is covered by windows of the model's input size, evenly spaced with at least
-the requested overlap; the last window of each row/column ends exactly at the border, so
-every window has the same size and no padding is needed. Each window's class
-probabilities are blended with a per-pixel weight (Gaussian: centre pixels count more
-than borders, where a network sees less context; or uniform), then divided by the summed
-weights. A dimension smaller than the window is processed whole (the window shrinks to
-the image there).
+Windows of the model's input size are evenly spaced with at least the requested overlap,
+the last one ending at the border (no padding); a side smaller than the window is taken
+whole. Window probabilities are blended with per-pixel weights (Gaussian: the centre,
+where the network sees more context, counts more; or uniform) and normalised.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 from torch import Tensor
@@ -120,9 +117,6 @@ def sliding_window_probs(
     Returns:
         Float32 probabilities ``(1, C, H, W)``.
 
-    Shape:
-        ``image`` ``(1, 3, H, W)`` -> ``(1, C, H, W)``.
-
     Example:
         >>> f = lambda x: torch.ones(x.shape[0], 2, *x.shape[-2:]) / 2
         >>> sliding_window_probs(f, torch.zeros(1, 3, 50, 70), (32, 32)).shape
@@ -149,6 +143,4 @@ def sliding_window_probs(
         for (y, x), p in zip(chunk, probs, strict=True):
             acc[0, :, y : y + wh, x : x + ww] += p * weights
             norm[y : y + wh, x : x + ww] += weights
-    if acc is None:  # pragma: no cover - boxes is never empty
-        raise RuntimeError("sliding_window_probs: no window was processed")
-    return acc / norm
+    return cast(Tensor, acc) / norm  # boxes is never empty, so acc is set

@@ -1,19 +1,10 @@
-"""Pure tensor maths of the suimseg losses (no ``nn.Module`` state).
+"""Pure tensor maths of the suimseg losses (the :mod:`suimseg.losses` modules wrap it).
 
-Every function here takes raw logits ``(N, C, *)`` and integer targets ``(N, *)``, checks
-them, and computes in float32 (float64 when the logits are float64, so ``gradcheck`` works)
-whatever the input dtype or autocast state. Only element-wise ops, ``log_softmax``, ``gather``,
-``scatter_add`` and sums are used: none of them is down-cast by autocast, so the float32 maths
-stays float32 inside a bf16/fp16 autocast region.
-
-Host syncs: by default nothing here waits for the device (no ``.item()``, ``bool(tensor)`` or
-boolean-mask indexing), so a CUDA training step is not stalled by the loss. Target values
-outside ``[0, C)`` are then treated like ``ignore_index`` pixels (masked on the device: no
-value, no gradient, not counted). ``validate=True`` adds the value check instead, which
-raises :class:`~suimseg.errors.ConfigError` naming the bad value at the price of one
-device-to-host sync per call.
-
-The :mod:`suimseg.losses` modules are thin wrappers around these functions.
+Logits ``(N, C, *)``, integer targets ``(N, *)``; the maths runs in float32 (float64 for
+float64 logits) from ``log_softmax`` whatever the dtype or autocast state. By default no call
+syncs with the device: target values outside ``[0, C)`` are masked like ``ignore_index``
+pixels; ``validate=True`` raises :class:`~suimseg.errors.ConfigError` on them instead (one
+device-to-host sync). See ``docs/losses.md``.
 """
 
 from __future__ import annotations
@@ -53,11 +44,6 @@ _INT_DTYPES = frozenset(
 )
 
 
-# --------------------------------------------------------------------------------------
-# Argument checks (shared with the nn.Module wrappers)
-# --------------------------------------------------------------------------------------
-
-
 def check_reduction(reduction: str) -> Reduction:
     """Return ``reduction`` if valid, else raise :class:`~suimseg.errors.ConfigError`."""
     if reduction not in REDUCTIONS:
@@ -90,11 +76,7 @@ def check_ignore_index(ignore_index: int | None) -> int | None:
 
 
 def as_class_vector(value: ClassVector | None, name: str) -> Tensor | None:
-    """Convert a per-class sequence/tensor to a detached 1-D float32 tensor (``None`` passes).
-
-    Raises:
-        ConfigError: If ``value`` is not 1-D, is empty, or holds negative/non-finite numbers.
-    """
+    """A per-class vector as a detached 1-D float32 tensor of finite numbers >= 0."""
     if value is None:
         return None
     if isinstance(value, Tensor):
@@ -128,7 +110,7 @@ def format_vector(vec: Tensor | None) -> float | list[float] | None:
 def _class_vector_for(
     vec: Tensor | None, name: str, num_classes: int, like: Tensor
 ) -> Tensor | None:
-    """Check the length of a per-class vector against C and move it to ``like``'s device/dtype."""
+    """Check a per-class vector's length against C; move it to ``like``'s device/dtype."""
     if vec is None:
         return None
     if vec.numel() != num_classes:
@@ -146,18 +128,10 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
 def check_inputs(
     logits: Tensor, target: Tensor, ignore_index: int | None, *, validate: bool = False
 ) -> Tensor:
-    """Check logits ``(N, C, *)`` against integer target ``(N, *)``; return the target as int64.
+    """Check logits ``(N, C, *)`` against target ``(N, *)``; return the target as int64.
 
-    The shape/dtype/device checks read metadata only (no device sync). The value check runs
-    only with ``validate=True``: it costs one device-to-host sync (a single ``.any()``); the
-    offending value is only fetched when the check fails. Without it, out-of-range values
-    are masked later (see :func:`_prepare`). Comparisons run on the int64 target: comparing
-    a ``uint8``/``int8`` tensor with an out-of-range Python int (255, -100, ...) wraps around.
-
-    Raises:
-        ConfigError: On a non-tensor input, float/bool target, shape mismatch, fewer than two
-            classes, device mismatch, or (``validate=True``) target values outside ``[0, C)``
-            other than ``ignore_index``.
+    Metadata checks only, unless ``validate`` (one ``.any()`` sync). Values are compared as
+    int64: a ``uint8`` tensor compared with 255 or -100 would wrap around.
     """
     if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
         raise ConfigError(
@@ -211,11 +185,6 @@ def check_inputs(
     return target
 
 
-# --------------------------------------------------------------------------------------
-# Maths on pre-computed log-probabilities (inputs already checked)
-# --------------------------------------------------------------------------------------
-
-
 class _Prepared(NamedTuple):
     log_probs: Tensor  # (N, C, *) float32/64
     safe_target: Tensor  # (N, *) int64, ignored pixels mapped to class 0
@@ -223,18 +192,15 @@ class _Prepared(NamedTuple):
 
 
 def _valid_mask(target: Tensor, num_classes: int, ignore_index: int | None) -> Tensor:
-    """Pixels that count: a class index in ``[0, C)`` that is not ``ignore_index``.
-
-    Out-of-range values (only possible with ``validate=False``) are masked like ignored
-    pixels, on the device, so they can neither index out of bounds nor reach the result.
-    """
+    """Pixels that count: in ``[0, C)`` and not ``ignore_index`` (masked on the device)."""
     valid = (target >= 0) & (target < num_classes)  # target is int64 (see check_inputs)
     if ignore_index is not None and 0 <= ignore_index < num_classes:
         valid &= target != ignore_index
     return valid
 
 
-def _prepare(logits: Tensor, target: Tensor, ignore_index: int | None) -> _Prepared:
+def _prepare(logits: Tensor, target: Tensor, ignore_index: int | None, validate: bool) -> _Prepared:
+    target = check_inputs(logits, target, ignore_index, validate=validate)
     valid = _valid_mask(target, logits.shape[1], ignore_index)
     # Zero the logits of ignored pixels so that even inf/NaN there (e.g. padding) cannot
     # reach the value or the gradient; `where` passes exactly 0 gradient to them.
@@ -312,11 +278,7 @@ class LossComponents(NamedTuple):
 
 
 def check_alpha(alpha: ClassVector | None) -> Tensor | None:
-    """Check ``alpha``: ``None`` or a per-class vector (see :func:`as_class_vector`).
-
-    Raises:
-        ConfigError: For a single number (ambiguous, see the message) or a bad vector.
-    """
+    """``alpha`` as a per-class vector; a single number is refused as ambiguous."""
     if alpha is None:
         return None
     if isinstance(alpha, (bool, int, float)) or getattr(alpha, "ndim", None) == 0:
@@ -342,8 +304,7 @@ def focal_from_checked(
     validate: bool = False,
 ) -> Tensor:
     """:func:`focal_loss` with its arguments already checked (used by the modules)."""
-    target = check_inputs(logits, target, ignore_index, validate=validate)
-    prep = _prepare(logits, target, ignore_index)
+    prep = _prepare(logits, target, ignore_index, validate)
     a = _class_vector_for(alpha, "alpha", logits.shape[1], prep.log_probs)
     return _focal_terms(prep, gamma, a, reduction)
 
@@ -359,8 +320,7 @@ def dice_from_checked(
     validate: bool = False,
 ) -> Tensor:
     """:func:`dice_loss` with its arguments already checked (used by the modules)."""
-    target = check_inputs(logits, target, ignore_index, validate=validate)
-    prep = _prepare(logits, target, ignore_index)
+    prep = _prepare(logits, target, ignore_index, validate)
     w = _class_vector_for(weight, "weight", logits.shape[1], prep.log_probs)
     return _dice_terms(prep, smooth, w, batch_dice)
 
@@ -380,19 +340,13 @@ def dice_focal_from_checked(
     validate: bool = False,
 ) -> LossComponents:
     """:func:`dice_focal_loss` with its arguments already checked (used by the modules)."""
-    target = check_inputs(logits, target, ignore_index, validate=validate)
-    prep = _prepare(logits, target, ignore_index)
+    prep = _prepare(logits, target, ignore_index, validate)
     num_classes = logits.shape[1]
     a = _class_vector_for(alpha, "alpha", num_classes, prep.log_probs)
     w = _class_vector_for(dice_weight, "dice_weight", num_classes, prep.log_probs)
     dice = _dice_terms(prep, smooth, w, batch_dice)
     focal = _focal_terms(prep, gamma, a, "mean")
     return LossComponents(lambda_dice * dice + lambda_focal * focal, dice, focal)
-
-
-# --------------------------------------------------------------------------------------
-# Public functions
-# --------------------------------------------------------------------------------------
 
 
 def focal_loss(
@@ -407,55 +361,30 @@ def focal_loss(
 ) -> Tensor:
     r"""Multi-class softmax focal loss (Lin et al., 2017).
 
-    Per non-ignored pixel ``i`` with true class ``y``:
-    ``loss_i = -alpha[y] * (1 - p_y)**gamma * log(p_y)`` where ``p = softmax(logits)`` over
-    dim 1. Ignored pixels (``target == ignore_index``) contribute exactly 0 to the value and
-    the gradient.
-
-    Reductions:
-
-    - ``"mean"``: ``sum_i loss_i / n_valid`` with ``n_valid`` the number of non-ignored pixels.
-      With per-class ``alpha`` this is **not** divided by ``sum_i alpha[y_i]`` (which is what
-      ``F.cross_entropy(weight=...)`` does); it equals
-      ``F.cross_entropy(weight=alpha, reduction="sum") / n_valid`` when ``gamma == 0``. If every
-      pixel is ignored the result is 0 (not NaN) and still has a (zero) gradient.
-    - ``"sum"``: ``sum_i loss_i``.
-    - ``"none"``: the per-pixel losses, shape ``(N, *)``, 0 at ignored pixels.
-
-    With ``gamma=0`` and ``alpha=None`` it equals ``F.cross_entropy(logits, target,
-    ignore_index=ignore_index, reduction=reduction)`` (except that ``"mean"`` over an
-    all-ignored batch gives 0 where cross-entropy gives NaN).
-
-    Computed from ``log_softmax`` in float32 (float64 for float64 logits) even under
-    autocast, so the loss and its gradient stay finite for logits of any finite magnitude.
+    Per non-ignored pixel with true class ``y`` and ``p = softmax(logits, dim=1)``:
+    ``loss = -alpha[y] * (1 - p_y)**gamma * log(p_y)``; ignored pixels give exactly 0 value
+    and gradient. ``"mean"`` divides the sum by the number of non-ignored pixels (not by
+    ``sum(alpha[y])`` as ``F.cross_entropy(weight=...)`` does) and gives 0 when all are
+    ignored. ``gamma=0, alpha=None`` equals ``F.cross_entropy(..., ignore_index=...)``.
+    Exact relations: ``docs/losses.md``.
 
     Args:
-        logits: Raw, unnormalised scores.
-        target: Class indices in ``[0, C)`` or ``ignore_index``.
+        logits: Raw scores ``(N, C, *)``, any float dtype.
+        target: Class indices ``(N, *)`` in ``[0, C)`` or ``ignore_index``.
         gamma: Focusing parameter ``>= 0``; 0 gives (alpha-weighted) cross-entropy.
-        alpha: ``None`` (no weighting) or a per-class sequence/tensor of length C (e.g. from
-            :func:`~suimseg.losses.class_weights`). A single number is refused: it means
-            "foreground a, background 1 - a" in torchvision/smp/MONAI; write that out as a
-            per-class sequence (see ``docs/losses.md``).
-        ignore_index: Target value that marks "don't care" pixels (SUIM: 255), or ``None``
-            for no ignored label.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``, as above.
-        validate: If True, raise on target values outside ``[0, C)`` (other than
-            ``ignore_index``), at the cost of one device-to-host sync. If False (default,
-            no sync), such pixels are treated like ignored pixels.
+        alpha: ``None`` or per-class weights of length C (e.g. from
+            :func:`~suimseg.losses.class_weights`); a single number is refused as ambiguous.
+        ignore_index: Target value of "don't care" pixels (SUIM: 255), or ``None``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-pixel ``(N, *)``, 0 where ignored).
+        validate: Raise on target values outside ``[0, C)`` (one device sync); if False they
+            are treated like ignored pixels.
 
     Returns:
         A float32 (float64 for float64 logits) scalar, or ``(N, *)`` for ``"none"``.
 
     Raises:
-        ConfigError: On bad shapes or dtypes, bad target values (``validate=True``), a
-            negative ``gamma``, a scalar ``alpha`` or one of the wrong length, or an unknown
-            ``reduction``.
-
-    Shape:
-        - logits: ``(N, C, *)``, e.g. ``(N, C, H, W)`` or ``(N, C)``, any float dtype
-        - target: ``(N, *)`` integer, e.g. ``(N, H, W)`` or ``(N,)``
-        - output: ``()``, or ``(N, *)`` for ``reduction="none"``
+        ConfigError: On bad shapes, dtypes or target values (``validate=True``), a negative
+            ``gamma``, a scalar or wrong-length ``alpha``, or an unknown ``reduction``.
 
     Example:
         >>> logits = torch.zeros(1, 2, 1, 2)
@@ -486,47 +415,27 @@ def dice_loss(
 ) -> Tensor:
     r"""Soft multi-class Dice loss on softmax probabilities against one-hot targets.
 
-    For each class ``c`` (and each image, unless ``batch_dice``), over non-ignored pixels:
-    ``I_c = sum p_c * g_c``, ``P_c = sum p_c``, ``G_c = sum g_c`` with ``g`` the one-hot
-    target, and ``loss_c = 1 - (2 I_c + smooth) / (P_c + G_c + smooth)``.
-
-    Absent classes: a class with no valid target pixel (``G_c == 0``) in the group (the
-    image, or the whole batch when ``batch_dice=True``) is **left out of the mean**, so it
-    neither pulls the loss towards 0 (the fault of counting it with loss 0) nor towards 1 (a
-    near-empty prediction would otherwise score ~1). Probability mass it takes is still
-    penalised: it is taken from the true class, lowering that class's ``I_c``. The loss is
-    ``sum_c w_c * loss_c / sum_c w_c`` over present classes (``w = weight`` or 1), then the
-    mean over images that have a present class of positive weight. A batch with every pixel
-    ignored gives 0.
-
-    Ignored pixels are excluded from ``I``, ``P`` and ``G``. The result lies in ``[0, 1]``
-    and is computed in float32 (float64 for float64 logits) even under autocast.
+    Per class over non-ignored pixels, ``loss_c = 1 - (2 I_c + smooth) / (P_c + G_c +
+    smooth)`` (``I_c = sum p_c g_c``, ``P_c = sum p_c``, ``G_c = sum g_c``); the loss is the
+    ``weight``-ed mean over the classes **present in the target** of the group (the batch,
+    or each image then averaged), so absent classes neither dilute it nor add ~1. All pixels
+    ignored gives 0. Details: ``docs/losses.md``.
 
     Args:
-        logits: Raw, unnormalised scores.
-        target: Class indices in ``[0, C)`` or ``ignore_index``.
-        smooth: Added to numerator and denominator (``>= 0``). The default ``1e-5`` (as in
-            nnU-Net and MONAI) barely biases the value; absent classes need no smoothing
-            because they are excluded. Larger values (e.g. 1) soften the loss of small objects.
+        logits: Raw scores ``(N, C, *)``, any float dtype.
+        target: Class indices ``(N, *)`` in ``[0, C)`` or ``ignore_index``.
+        smooth: Added to numerator and denominator (``>= 0``; ``1e-5`` as in nnU-Net/MONAI).
         weight: Optional per-class weights (length C, ``>= 0``) for the mean over classes.
-        ignore_index: Target value that marks "don't care" pixels (SUIM: 255), or ``None``.
-        batch_dice: If True, sum ``I, P, G`` over the whole batch (one Dice per class, more
-            stable for rare small objects); if False, one Dice per image and class, averaged
-            per image, then over images.
-        validate: Raise on out-of-range target values (one device sync); see
-            :func:`focal_loss`.
+        ignore_index: Target value of "don't care" pixels (SUIM: 255), or ``None``.
+        batch_dice: Sum ``I, P, G`` over the batch (True) or per image (False).
+        validate: Raise on out-of-range target values (one device sync).
 
     Returns:
         A float32 (float64 for float64 logits) scalar in ``[0, 1]``.
 
     Raises:
-        ConfigError: On bad shapes or dtypes, bad target values (``validate=True``), a
-            negative ``smooth`` or a ``weight`` of the wrong length.
-
-    Shape:
-        - logits: ``(N, C, *)``, any float dtype
-        - target: ``(N, *)`` integer
-        - output: ``()``
+        ConfigError: On bad shapes, dtypes or target values (``validate=True``), a negative
+            ``smooth`` or a ``weight`` of the wrong length.
 
     Example:
         >>> target = torch.tensor([[[0, 1], [1, 1]]])
@@ -561,28 +470,23 @@ def dice_focal_loss(
 ) -> LossComponents:
     """``lambda_dice * dice_loss + lambda_focal * focal_loss`` (focal with ``"mean"``).
 
-    Checks the inputs and computes the softmax once for both terms.
+    The inputs are checked and the softmax computed once for both terms.
 
     Args:
-        logits: Raw, unnormalised scores.
-        target: Class indices in ``[0, C)`` or ``ignore_index``.
+        logits: Raw scores ``(N, C, *)``, any float dtype.
+        target: Class indices ``(N, *)`` in ``[0, C)`` or ``ignore_index``.
         lambda_dice: Weight of the Dice term (``>= 0``).
         lambda_focal: Weight of the focal term (``>= 0``).
         gamma: Focal focusing parameter, see :func:`focal_loss`.
         alpha: Focal per-class weighting, see :func:`focal_loss`.
-        ignore_index: Target value that marks "don't care" pixels (SUIM: 255), or ``None``.
+        ignore_index: Target value of "don't care" pixels (SUIM: 255), or ``None``.
         smooth: Dice smoothing, see :func:`dice_loss`.
         dice_weight: Per-class Dice weights, see :func:`dice_loss` (``weight``).
         batch_dice: See :func:`dice_loss`.
-        validate: Raise on out-of-range target values (one device sync); see
-            :func:`focal_loss`.
+        validate: Raise on out-of-range target values (one device sync).
 
     Returns:
-        :class:`LossComponents` ``(total, dice, focal)``: three float32 scalars (float64 for
-        float64 logits).
-
-    Shape:
-        - logits: ``(N, C, *)``; target: ``(N, *)`` integer; outputs: ``()``
+        :class:`LossComponents` ``(total, dice, focal)``, float32 (float64) scalars.
 
     Example:
         >>> total, dice, focal = dice_focal_loss(torch.zeros(1, 2, 2, 2),

@@ -18,42 +18,22 @@ __all__ = ["DiceLoss"]
 
 
 class DiceLoss(nn.Module):
-    r"""Soft multi-class Dice loss on softmax probabilities against one-hot targets.
+    r"""Soft multi-class Dice loss as a module; see :func:`dice_loss`.
 
-    Per class ``c`` over non-ignored pixels, ``loss_c = 1 - (2 I_c + smooth) / (P_c + G_c +
-    smooth)`` with ``I_c = sum p_c g_c``, ``P_c = sum p_c``, ``G_c = sum g_c``. The result is
-    the (optionally ``weight``-ed) mean of ``loss_c`` over the classes **present in the
-    target**; see :func:`suimseg.losses.dice_loss` for the full definition.
-
-    Absent-class policy: a class with no valid target pixel in the group (the batch when
-    ``batch_dice=True``, else the image) is excluded from the mean, so absent classes neither
-    dilute the loss towards 0 nor add a spurious ~1 for a near-empty prediction. Mass predicted
-    for it is still penalised through the true class's Dice (and by a focal/CE term).
-
-    Pixels with ``target == ignore_index`` are excluded from every sum. The value lies in
-    ``[0, 1]`` and is computed in float32 even under autocast. By default ``forward`` never
-    waits for the device; target values outside ``[0, C)`` are then masked like ignored
-    pixels (``validate=True`` raises on them instead, with one host sync per call).
+    The mean of ``1 - (2 I_c + smooth) / (P_c + G_c + smooth)`` over the classes **present in
+    the target** (absent classes are left out), in ``[0, 1]``, computed in float32 even
+    under autocast, with no host sync unless ``validate=True``.
 
     Args:
-        smooth: Numerator and denominator smoothing (``>= 0``, default ``1e-5``).
-        weight: Optional per-class weights (length C, ``>= 0``), kept as a non-persistent
-            buffer so it follows ``.to(device)``.
-        ignore_index: Target value for "don't care" pixels (SUIM's convention is 255), or
-            ``None`` for no ignored label.
-        batch_dice: Sum over the whole batch (True, default) or per image then average
-            over images (False).
-        validate: Check target values on every call (one host sync) and raise
-            :class:`~suimseg.errors.ConfigError` on a value outside ``[0, C)``.
+        smooth: Numerator and denominator smoothing (``>= 0``).
+        weight: Optional per-class weights (length C, ``>= 0``), a non-persistent buffer.
+        ignore_index: Target value of "don't care" pixels (SUIM: 255), or ``None``.
+        batch_dice: Sum over the whole batch (True) or per image, then average (False).
+        validate: Raise on target values outside ``[0, C)`` (one host sync per call).
 
     Raises:
-        ConfigError: For a negative ``smooth`` or bad ``weight`` (here), or bad inputs / a
-            ``weight`` whose length is not C (in ``forward``).
-
-    Shape:
-        - logits: ``(N, C, *)``, any float dtype
-        - target: ``(N, *)`` integer class indices
-        - output: float32 scalar ``()``
+        ConfigError: For a bad argument here, or bad inputs / a wrong-length ``weight`` in
+            ``forward``.
 
     Example:
         >>> criterion = DiceLoss(batch_dice=False)

@@ -20,42 +20,27 @@ __all__ = ["DiceFocalLoss", "LossComponents"]
 
 
 class DiceFocalLoss(nn.Module):
-    r"""``lambda_dice * DiceLoss + lambda_focal * FocalLoss`` (defaults 0.5 / 0.5).
+    r"""``lambda_dice * DiceLoss + lambda_focal * FocalLoss``; see :func:`dice_focal_loss`.
 
-    The design's loss for UNet-ResAttn-V3: 50 % soft Dice + 50 % focal loss with
-    ``gamma=2.0`` and ``alpha`` = per-class weights from the training set's pixel frequencies
-    (:func:`~suimseg.losses.class_weights`). The focal term uses ``"mean"`` reduction (sum over
-    non-ignored pixels / their number); the Dice term follows :class:`~suimseg.losses.DiceLoss`
-    (absent classes left out of the mean). Inputs are checked and the softmax computed once;
-    by default without any host sync (out-of-range target values are masked like ignored
-    pixels; ``validate=True`` raises on them, with one sync per call).
-
-    ``forward`` returns the total as a scalar tensor; :meth:`components` returns a
-    :class:`LossComponents` ``(total, dice, focal)`` for logging.
+    The design's loss: 0.5 soft Dice + 0.5 focal (``gamma=2``, ``alpha`` from
+    :func:`~suimseg.losses.class_weights`). ``forward`` returns the total; :meth:`components`
+    returns ``(total, dice, focal)`` for logging.
 
     Args:
         lambda_dice: Weight of the Dice term (``>= 0``).
         lambda_focal: Weight of the focal term (``>= 0``).
         gamma: Focal focusing parameter (``>= 0``).
-        alpha: Focal class weighting: ``None`` or per-class weights of length C (a single
-            number is refused as ambiguous, see :class:`~suimseg.losses.FocalLoss`).
-        ignore_index: Target value for "don't care" pixels (SUIM's convention is 255), or
-            ``None`` for no ignored label.
+        alpha: ``None`` or per-class focal weights of length C (see
+            :class:`~suimseg.losses.FocalLoss`).
+        ignore_index: Target value of "don't care" pixels (SUIM: 255), or ``None``.
         smooth: Dice smoothing (``>= 0``).
         dice_weight: Optional per-class weights for the Dice mean (length C).
         batch_dice: Dice over the whole batch (True) or per image (False).
-        validate: Check target values on every call (one host sync) and raise
-            :class:`~suimseg.errors.ConfigError` on a value outside ``[0, C)``.
+        validate: Raise on target values outside ``[0, C)`` (one host sync per call).
 
     Raises:
-        ConfigError: For a negative ``lambda_*``/``gamma``/``smooth`` or a bad ``alpha`` /
-            ``dice_weight`` (here), or bad inputs / per-class lengths not equal to C
-            (in ``forward``).
-
-    Shape:
-        - logits: ``(N, C, *)``, any float dtype
-        - target: ``(N, *)`` integer class indices
-        - output: float32 scalar ``()``
+        ConfigError: For a bad argument here, or bad inputs / wrong per-class lengths in
+            ``forward``.
 
     Example:
         >>> from suimseg.losses import class_weights
@@ -64,7 +49,6 @@ class DiceFocalLoss(nn.Module):
         >>> target = torch.randint(0, 3, (2, 8, 8))
         >>> parts = criterion.components(logits, target)
         >>> parts.total.backward()
-        >>> log = {"dice": parts.dice.item(), "focal": parts.focal.item()}
     """
 
     alpha: Tensor | None
@@ -97,15 +81,7 @@ class DiceFocalLoss(nn.Module):
         )
 
     def components(self, logits: Tensor, target: Tensor) -> LossComponents:
-        """Return ``(total, dice, focal)``; ``total`` is what :meth:`forward` returns.
-
-        Args:
-            logits: Raw scores ``(N, C, *)``.
-            target: Integer class indices ``(N, *)``.
-
-        Returns:
-            A :class:`LossComponents` of three float32 scalars, all attached to the graph.
-        """
+        """Return ``(total, dice, focal)``, float32 scalars attached to the graph."""
         return dice_focal_from_checked(
             logits,
             target,

@@ -20,45 +20,24 @@ __all__ = ["FocalLoss"]
 
 
 class FocalLoss(nn.Module):
-    r"""Multi-class softmax focal loss (Lin et al., 2017), vectorised over classes.
+    r"""Multi-class softmax focal loss (Lin et al., 2017) as a module; see :func:`focal_loss`.
 
-    Per non-ignored pixel with true class ``y`` and ``p = softmax(logits, dim=1)``:
-    ``loss = -alpha[y] * (1 - p_y)**gamma * log(p_y)``. See
-    :func:`suimseg.losses.focal_loss` for the exact reductions; in short:
-
-    - ``"mean"`` divides the sum by the number of non-ignored pixels, also with per-class
-      ``alpha`` (``F.cross_entropy(weight=...)`` divides by ``sum(alpha[y])`` instead). An
-      all-ignored batch gives 0, not NaN, and still back-propagates.
-    - ``gamma=0, alpha=None`` equals ``F.cross_entropy(..., ignore_index=ignore_index)``.
-    - ``target == ignore_index`` pixels have no effect on the value or the gradient.
-
-    The maths runs in float32 from ``log_softmax`` even under bf16/fp16 autocast. By
-    default ``forward`` never waits for the device (no host sync); target values outside
-    ``[0, C)`` are then masked like ignored pixels. ``validate=True`` raises on them instead
-    (one device-to-host sync per call).
+    ``loss = -alpha[y] * (1 - p_y)**gamma * log(p_y)`` per non-ignored pixel, computed in
+    float32 even under autocast, with no host sync unless ``validate=True``.
 
     Args:
         gamma: Focusing parameter ``>= 0`` (the design uses 2.0).
-        alpha: ``None`` or per-class weights (length C; e.g.
-            :func:`~suimseg.losses.class_weights`), kept as a non-persistent buffer, so it
-            follows ``.to(device)`` but is not in ``state_dict``. A single number is refused
-            as ambiguous (torchvision/smp/MONAI read it as foreground ``a``, background
-            ``1 - a``): pass ``[1 - a] + [a] * (C - 1)`` or ``[a] * C`` explicitly.
-        ignore_index: Target value for "don't care" pixels (SUIM's convention is 255), or
-            ``None`` for no ignored label.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-        validate: Check target values on every call (one host sync) and raise
-            :class:`~suimseg.errors.ConfigError` on a value outside ``[0, C)``.
+        alpha: ``None`` or per-class weights of length C (e.g. from
+            :func:`~suimseg.losses.class_weights`), a non-persistent buffer (follows
+            ``.to(device)``, not in ``state_dict``). A single number is refused as ambiguous:
+            pass ``[1 - a] + [a] * (C - 1)`` or ``[a] * C``.
+        ignore_index: Target value of "don't care" pixels (SUIM: 255), or ``None``.
+        reduction: ``"mean"`` (over non-ignored pixels), ``"sum"`` or ``"none"``.
+        validate: Raise on target values outside ``[0, C)`` (one host sync per call).
 
     Raises:
-        ConfigError: For a negative ``gamma``, a scalar or bad ``alpha`` or an unknown
-            ``reduction`` (here), or bad inputs / an ``alpha`` whose length is not C (in
-            ``forward``).
-
-    Shape:
-        - logits: ``(N, C, H, W)``, ``(N, C)`` or any ``(N, C, *)``; any float dtype
-        - target: ``(N, H, W)``, ``(N,)`` or ``(N, *)``; integer class indices
-        - output: float32 scalar ``()``, or ``(N, *)`` for ``reduction="none"``
+        ConfigError: For a bad argument here, or bad inputs / a wrong-length ``alpha`` in
+            ``forward``.
 
     Example:
         >>> criterion = FocalLoss(gamma=2.0, alpha=[0.5, 2.0, 1.0])

@@ -63,45 +63,23 @@ def class_weights(
 ) -> Tensor:
     r"""Per-class weights from per-class pixel counts, with mean 1 over the present classes.
 
-    With ``n_c`` the pixel count of class ``c``, ``T = sum_c n_c``, ``C`` the number of classes
-    and ``f_c = n_c / T`` the frequency, each method computes a raw weight ``r_c``:
-
-    - ``"inverse_sqrt"`` (the design's): ``r_c = sqrt(T / (C n_c))``. Milder than
-      ``"inverse"``.
-    - ``"inverse"``: ``r_c = T / (C n_c)`` (scikit-learn's "balanced").
-    - ``"median_frequency"`` (Eigen & Fergus, 2015): ``r_c = median(f) / f_c``, the median
-      taken over classes that have pixels. Eigen & Fergus count ``f_c`` over the images where
-      ``c`` appears; with only global counts, the global frequency is used, and after the
-      normalisation below the result equals ``"inverse"`` (both are proportional to
-      ``1 / n_c``).
-    - ``"enet"`` (Paszke et al., 2016): ``r_c = 1 / ln(1.02 + f_c)``.
-
-    The weights are then **normalised after the transform**: ``w_c = r_c / mean_{n_k > 0}
-    r_k``, so the mean weight over the classes that have pixels is exactly 1 for every
-    method (a weighted loss keeps roughly the scale of the unweighted one, and changing the
-    method changes only the balance between classes). Balanced counts give all ones.
-
-    Classes with zero pixels (absent from the training set) get a finite weight: the largest
-    raw weight among the classes that have pixels (for ``"enet"``, the formula's own bound
-    ``1 / ln 1.02``), i.e. they are treated as at least as rare as the rarest seen class.
-    They do not enter the normalising mean.
+    Raw weights ``r_c`` (``n_c`` pixels of class ``c``, ``T = sum n``, ``f_c = n_c / T``):
+    ``"inverse_sqrt"`` (the design's) ``sqrt(T / (C n_c))``; ``"inverse"`` ``T / (C n_c)``;
+    ``"median_frequency"`` ``median(f) / f_c`` (equals ``"inverse"`` after normalising, with
+    global counts); ``"enet"`` ``1 / ln(1.02 + f_c)``. Then ``w_c = r_c / mean(r_k, n_k > 0)``.
+    A class with no pixels gets the largest raw weight of the seen classes (``"enet"``: its
+    bound ``1 / ln 1.02``) and is left out of the mean. See ``docs/losses.md``.
 
     Args:
-        pixel_counts: Non-negative per-class pixel counts (sequence, NumPy array or tensor),
-            with at least one pixel in total.
+        pixel_counts: Per-class pixel counts ``(C,)`` (sequence, NumPy array or tensor),
+            finite, ``>= 0``, with a positive sum.
         method: One of ``"inverse_sqrt"``, ``"inverse"``, ``"median_frequency"``, ``"enet"``.
 
     Returns:
-        A float32 CPU tensor of shape ``(C,)`` with finite, positive weights whose mean over
-        the classes with ``n_c > 0`` is 1.
+        A float32 CPU tensor ``(C,)`` of finite, positive weights.
 
     Raises:
-        ConfigError: For an unknown ``method``, or counts that are not a non-empty 1-D
-            sequence of finite numbers ``>= 0`` with a positive sum.
-
-    Shape:
-        - pixel_counts: ``(C,)``
-        - output: ``(C,)`` float32
+        ConfigError: For an unknown ``method`` or invalid counts.
 
     Example:
         >>> class_weights([300, 100], method="inverse")  # [2/3, 2] / mean
