@@ -101,6 +101,7 @@ def test_predict_writes_palette_masks_that_decode_to_the_prediction(
     assert mask_file.stat().st_mtime_ns == before
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # torch's own deprecation
 def test_export_torchscript(trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, ckpt = trained
     path = tmp_path / "model.ts"

@@ -457,6 +457,8 @@ def test_channels_last_and_bf16_autocast() -> None:
     assert (out.float() - ref).abs().mean() < 0.1 * ref.abs().mean() + 0.1
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the input check, by design
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # torch's own deprecation
 def test_jit_trace_and_export() -> None:
     model = tiny().eval()
     x = torch.randn(1, 3, 64, 64)

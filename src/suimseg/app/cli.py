@@ -672,6 +672,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             if not args.debug:
+                # The library's warnings are messages for the user here: shown once each,
+                # as one plain line, whatever filters the caller set for library use.
+                warnings.filterwarnings("default", category=UserWarning, module="suimseg")
                 warnings.showwarning = _show_warning
             return func(args)
     except KeyboardInterrupt:
