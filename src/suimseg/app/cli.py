@@ -253,7 +253,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     print(f"suimseg demo: synthetic SUIM data, CPU-sized UNetResAttnV3, {args.epochs} epochs "
           f"-> {args.out}")  # fmt: skip
-    result = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=False)
+    result = run_demo(
+        args.out, epochs=args.epochs, seed=args.seed, keep_checkpoints=args.keep_checkpoints
+    )
     print()
     print("Test metrics (synthetic TEST split):")
     print(result.metrics.format_table())
@@ -263,8 +265,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"{100 * result.majority_metrics.miou:6.2f}%")  # fmt: skip
     out = result.out_dir
     print(f"wrote {out / 'metrics.json'}, {out / 'run' / 'history.csv'}, "
-          f"{out / 'run' / 'best.pt'} and overlays in {out / 'overlays'} "
-          f"({result.seconds:.0f} s)")  # fmt: skip
+          f"{out / 'run' / 'best.pt'}, pictures in {out / 'figures'} (image | ground truth | "
+          f"prediction) and {out / 'overlays'} ({result.seconds:.0f} s)")  # fmt: skip
     return 0
 
 
@@ -609,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p_synth, "--overwrite", action="store_true", help="replace an earlier synthetic dataset")
     p_synth.set_defaults(func=_cmd_synth)
 
-    p_demo = _subparser(sub, "demo", "[--out DIR] [--epochs N] [--seed N]",
+    p_demo = _subparser(sub, "demo", "[--out DIR] [--epochs N] [--seed N] [--keep-checkpoints]",
                         "synthetic data -> train a CPU-sized model -> evaluate -> pictures",
                         "Write a synthetic SUIM-format dataset, train a CPU-sized "
                         "UNetResAttnV3 on it, evaluate it on the synthetic TEST split against "
@@ -617,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p_demo, "--out", metavar="DIR", default="suimseg-demo", help="output folder")
     _add(p_demo, "--epochs", type=_positive_int, default=6, metavar="N", help="training epochs")
     _add(p_demo, "--seed", type=int, default=0, help="random seed")
+    _add(p_demo, "--keep-checkpoints", action="store_true",
+         help="keep last.pt and the optimizer state (to resume); default: the best weights "
+         "only")  # fmt: skip
     p_demo.set_defaults(func=_cmd_demo)
     return parser
 

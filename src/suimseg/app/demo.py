@@ -19,9 +19,9 @@ from suimseg._atomic import atomic_write_text
 from suimseg.app.config import TrainConfig
 from suimseg.app.recipe import train
 from suimseg.classes import CLASS_NAMES, NUM_CLASSES
-from suimseg.data import SUIMDataset, make_synthetic_suim, overlay
+from suimseg.data import SUIMDataset, make_synthetic_suim, overlay, side_by_side
 from suimseg.data._io import atomic_save_image
-from suimseg.engine import load_model
+from suimseg.engine import atomic_save, load_checkpoint, load_model
 from suimseg.inference import Predictor, evaluate_predictor
 from suimseg.metrics import SegmentationMetrics
 
@@ -84,6 +84,15 @@ def _majority_metrics(
     return majority, SegmentationMetrics.from_confusion(confusion, CLASS_NAMES)
 
 
+def _keep_only_best_weights(run: Path) -> None:
+    """Replace the run's checkpoints by ``best.pt`` without optimizer/scheduler state."""
+    best = load_checkpoint(run / "best.pt")
+    for key in ("optimizer_state", "scheduler_state", "scaler_state"):
+        best[key] = None
+    atomic_save(best, run / "best.pt")  # a new file: the hard link to last.pt is broken
+    (run / "last.pt").unlink(missing_ok=True)
+
+
 def run_demo(
     out_dir: str | Path = "suimseg-demo",
     *,
@@ -94,20 +103,25 @@ def run_demo(
     seed: int = 0,
     n_overlays: int = 4,
     progress: bool = False,
+    keep_checkpoints: bool = False,
 ) -> DemoResult:
     """Generate synthetic data, train, evaluate and write metrics, history and overlays.
 
     Args:
         out_dir: Output folder: ``data/`` (the synthetic SUIM dataset), ``run/``
-            (checkpoints, ``history.csv``, ``history.jsonl``, ``config.json``),
-            ``metrics.json`` and ``overlays/``.
+            (``best.pt``, ``history.csv``, ``history.jsonl``, ``config.json``),
+            ``metrics.json``, ``figures/`` and ``overlays/``.
         epochs: Training epochs.
         n_train_val: Synthetic ``train_val`` pairs (20% held out for validation).
         n_test: Synthetic ``TEST`` pairs used for the final evaluation.
         size: ``(width, height)`` of the synthetic images.
         seed: Seed of the data, the split and the training.
-        n_overlays: Number of TEST predictions drawn as overlays.
-        progress: Show per-step progress.
+        n_overlays: Number of TEST images drawn as overlays and as ``figures/`` (image |
+            ground truth | prediction).
+        progress: Show progress inside each epoch.
+        keep_checkpoints: Keep the training checkpoints (``last.pt``, ``best.pt`` with the
+            optimizer state, to resume); by default only the best weights are kept, as a
+            ``best.pt`` without optimizer state (about a third of the size).
 
     Returns:
         A :class:`DemoResult` with the model's and the majority-class baseline's metrics.
@@ -127,13 +141,17 @@ def run_demo(
     train_ds = SUIMDataset(data_root, "train", val_fraction=config.val_fraction, seed=seed)
     majority, baseline = _majority_metrics(train_ds, test_ds)
 
-    overlay_dir = out / "overlays"
-    overlay_dir.mkdir(parents=True, exist_ok=True)
     count = min(n_overlays, len(test_ds))
-    raw = [test_ds.get_raw(i)[0] for i in range(count)]
-    for i, (image, pred) in enumerate(zip(raw, predictor.predict(raw), strict=True)):
-        picture = overlay(image, pred.labels.numpy(), alpha=0.5, show_legend=True)
-        atomic_save_image(picture, overlay_dir / f"{test_ds.stems[i]}.png", format="PNG")
+    pairs = [test_ds.get_raw(i) for i in range(count)]
+    preds = predictor.predict([image for image, _ in pairs])
+    for i, ((image, truth), pred) in enumerate(zip(pairs, preds, strict=True)):
+        name = f"{test_ds.stems[i]}.png"
+        labels = pred.labels.numpy()
+        picture = overlay(image, labels, alpha=0.5, show_legend=True)
+        atomic_save_image(picture, out / "overlays" / name, format="PNG")
+        atomic_save_image(side_by_side(image, truth, labels), out / "figures" / name, format="PNG")
+    if not keep_checkpoints:
+        _keep_only_best_weights(out / "run")
 
     seconds = time.perf_counter() - start
     report = {

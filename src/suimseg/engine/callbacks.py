@@ -404,12 +404,16 @@ class Progress(Callback):
         bar: Show a tqdm bar per training epoch and evaluation when tqdm is installed
             (``pip install 'suimseg[progress]'``); without tqdm, log a line every
             ``log_interval`` steps (logger ``"suimseg"``, INFO). ``False``: neither.
-        log_interval: Steps between loss updates (each costs one device sync).
+        log_interval: Steps between loss updates (each costs one device sync); ``None``:
+            four per epoch when the loader has a length, else every 50 steps.
         verbose: Print the per-epoch summary line; ``False`` logs it at INFO instead.
     """
 
-    def __init__(self, *, bar: bool = True, log_interval: int = 50, verbose: bool = True) -> None:
-        _positive_int("log_interval", log_interval)
+    def __init__(
+        self, *, bar: bool = True, log_interval: int | None = None, verbose: bool = True
+    ) -> None:
+        if log_interval is not None:
+            _positive_int("log_interval", log_interval)
         self.bar, self.log_interval, self.verbose = bar, log_interval, verbose
         self._bar: Any = None
         self._tqdm: Any = None
@@ -438,7 +442,8 @@ class Progress(Callback):
         bar = self._open(trainer, desc)
         if bar is not None:
             bar.update(step - bar.n)
-        if step % self.log_interval != 0 or not trainer.is_main_process:
+        interval = self.log_interval or max(1, (trainer.num_batches or 200) // 4)
+        if step % interval != 0 or not trainer.is_main_process:
             return
         value = float(loss.detach())  # one sync every log_interval steps
         if bar is not None:
@@ -674,7 +679,7 @@ def default_callbacks(
     nonfinite: NonFinitePolicy = "raise",
     nonfinite_check_interval: int | None = None,
     progress: bool = True,
-    log_interval: int = 50,
+    log_interval: int | None = None,
     verbose: bool = True,
     seed: int = 0,
 ) -> list[Callback]:
