@@ -78,7 +78,7 @@ def test_every_loader_refuses_a_pickle_payload(
     marker = tmp_path / "PWNED"
     path = _evil_files(tmp_path, marker)[which]
     name = path.name.replace(".", r"\.")
-    with pytest.raises(CheckpointError, match=rf"{name}: refused by torch\.load\(weights_only"):
+    with pytest.raises(CheckpointError, match=rf"{name}: refused: it holds pickled Python code \(\w+\.open\)"):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match=rf"{name}: refused"):
         load_model(path)
@@ -99,11 +99,11 @@ def test_not_a_checkpoint_truncated_newer_and_unversioned(tmp_path: Path) -> Non
         load_checkpoint(plain)
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match=r"notes\.pt: the file is truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"notes\.pt: the file is a text file, not a PyTorch checkpoint"):
         load_checkpoint(text)
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"empty\.pt: the file is truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"empty\.pt: the file is empty \(0 bytes\)"):
         load_model(empty)
     good = atomic_save(make_checkpoint(nn.Linear(2, 2), model_spec=None), tmp_path / "g.pt")
     cut = tmp_path / "cut.pt"
@@ -160,7 +160,7 @@ def test_config_that_does_not_match_the_weights_is_refused(unet_ckpt: Path, tmp_
         load_model(path)
     ckpt["model"]["config"]["no_such_option"] = 1
     atomic_save(ckpt, path)
-    with pytest.raises(CheckpointError, match=r"mismatch\.pt: cannot rebuild the model"):
+    with pytest.raises(CheckpointError, match=r"mismatch\.pt: model config: unknown field\(s\) \['no_such_option'\]"):
         load_model(path)
 
 
