@@ -546,7 +546,7 @@ def _check_like(saved: Any, live: Any, field: str, source: str) -> None:
     )):  # fmt: skip
         return
     kind = re.split(r"[.\[]", field)[0].replace("_", " ")
-    got, want = ((f"{len(v)} entries" if isinstance(v, (list, tuple)) else reprlib.repr(v))
+    got, want = ((f"a list of {len(v)}" if isinstance(v, (list, tuple)) else reprlib.repr(v))
                  for v in (saved, live))  # fmt: skip
     raise CheckpointError(
         f"{source}: the {kind} does not match this trainer's: {field} = {got}, expected like "
@@ -818,6 +818,8 @@ def _json_metadata(metadata: Mapping[str, str], key: str, where: str) -> Any:
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{where}: the {key!r} metadata is not JSON; {_DAMAGED}") from exc
+        raise CheckpointError(
+            f"{where}: the {key!r} metadata is not JSON or nested too deeply; {_DAMAGED}"
+        ) from exc
     _check_bounded(value, where, key)
     return value
