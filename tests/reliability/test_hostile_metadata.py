@@ -268,8 +268,11 @@ def test_bad_scheduler_state_is_refused_on_resume(
     ckpt["scheduler_state"].update(edit)
     atomic_save(ckpt, path)
     target = _trainer_with_scheduler(make_trainer)
+    before = {k: v.clone() for k, v in target.model.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"last\.pt: the " + match):
         target.load_checkpoint(path)
+    after = target.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # refused before loading
     with pytest.raises(CheckpointError, match=r"last\.pt: the " + match):
         load_training_state(path, target.model, target.optimizer, target.scheduler)
 

@@ -3,6 +3,9 @@
 A checkpoint is a plain ``dict`` of tensors and plain data (built by
 :func:`make_checkpoint`; its keys are listed in the Training guide's *Checkpoints* table),
 saved with :func:`torch.save` and always loaded with ``torch.load(..., weights_only=True)``.
+Every field read from a file is then checked against a bounded schema before use (a
+stored model config by :func:`~suimseg.models.registry.check_stored_config`, which never
+takes ``encoder_weights`` from a file).
 Writes are atomic (temporary file, fsync, rename): a crash or full disk mid-write leaves
 the previous file intact.
 
@@ -289,9 +292,11 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        CheckpointError: If the file is truncated or corrupt, holds pickled Python objects
-            (refused by ``weights_only=True``), is not a suimseg checkpoint, or was written
-            by a newer format version.
+        CheckpointError: If the file is empty, truncated, corrupt, text or other non-PyTorch
+            data, holds pickled Python code (refused by ``weights_only=True``), is not a
+            suimseg checkpoint, was written by a newer format version, or has a field
+            outside its bounded schema (counters, model config, nesting and size of
+            ``extra``; see docs/reliability.md); the message names the file and the field.
 
     Example:
         >>> import tempfile
@@ -502,14 +507,14 @@ def _restore_training_state(
             f"is {own_spec}; build the model with the checkpoint's config "
             "(or use suimseg.load_model)"
         )
-    try:
-        model.load_state_dict(state["model_state"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{source}: the weights do not fit this model: {exc}") from exc
     for field, live in (("optimizer_state", optimizer), ("scheduler_state", scheduler),
                         ("scaler_state", scaler)):  # fmt: skip
         if state.get(field) is not None and live is not None:
             _check_like(state[field], live.state_dict(), field, source)
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source}: the weights do not fit this model: {exc}") from exc
     if state.get("optimizer_state") is not None and optimizer is not None:
         try:
             optimizer.load_state_dict(state["optimizer_state"])
@@ -601,7 +606,8 @@ def load_training_state(
 
     Raises:
         CheckpointError: If the file is invalid, was written for another architecture, or
-            does not fit the objects.
+            does not fit the objects (also an optimizer/scheduler/scaler state whose value
+            types or list lengths differ from the live object's; checked before loading).
     """
     ckpt = load_checkpoint(path, map_location=map_location)
     _restore_training_state(

@@ -168,8 +168,9 @@ class HubMixin:
             FileNotFoundError: If ``pretrained`` is neither a folder nor a repo id.
             CheckpointError: For a folder without ``config.json`` / ``model.safetensors``
                 (one holding only pickled weights such as ``pytorch_model.bin`` is refused),
-                an invalid ``config.json`` (unknown keys, wrong types), or weights that do
-                not fit the architecture.
+                an invalid ``config.json`` (over 64 KiB, unknown keys, wrong types, values
+                outside :data:`~suimseg.models.registry.CONFIG_LIMITS`: checked before the
+                model is built), or weights that do not fit the architecture.
             MissingDependencyError: If ``safetensors`` (or, for a repo id,
                 ``huggingface_hub``) is not installed.
             WeightsUnavailableError: If a repo id cannot be downloaded (offline, unknown
