@@ -154,6 +154,24 @@ def test_unknown_model_name_and_non_dict_config(tiny_ckpt: dict[str, Any], tmp_p
         load_model(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (json.dumps(TINY) + " " * 70_000, r"config\.json: \d+ bytes, above the limit 65536"),
+        ("[" * 30_000 + "]" * 30_000, r"config\.json: not valid JSON"),  # too deep to parse
+    ],
+)
+def test_huge_or_deep_config_json_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, match: str
+) -> None:
+    pytest.importorskip("safetensors")
+    folder = UNetResAttnV3(**TINY).save_pretrained(tmp_path)
+    (folder / "config.json").write_text(text)
+    monkeypatch.setattr(nn.Module, "__init__", _fail_build)
+    with pytest.raises(CheckpointError, match=match):
+        UNetResAttnV3.from_pretrained(folder)
+
+
 # ----------------------------------------------------------------------------- plain data
 
 
