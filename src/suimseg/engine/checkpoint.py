@@ -3,6 +3,9 @@
 A checkpoint is a plain ``dict`` of tensors and plain data (built by
 :func:`make_checkpoint`; its keys are listed in the Training guide's *Checkpoints* table),
 saved with :func:`torch.save` and always loaded with ``torch.load(..., weights_only=True)``.
+Every field read from a file is then checked against a bounded schema before use (a
+stored model config by :func:`~suimseg.models.registry.check_stored_config`, which never
+takes ``encoder_weights`` from a file).
 Writes are atomic (temporary file, fsync, rename): a crash or full disk mid-write leaves
 the previous file intact.
 
@@ -20,8 +23,9 @@ import errno
 import json
 import logging
 import os
-import pickle
 import random
+import re
+import reprlib
 import shutil
 import zipfile
 from collections.abc import Callable, Mapping
@@ -35,7 +39,8 @@ from torch import nn
 from suimseg._atomic import atomic_write, fsync_dir, temporary_path
 from suimseg._version import __version__
 from suimseg.errors import CheckpointError, ConfigError, MissingDependencyError
-from suimseg.models import build_model, model_spec
+from suimseg.models import MODEL_NAMES, build_model, model_spec
+from suimseg.models.registry import check_stored_config, model_class
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -64,6 +69,19 @@ FORMAT_VERSION = 1
 SAFETENSORS_FORMAT = "suimseg-weights"
 
 PathLike = str | os.PathLike[str]
+
+#: Bounds of the plain data read from a checkpoint (``extra``, ``run_config``, metadata).
+_MAX_DEPTH, _MAX_JSON_BYTES = 8, 64 * 1024
+#: Counters read from a checkpoint: (field, types, min, max); ``extra.`` ones in ``extra``.
+_COUNTERS: tuple[tuple[str, tuple[type, ...], float, float], ...] = (
+    ("epoch", (int,), 0, 10**6),
+    ("global_step", (int,), 0, 10**12),
+    ("best_metric", (float, int, type(None)), -1e6, 1e6),
+    ("extra.best_epoch", (int, type(None)), 0, 10**6),
+    ("extra.epochs_without_improvement", (int,), 0, 10**6),
+    ("extra.skipped_steps", (int,), 0, 10**12),
+)
+_DAMAGED = "the file is damaged or not from suimseg"
 
 
 # ----------------------------------------------------------------------------- atomic I/O
@@ -274,9 +292,11 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        CheckpointError: If the file is truncated or corrupt, holds pickled Python objects
-            (refused by ``weights_only=True``), is not a suimseg checkpoint, or was written
-            by a newer format version.
+        CheckpointError: If the file is empty, truncated, corrupt, text or other non-PyTorch
+            data, holds pickled Python code (refused by ``weights_only=True``), is not a
+            suimseg checkpoint, was written by a newer format version, or has a field
+            outside its bounded schema (counters, model config, nesting and size of
+            ``extra``; see docs/reliability.md); the message names the file and the field.
 
     Example:
         >>> import tempfile
@@ -303,17 +323,7 @@ def load_checkpoint(
     try:
         ckpt = torch.load(file, map_location=map_location, weights_only=True, mmap=use_mmap)
     except Exception as exc:  # RuntimeError, EOFError, KeyError, BadZipFile... on bad bytes
-        # "invalid load key": not a pickle at all, a corrupt file
-        if isinstance(exc, pickle.UnpicklingError) and "invalid load key" not in str(exc):
-            raise CheckpointError(
-                f"checkpoint {file}: refused by torch.load(weights_only=True) because it holds "
-                f"pickled Python objects, not only tensors and plain data ({exc}). Only load "
-                "files you trust; suimseg checkpoints never need unsafe loading."
-            ) from exc
-        raise CheckpointError(
-            f"checkpoint {file}: the file is truncated or corrupt and cannot be read ({exc}); "
-            "use another checkpoint (e.g. best.pt instead of last.pt) or retrain"
-        ) from exc
+        raise _unreadable(file, exc) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         kind = type(ckpt).__name__
         raise CheckpointError(
@@ -322,9 +332,101 @@ def load_checkpoint(
             "state_dict loads with model.load_state_dict(torch.load(path, weights_only=True))."
         )
     _check_version(ckpt, f"checkpoint {file}", "checkpoint format")
-    if not isinstance(ckpt.get("model_state"), dict):
-        raise CheckpointError(f"checkpoint {file}: the 'model_state' entry is missing")
+    _check_fields(ckpt, f"checkpoint {file}")
     return ckpt
+
+
+def _unreadable(file: Path, exc: Exception) -> CheckpointError:
+    """The error for a file ``torch.load(weights_only=True)`` refused: what the file looks like."""
+    code = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if code:  # a real pickle naming a function or class: what torch calls "unsupported global"
+        return CheckpointError(
+            f"checkpoint {file}: refused: it holds pickled Python code ({code[1]}), which "
+            "would run on loading. suimseg loads only tensors and plain data; suimseg's own "
+            "checkpoints never hold code, so this file was made or changed by someone else."
+        )
+    with file.open("rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        what = "is empty (0 bytes): its write never finished"
+    elif head.startswith((b"PK\x03\x04", b"\x80\x02\x8a\x0a")):  # torch.save: zip, legacy
+        what = "is truncated or corrupt (a PyTorch file cut short or damaged)"
+    elif all(b >= 32 or b in b"\t\n\r" for b in head):
+        what = "is a text file, not a PyTorch checkpoint"
+    else:
+        what = "is not a checkpoint (binary data that torch.save did not write)"
+    return CheckpointError(
+        f"checkpoint {file}: the file {what}; pass a last.pt/best.pt written by suimseg "
+        "(for a damaged one use another, e.g. best.pt instead of last.pt, or retrain)"
+    )
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` dicts/lists (walks no deeper than that)."""
+    items = value.values() if isinstance(value, dict) else value
+    if not isinstance(items, (list, tuple)) and not isinstance(value, dict):
+        return True
+    return limit > 0 and all(_depth_ok(v, limit - 1) for v in items)
+
+
+def _check_bounded(value: Any, where: str, field: str, *, sized: bool = True) -> None:
+    """Refuse plain data nested deeper than ``_MAX_DEPTH`` or above ``_MAX_JSON_BYTES``."""
+    if not _depth_ok(value, _MAX_DEPTH):
+        problem = f"nested deeper than {_MAX_DEPTH} levels"
+    elif sized and (size := len(json.dumps(value, default=str, skipkeys=True))) > _MAX_JSON_BYTES:
+        problem = f"{size} bytes of JSON, above the limit {_MAX_JSON_BYTES}"
+    else:
+        return
+    raise CheckpointError(f"{where}: field {field!r} is {problem}; {_DAMAGED}")
+
+
+def _check_fields(ckpt: dict[str, Any], where: str) -> None:
+    """Validate every field read from a checkpoint before any use (the model spec in place)."""
+    state = ckpt.get("model_state")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(f"{where}: field 'model_state' is missing or not a dict of "
+                              f"tensors; {_DAMAGED}")  # fmt: skip
+    for field in ("model", "optimizer_state", "scheduler_state", "scaler_state", "rng", "extra"):
+        value = ckpt.get(field)
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(f"{where}: field {field!r} must be a dict, got "
+                                  f"{type(value).__name__}; {_DAMAGED}")  # fmt: skip
+        _check_bounded(value, where, field, sized=field in ("model", "extra"))
+    extra = ckpt.get("extra") or {}
+    for field, types, low, high in _COUNTERS:
+        holder, key = (extra, field[6:]) if field.startswith("extra.") else (ckpt, field)
+        number: Any = holder.get(key)
+        if key not in holder and field != "epoch":
+            continue
+        typed = isinstance(number, types) and not isinstance(number, bool)
+        if not typed or (number is not None and not low <= number <= high):
+            shown = reprlib.repr(number) if key in holder else "(missing)"
+            kinds = " or ".join(t.__name__ for t in types).replace("NoneType", "None")
+            raise CheckpointError(f"{where}: field {field!r} = {shown} is not {kinds} in "
+                                  f"[{low}, {high}]; {_DAMAGED}")  # fmt: skip
+    names = ckpt.get("class_names")
+    if names is not None and not (
+        isinstance(names, list)
+        and len(names) <= 1024
+        and all(isinstance(c, str) and len(c) <= 256 for c in names)
+    ):
+        raise CheckpointError(f"{where}: field 'class_names' must be a list of at most 1024 "
+                              f"names, got {reprlib.repr(names)}; {_DAMAGED}")  # fmt: skip
+    ckpt["model"] = _stored_spec(ckpt.get("model"), where)
+
+
+def _stored_spec(spec: Any, where: str) -> dict[str, Any] | None:
+    """Validate a stored ``{"name", "config"}`` model spec (``None``: a custom model)."""
+    if spec is None:
+        return None
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if name not in MODEL_NAMES:
+        raise CheckpointError(f"{where}: field 'model' names the model {reprlib.repr(name)}, "
+                              f"not one of {', '.join(MODEL_NAMES)}; {_DAMAGED}")  # fmt: skip
+    config = check_stored_config(model_class(name), spec.get("config"), f"{where}: model config")
+    return {"name": name, "config": config}
 
 
 def _check_version(info: Mapping[str, Any], where: str, kind: str) -> None:
@@ -405,6 +507,10 @@ def _restore_training_state(
             f"is {own_spec}; build the model with the checkpoint's config "
             "(or use suimseg.load_model)"
         )
+    for field, live in (("optimizer_state", optimizer), ("scheduler_state", scheduler),
+                        ("scaler_state", scaler)):  # fmt: skip
+        if state.get(field) is not None and live is not None:
+            _check_like(state[field], live.state_dict(), field, source)
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as exc:
@@ -426,6 +532,31 @@ def _restore_training_state(
         scaler.load_state_dict(state["scaler_state"])
     if restore_rng and state.get("rng") is not None:
         restore_rng_state(state["rng"])
+
+
+def _check_like(saved: Any, live: Any, field: str, source: str) -> None:
+    """Refuse a stored optimizer/scheduler/scaler state whose values' types or list lengths
+    differ from those of the live object's ``state_dict()`` (keys only one side has pass)."""
+    if isinstance(saved, dict) and isinstance(live, dict):
+        for key in saved.keys() & live.keys():
+            _check_like(saved[key], live[key], f"{field}.{key}", source)
+        return
+    if isinstance(saved, (list, tuple)) and isinstance(live, (list, tuple)):
+        if len(saved) == len(live):
+            for i, (s, v) in enumerate(zip(saved, live, strict=True)):
+                _check_like(s, v, f"{field}[{i}]", source)
+            return
+    elif live is None or (isinstance(saved, bool) == isinstance(live, bool) and (
+        isinstance(saved, type(live)) or {type(saved), type(live)} <= {int, float}
+    )):  # fmt: skip
+        return
+    kind = re.split(r"[.\[]", field)[0].replace("_", " ")
+    got, want = ((f"a list of {len(v)}" if isinstance(v, (list, tuple)) else reprlib.repr(v))
+                 for v in (saved, live))  # fmt: skip
+    raise CheckpointError(
+        f"{source}: the {kind} does not match this trainer's: {field} = {got}, expected like "
+        f"{want}; the file is damaged, or build the {kind.split()[0]} as in the run that wrote it"
+    )
 
 
 def save_training_state(path: PathLike, **kwargs: Any) -> Path:
@@ -475,7 +606,8 @@ def load_training_state(
 
     Raises:
         CheckpointError: If the file is invalid, was written for another architecture, or
-            does not fit the objects.
+            does not fit the objects (also an optimizer/scheduler/scaler state whose value
+            types or list lengths differ from the live object's; checked before loading).
     """
     ckpt = load_checkpoint(path, map_location=map_location)
     _restore_training_state(
@@ -513,11 +645,8 @@ def read_run_config(source: PathLike | Mapping[str, Any]) -> dict[str, Any] | No
     if isinstance(source, Mapping):
         stored = (source.get("extra") or {}).get("run_config")
     elif Path(source).suffix.lower() == ".safetensors":
-        text = _read_safetensors(Path(source), tensors=False)[0].get("run_config")
-        try:
-            stored = None if text is None else json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"weights file {source}: the 'run_config' is not JSON") from exc
+        metadata = _read_safetensors(Path(source), tensors=False)[0]
+        stored = _json_metadata(metadata, "run_config", f"weights file {source}")
     else:
         stored = (load_checkpoint(source, mmap=True).get("extra") or {}).get("run_config")
     return dict(stored) if isinstance(stored, dict) else None
@@ -670,7 +799,7 @@ def _read_safetensors(file: Path, *, tensors: bool = True) -> tuple[dict[str, st
 
 def _load_safetensors_model_parts(file: Path) -> tuple[Any, dict[str, torch.Tensor]]:
     """The model spec and the tensors of a suimseg ``.safetensors`` file."""
-    metadata, tensors = _read_safetensors(file)
+    metadata = _read_safetensors(file, tensors=False)[0]
     if metadata.get("format") != SAFETENSORS_FORMAT:
         raise CheckpointError(
             f"weights file {file}: expected suimseg metadata (format={SAFETENSORS_FORMAT!r}), "
@@ -680,9 +809,23 @@ def _load_safetensors_model_parts(file: Path) -> tuple[Any, dict[str, torch.Tens
         )
     raw = metadata.get("format_version")
     version = int(raw) if isinstance(raw, str) and raw.isdigit() else raw
-    _check_version({**metadata, "format_version": version}, f"weights file {file}", "format")
+    where = f"weights file {file}"
+    _check_version({**metadata, "format_version": version}, where, "format")
+    spec = _stored_spec(_json_metadata(metadata, "model", where), where)
+    return spec, _read_safetensors(file)[1]
+
+
+def _json_metadata(metadata: Mapping[str, str], key: str, where: str) -> Any:
+    """The bounded JSON value of a ``.safetensors`` metadata entry (``None`` if absent)."""
+    text = metadata.get(key)
+    if text is None:
+        return None
+    _check_bounded(text, where, key)  # its length, before parsing
     try:
-        spec = json.loads(metadata.get("model", "null"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"weights file {file}: the 'model' metadata is not JSON") from exc
-    return spec, tensors
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{where}: the {key!r} metadata is not JSON or nested too deeply; {_DAMAGED}"
+        ) from exc
+    _check_bounded(value, where, key)
+    return value

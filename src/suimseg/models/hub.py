@@ -22,7 +22,6 @@ Needs ``safetensors`` (``pip install 'suimseg[hub]'``); loading by repo id also 
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -41,6 +40,7 @@ from suimseg.errors import (
     MissingDependencyError,
     WeightsUnavailableError,
 )
+from suimseg.models.registry import check_stored_config
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "HubMixin"]
 
@@ -53,8 +53,8 @@ WEIGHTS_NAME = "model.safetensors"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 #: ``owner/name`` as the Hugging Face Hub spells a repo id.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-#: Config keys that name a file or a download; never followed when loading.
-_WEIGHT_SOURCES = ("encoder_weights",)
+#: Largest ``config.json`` read (a model config is a few hundred bytes).
+_MAX_CONFIG_BYTES = 64 * 1024
 
 
 def _safetensors_torch() -> Any:
@@ -67,30 +67,6 @@ def _safetensors_torch() -> Any:
             "Saving or loading a model folder (save_pretrained / from_pretrained)",
         ) from None
     return st
-
-
-def _type_ok(value: object, default: object) -> bool:
-    """Whether ``value`` (from JSON) has the type of a constructor ``default``."""
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    if isinstance(default, (list, tuple)):
-        if not isinstance(value, list):
-            return False
-        return not default or all(_type_ok(v, default[0]) for v in value)
-    return True  # None or anything else: the constructor checks it
-
-
-def _describe(default: object) -> str:
-    if isinstance(default, (list, tuple)):
-        inner = type(default[0]).__name__ if default else "value"
-        return f"a list of {inner}"
-    return type(default).__name__
 
 
 class HubMixin:
@@ -192,8 +168,9 @@ class HubMixin:
             FileNotFoundError: If ``pretrained`` is neither a folder nor a repo id.
             CheckpointError: For a folder without ``config.json`` / ``model.safetensors``
                 (one holding only pickled weights such as ``pytorch_model.bin`` is refused),
-                an invalid ``config.json`` (unknown keys, wrong types), or weights that do
-                not fit the architecture.
+                an invalid ``config.json`` (over 64 KiB, unknown keys, wrong types, values
+                outside :data:`~suimseg.models.registry.CONFIG_LIMITS`: checked before the
+                model is built), or weights that do not fit the architecture.
             MissingDependencyError: If ``safetensors`` (or, for a repo id,
                 ``huggingface_hub``) is not installed.
             WeightsUnavailableError: If a repo id cannot be downloaded (offline, unknown
@@ -326,36 +303,20 @@ def _check_files(
 
 
 def _read_config(cls: type[HubMixin], config_file: Path) -> dict[str, Any]:
-    """Read and validate ``config.json`` against ``cls``'s constructor."""
+    """Read ``config.json`` and validate it with the stored-config schema of ``cls``."""
+    size = config_file.stat().st_size
+    if size > _MAX_CONFIG_BYTES:
+        raise CheckpointError(
+            f"{config_file}: {size} bytes, above the limit {_MAX_CONFIG_BYTES} for a model "
+            "config; the file is damaged or not from save_pretrained"
+        )
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{config_file}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict):
         raise CheckpointError(
             f"{config_file}: expected a JSON object of {cls.__name__} arguments, got "
             f"{type(config).__name__}"
         )
-    params = {
-        name: p
-        for name, p in inspect.signature(cls).parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
-    unknown = sorted(set(config) - set(params))
-    if unknown:
-        raise CheckpointError(
-            f"{config_file}: unknown field(s) {unknown} for {cls.__name__}; expected some of "
-            f"{sorted(params)}. Was the folder saved from another model class?"
-        )
-    kwargs: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in _WEIGHT_SOURCES:
-            kwargs[key] = None  # never read or download a file a config names
-            continue
-        default = params[key].default
-        if default is not inspect.Parameter.empty and not _type_ok(value, default):
-            raise CheckpointError(
-                f"{config_file}: field {key!r} must be {_describe(default)}, got {value!r}"
-            )
-        kwargs[key] = value
-    return kwargs
+    return check_stored_config(cls, config, str(config_file))
