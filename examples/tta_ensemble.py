@@ -12,15 +12,17 @@ on two CPU cores, then evaluate them:
 
     python examples/tta_ensemble.py
 
-TTA and ensembles are not guaranteed to help. They average predictions that already
-agree on a well-trained model and smooth out its remaining mistakes; on these small
-models trained for a minute on synthetic scenes the gain can be zero or negative, and the
-script says so rather than hiding it. Measure on your own checkpoints and data.
+TTA and ensembles are not guaranteed to help. They average several predictions of each
+image, which helps when the views or the models make different mistakes; on small models
+trained for a minute on synthetic scenes the gain can be zero or negative, and the script
+prints the gain of each variant and says so when there is none rather than hiding it.
+Measure on your own checkpoints and data.
 
 It writes to ``--out`` (default ``./suimseg-examples/tta_ensemble``): one JSON result per
-row of the table and, when it trains them, the two models' weights (``model0.pt``,
-``model1.pt``, loadable with ``suimseg.load_model``). The synthetic data and the training
-runs' scratch files live in a temporary folder that is removed at the end.
+column of the table (``plain.json``, ``tta.json``, ``ensemble.json``, ``ensemble_tta.json``)
+and, when it trains them, the two models' weights (``model0.pt``, ``model1.pt``, loadable
+with ``suimseg.load_model``). The synthetic data and the training runs' scratch files live
+in a temporary folder that is removed at the end.
 
 Full scale, on a GPU, with trained checkpoints (e.g. two seeds of ``suimseg train``) and
 the real TEST split; ``--full-tta`` uses 3 scales x 3 flips = 9 views per model:
@@ -157,14 +159,15 @@ def main(argv: list[str] | None = None) -> None:
             f"ensemble of {len(models)}": Predictor(models, **common),
             "ensemble + TTA": Predictor(models, tta=tta, **common),
         }
+        files = ["plain.json", "tta.json", "ensemble.json", "ensemble_tta.json"]
 
         # The TEST split, read at native resolution (images and masks as stored).
         test_set = SUIMDataset(root, "test", image_size=None)
         results = []
-        for name, predictor in predictors.items():
+        for (name, predictor), file in zip(predictors.items(), files, strict=True):
             metrics = evaluate_predictor(predictor, test_set)
             result = EvaluationResult.from_metrics(metrics, name=name, meta={"data": str(root)})
-            save_result(out / f"{name.split()[0].lower()}.json", result)
+            save_result(out / file, result)
             results.append(result)
         print(format_comparison(results, baseline=0))
 
