@@ -205,7 +205,7 @@ def test_example_defaults_beat_majority_baseline(name: str, tmp_path: Path) -> N
     output = _run(
         [sys.executable, str(EXAMPLES / name), "--out", str(tmp_path / "out")],
         tmp_path,
-        timeout=1200,
+        timeout=3600,
     )
     m = _MIOU.search(output)
     assert m is not None, f"no 'test mIoU ... vs majority-class baseline' line:\n{output}"
@@ -234,7 +234,7 @@ def test_quickstart_cli_commands_beat_majority_baseline(tmp_path: Path) -> None:
     ]
     for _ in range(2):  # the second round re-runs into the same folders
         for command in commands:
-            _run([sys.executable, "-m", "suimseg", *command[1:]], tmp_path, timeout=1200)
+            _run([sys.executable, "-m", "suimseg", *command[1:]], tmp_path, timeout=3600)
 
     result = json.loads((tmp_path / "runs" / "cli" / "eval_test.json").read_text())
     model = 100 * result["metrics"]["miou"]
