@@ -11,6 +11,11 @@ few seconds:
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 examples/ddp_torchrun.py
 
+The small run shows the wiring, not learning (two epochs of a tiny model; see
+``examples/trainer.py`` for a run that learns). Checkpoints and history go to ``--out``
+(default ``./suimseg-examples/ddp_torchrun``); the synthetic data lives in a temporary
+folder that rank 0 removes at the end.
+
 Full scale on one machine with 4 GPUs (batch 6 per GPU, the V3 recipe):
 
     torchrun --standalone --nproc_per_node=4 examples/ddp_torchrun.py \
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -59,12 +65,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data SUIM --full --out runs/v3-ddp",
     )
     parser.add_argument("--data", type=Path, help="SUIM root (default: synthetic data)")
-    parser.add_argument("--out", type=Path, help="checkpoint folder (shared by all ranks)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("suimseg-examples/ddp_torchrun"),
+        help="checkpoint folder, shared by all ranks (default: ./suimseg-examples/ddp_torchrun)",
+    )
     parser.add_argument("--full", action="store_true", help="the V3 recipe's sizes")
     parser.add_argument("--epochs", type=int, help="default 2 (50 with --full)")
     parser.add_argument("--image-size", type=int, help="default 64 (384 with --full)")
     parser.add_argument("--batch-size", type=int, help="per process; default 2 (6 with --full)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start a new run over an earlier one in --out"
+    )
     return parser.parse_args(argv)
 
 
@@ -92,12 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)  # every rank builds the same initial weights
 
     root = args.data
+    scratch = None  # rank 0's temporary folder for the synthetic data
     if root is None and rank == 0:
-        root = make_synthetic_suim(
-            Path(tempfile.mkdtemp()) / "suim-synth", n_train_val=12, n_test=4, size=(96, 72)
-        )
+        scratch = Path(tempfile.mkdtemp(prefix="suimseg-"))
+        root = make_synthetic_suim(scratch / "suim-synth", n_train_val=12, n_test=4, size=(96, 72))
     root = broadcast_path(root)  # a barrier too: the data exists before anyone reads it
-    out = broadcast_path(args.out or (Path(tempfile.mkdtemp()) / "run" if rank == 0 else None))
+    out = broadcast_path(args.out.resolve() if rank == 0 else None)
+    if rank == 0:
+        print(f"output folder: {out}")
 
     train_set = SUIMDataset(root, "train", image_size=size)
     val_set = SUIMDataset(root, "val", image_size=size)
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         channels_last=on_gpu,
         # Checkpoints and history in `out` (only rank 0 writes); RankSeed(0) gives each
         # rank its own augmentation stream.
-        callbacks=default_callbacks(out, progress=False, seed=0),
+        callbacks=default_callbacks(out, overwrite=args.overwrite, progress=False, seed=0),
     )
     history = trainer.fit(train_loader, val_loader, epochs=epochs)
     if rank == 0:
@@ -146,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
             f"checkpoints in {out}"
         )
     destroy_distributed()  # barrier, then tear the process group down
+    if scratch is not None:  # every rank is done with the data
+        shutil.rmtree(scratch, ignore_errors=True)
+    if rank == 0:
+        print(f"output folder: {out}")
 
 
 if __name__ == "__main__":

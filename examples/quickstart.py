@@ -5,6 +5,8 @@ synthetic SUIM-style scene on the CPU in a couple of seconds:
 
     python examples/quickstart.py
 
+It writes one file, ``overlay.png``, to ``--out`` (default ``./suimseg-examples/quickstart``).
+
 Full scale, on a GPU, with a trained checkpoint and a real SUIM test image:
 
     suimseg train --data SUIM --out runs/v3          # or examples/trainer.py --full
@@ -19,7 +21,6 @@ them once). An untrained model's labels are noise: train it first.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--size", type=int, default=64, help="model input size (384 on SUIM)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--out", type=Path, default=None, help="overlay PNG to write")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("suimseg-examples/quickstart"),
+        help="output folder (default: ./suimseg-examples/quickstart)",
+    )
     return parser.parse_args(argv)
 
 
@@ -62,6 +68,8 @@ def build(args: argparse.Namespace) -> torch.nn.Module:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    out = args.out.resolve()
+    print(f"output folder: {out}")
     torch.manual_seed(0)
     model = build(args)
     n_params = sum(p.numel() for p in model.parameters())
@@ -92,9 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, count in zip(CLASS_NAMES, counts.tolist(), strict=True):
         print(f"  {name:<32} {100 * count / labels.numel():6.2f}%")
 
-    out = args.out or Path(tempfile.mkdtemp()) / "quickstart_overlay.png"
-    overlay(image, labels, alpha=0.5, show_legend=True).save(out)
-    print(f"overlay written to {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    overlay(image, labels, alpha=0.5, show_legend=True).save(out / "overlay.png")
+    print(f"overlay written to {out / 'overlay.png'}")
+    print(f"output folder: {out}")
 
 
 if __name__ == "__main__":

@@ -125,14 +125,10 @@ def docs_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("page", sorted(n for n, b in ALL_BLOCKS.items() if b))
-def test_page_code_runs(page: str, docs_workdir: Path) -> None:
-    needs = PAGE_NEEDS.get(page)
-    if needs and importlib.util.find_spec(needs) is None:
-        pytest.skip(f"{page} needs {needs!r} (pip install 'suimseg[{needs}]')")
+def _run_page(page: str, workdir: Path) -> None:
     blocks = ALL_BLOCKS[page]
     if any(CHECKPOINT in b.code for b in blocks):
-        _tiny_checkpoint(docs_workdir / CHECKPOINT)
+        _tiny_checkpoint(workdir / CHECKPOINT)
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for block in blocks:
         if block.skip is not None:
@@ -151,6 +147,21 @@ def test_page_code_runs(page: str, docs_workdir: Path) -> None:
             raise AssertionError(
                 f"the code block at {block.where} failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+@pytest.mark.parametrize("page", sorted(n for n, b in ALL_BLOCKS.items() if b))
+def test_page_code_runs(page: str, docs_workdir: Path) -> None:
+    needs = PAGE_NEEDS.get(page)
+    if needs and importlib.util.find_spec(needs) is None:
+        pytest.skip(f"{page} needs {needs!r} (pip install 'suimseg[{needs}]')")
+    _run_page(page, docs_workdir)
+
+
+@pytest.mark.slow
+def test_quickstart_runs_twice_in_one_folder(docs_workdir: Path) -> None:
+    """A reader who runs the quickstart again in the same folder gets no error."""
+    _run_page("quickstart.md", docs_workdir)
+    _run_page("quickstart.md", docs_workdir)
 
 
 def test_skipped_blocks_stay_few() -> None:
