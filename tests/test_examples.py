@@ -79,6 +79,7 @@ def _scratch(tmp_path: Path) -> Path:
     scratch.mkdir(exist_ok=True)
     return scratch
 
+
 # Examples that need an optional extra: their runs are skipped without it (--help still runs).
 NEEDS: dict[str, str] = {"lightning_train.py": "lightning"}
 

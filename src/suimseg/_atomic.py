@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
+from suimseg.errors import ConfigError
+
 __all__ = [
     "atomic_write",
     "atomic_write_bytes",
@@ -36,7 +38,7 @@ _TEMPORARY_NAME = re.compile(r"\..+\.(?:tmp|link)-\d+")
 def temporary_path(target: Path, kind: str = "tmp") -> Path:
     """The temporary name beside ``target``: ``kind`` ``"tmp"`` (written) or ``"link"``."""
     if kind not in ("tmp", "link"):
-        raise ValueError(f"kind: expected 'tmp' or 'link', got {kind!r}")
+        raise ConfigError(f"kind: expected 'tmp' or 'link', got {kind!r}")
     return target.with_name(f".{target.name}.{kind}-{os.getpid()}")
 
 

@@ -13,6 +13,7 @@ error                        also a                   raised for
 ``DatasetNotFoundError``     ``FileNotFoundError``    a missing dataset root or split folder
 ``InputNotFoundError``       ``FileNotFoundError``    a missing image, weights or input file
 ``CheckpointError``          ``ValueError``           unusable checkpoint or weight files
+``HistoryError``             ``ValueError``           a run's unreadable history file
 ``RunLockError``             ``FileExistsError``      an output folder in use or holding a run
 ``NonFiniteLossError``       ``FloatingPointError``   a NaN/inf training loss
 ``WeightsUnavailableError``  ``RuntimeError``         pre-trained weights that cannot be fetched
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "DatasetNotFoundError",
+    "HistoryError",
     "InputNotFoundError",
     "MissingDependencyError",
     "NonFiniteLossError",
@@ -63,6 +65,10 @@ class InputNotFoundError(SUIMSegError, FileNotFoundError):
 
 class CheckpointError(SUIMSegError, ValueError):
     """A checkpoint or weight file cannot be used (corrupt, wrong format, mismatched keys)."""
+
+
+class HistoryError(SUIMSegError, ValueError):
+    """A run's ``history.jsonl`` / ``history.csv`` has a malformed line (file and line named)."""
 
 
 class RunLockError(SUIMSegError, FileExistsError):

@@ -168,3 +168,14 @@ def test_out_of_bounds_values_are_usage_errors_not_tracebacks(
     assert message in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) <= 4
+
+
+def test_malformed_history_line_is_one_line_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = tmp_path / "history.jsonl"
+    history.write_text('{"epoch": 1, "train_loss": 0.5}\nnot json\n{"epoch": 3}\n')
+    assert main(["plot", str(history), "--out", str(tmp_path / "c.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"suimseg: error: {history}:2: expected one JSON object")
+    assert "Traceback" not in err

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from suimseg.engine import EpochRecord, HistoryWriter, read_history
+from suimseg.errors import HistoryError
 
 
 def _record(epoch: int, miou: float | None = 0.5) -> EpochRecord:
@@ -75,14 +76,14 @@ def test_corrupt_middle_line_raises(tmp_path: Path) -> None:
     writer = HistoryWriter(tmp_path)
     writer.append(_record(1))
     writer.jsonl_path.write_text("{not json\n" + writer.jsonl_path.read_text())
-    with pytest.raises(ValueError, match=r"history\.jsonl:1: expected one JSON object"):
+    with pytest.raises(HistoryError, match=r"history\.jsonl:1: expected one JSON object"):
         read_history(writer.jsonl_path)
 
 
 def test_csv_row_with_wrong_width_raises(tmp_path: Path) -> None:
     path = tmp_path / "history.csv"
     path.write_text("epoch,train_loss\n1,0.5,extra\n")
-    with pytest.raises(ValueError, match=r"history\.csv:2: expected 2 comma-separated values"):
+    with pytest.raises(HistoryError, match=r"history\.csv:2: expected 2 comma-separated values"):
         read_history(path)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from suimseg._atomic import atomic_write_text
+from suimseg.errors import HistoryError
 
 __all__ = ["EpochRecord", "HistoryWriter", "read_history"]
 
@@ -291,7 +292,8 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If a line other than a torn last one cannot be parsed.
+        HistoryError: If a line other than a torn last one cannot be parsed (a
+            ``ValueError``).
 
     Example:
         >>> rows = read_history("runs/exp1/history.jsonl")  # doctest: +SKIP
@@ -312,9 +314,9 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
         header, *body = list(csv.reader([line for line in lines if line.strip()])) or [[]]
         for lineno, values in enumerate(body, start=2):
             if len(values) != len(header):
-                raise ValueError(
+                raise HistoryError(
                     f"{file}:{lineno}: expected {len(header)} comma-separated values, "
-                    f"got {len(values)}"
+                    f"got {len(values)}; fix or delete that line"
                 )
             rows.append({k: _parse_csv_value(v) for k, v in zip(header, values, strict=True)})
         return rows
@@ -326,6 +328,9 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             value = None
         if not isinstance(value, dict):
-            raise ValueError(f"{file}:{lineno}: expected one JSON object, got {line[:60]!r}")
+            raise HistoryError(
+                f"{file}:{lineno}: expected one JSON object, got {line[:60]!r}; fix or delete "
+                "that line"
+            )
         rows.append(value)
     return rows
