@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,16 +123,22 @@ def test_state_is_summed_across_processes(tmp_path: Path, monkeypatch: pytest.Mo
     expected, expected_iou = float(single.compute()), single_none.compute().tolist()
     total = int(single.confmat.sum())
 
-    # fork: the children inherit the imported torch/torchmetrics (spawn re-imports them,
-    # ~15 s on a busy 2-core machine); "spawn" runs the same test where fork is missing.
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
+    # spawn, not fork: a fork of the test process (its OpenMP and gloo threads already
+    # started by earlier tests) deadlocked in all_gather in the full suite. A deadline so
+    # that a hang fails this test instead of the whole run.
+    context = mp.start_processes(
         _ddp_worker.run,
         args=(2, str(tmp_path / "pg"), str(tmp_path)),
         nprocs=2,
-        join=True,
-        start_method=method,
+        join=False,
+        start_method="spawn",
     )
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for proc in context.processes:
+                proc.kill()
+            pytest.fail("the 2-process gloo run did not finish within 240 s")
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for r in results:
         assert r["miou"] == pytest.approx(expected, abs=1e-6)
