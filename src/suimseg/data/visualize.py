@@ -60,7 +60,7 @@ def colorize(mask: Any, *, ignore_color: tuple[int, int, int] = IGNORE_COLOR) ->
 
 
 #: Minimum width in pixels of one legend column (fits "PF aquatic plants and sea-grass").
-LEGEND_COLUMN_PX = 240
+LEGEND_COLUMN_PX = 300
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
