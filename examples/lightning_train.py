@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Full scale: --data SUIM --full --accelerator gpu --out runs/pl",
     )
     parser.add_argument("--data", type=Path, help="SUIM root (default: synthetic data)")
-    parser.add_argument("--out", type=Path, help="output folder (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=Path("suimseg-examples/lightning_train"),
+                        help="output folder (default: %(default)s)")  # fmt: skip
     parser.add_argument("--full", action="store_true", help="the V3 recipe's sizes")
     parser.add_argument("--epochs", type=int, help="default 1 (50 with --full)")
     parser.add_argument("--accelerator", default="cpu", help="cpu, gpu, auto")
@@ -44,45 +45,51 @@ def main(argv: list[str] | None = None) -> None:
     from suimseg.lightning import SUIMDataModule, SUIMSegModule
     from suimseg.models import UNetResAttnV3
 
-    out = args.out or Path(tempfile.mkdtemp(prefix="suimseg-lightning-"))
+    out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     print(f"output folder: {out}")
-    if args.full:
-        model_config: dict[str, object] = {"encoder": "resnet50", "encoder_weights": "imagenet"}
-        image_size, batch_size, epochs, precision = 384, 6, 50, "bf16-mixed"
-    else:
-        model_config = {"encoder": "resnet18", "decoder_channels": [32, 16, 8, 8],
-                        "bridge_channels": 32}  # fmt: skip
-        image_size, batch_size, epochs, precision = 32, 4, 1, "32-true"
-    root = args.data or make_synthetic_suim(out / "data", n_train_val=12, n_test=4, size=(64, 48))
+    # Synthetic data lives in a temporary folder, removed at the end; the run in `out`.
+    with tempfile.TemporaryDirectory(prefix="suimseg-lightning-") as scratch:
+        if args.full:
+            model_config: dict[str, object] = {"encoder": "resnet50", "encoder_weights": "imagenet"}
+            image_size, batch_size, epochs, precision = 384, 6, 50, "bf16-mixed"
+        else:
+            model_config = {"encoder": "resnet18", "decoder_channels": [32, 16, 8, 8],
+                            "bridge_channels": 32}  # fmt: skip
+            image_size, batch_size, epochs, precision = 32, 4, 1, "32-true"
+        root = args.data or make_synthetic_suim(
+            Path(scratch) / "data", n_train_val=12, n_test=4, size=(64, 48)
+        )
 
-    pl.seed_everything(0, workers=True)
-    module = SUIMSegModule(model_config, lr=1e-4)
-    data = SUIMDataModule(root, image_size=image_size, batch_size=batch_size)
-    trainer = pl.Trainer(
-        max_epochs=args.epochs or epochs,
-        accelerator=args.accelerator,
-        devices=int(args.devices),
-        precision=precision,  # type: ignore[arg-type]
-        default_root_dir=out,
-        logger=pl.loggers.CSVLogger(out, name="logs"),
-        callbacks=[pl.callbacks.ModelCheckpoint(monitor="val_miou", mode="max")],
-        enable_progress_bar=False,
-        log_every_n_steps=1,
-    )
-    trainer.fit(module, datamodule=data)
-    best = trainer.checkpoint_callback.best_model_path  # type: ignore[union-attr]
-    print(f"val mIoU {float(trainer.callback_metrics['val_miou']):.4f}; best checkpoint {best}")
+        pl.seed_everything(0, workers=True)
+        module = SUIMSegModule(model_config, lr=1e-4)
+        data = SUIMDataModule(root, image_size=image_size, batch_size=batch_size)
+        trainer = pl.Trainer(
+            max_epochs=args.epochs or epochs,
+            accelerator=args.accelerator,
+            devices=int(args.devices),
+            precision=precision,  # type: ignore[arg-type]
+            default_root_dir=out,
+            logger=pl.loggers.CSVLogger(out, name="logs"),
+            callbacks=[pl.callbacks.ModelCheckpoint(monitor="val_miou", mode="max")],
+            enable_progress_bar=False,
+            log_every_n_steps=1,
+        )
+        trainer.fit(module, datamodule=data)
+        best = trainer.checkpoint_callback.best_model_path  # type: ignore[union-attr]
+        print(f"val mIoU {float(trainer.callback_metrics['val_miou']):.4f}; best checkpoint {best}")
 
-    [result] = trainer.test(ckpt_path="best", datamodule=data, verbose=False)
-    print(f"test mIoU {result['test_miou']:.4f}")
+        [result] = trainer.test(ckpt_path="best", datamodule=data, verbose=False)
+        print(f"test mIoU {result['test_miou']:.4f}")
 
-    if trainer.is_global_zero:  # share the weights without Lightning: config.json + safetensors
-        best_module = SUIMSegModule.load_from_checkpoint(best, map_location="cpu")
-        folder = best_module.model.save_pretrained(out / "pretrained")
-        again = UNetResAttnV3.from_pretrained(folder)
-        print(f"saved {sorted(p.name for p in folder.iterdir())} to {folder}; "
-              f"reloaded a {type(again).__name__}")  # fmt: skip
+        if trainer.is_global_zero:  # share the weights without Lightning: config.json + safetensors
+            best_module = SUIMSegModule.load_from_checkpoint(best, map_location="cpu")
+            folder = best_module.model.save_pretrained(out / "pretrained")
+            again = UNetResAttnV3.from_pretrained(folder)
+            print(f"saved {sorted(p.name for p in folder.iterdir())} to {folder}; "
+                  f"reloaded a {type(again).__name__}")  # fmt: skip
+
+    print(f"output folder: {out}")
 
 
 if __name__ == "__main__":

@@ -65,9 +65,9 @@ RUNS: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["out/best.pt"],
     ),
     "lightning_train.py": (
-        ["--out", "{tmp}/run"],
+        ["--out", "{tmp}/out"],
         ["output folder:", "val mIoU", "test mIoU", "['config.json', 'model.safetensors']"],
-        ["run/pretrained/config.json", "run/pretrained/model.safetensors"],
+        ["out/pretrained/config.json", "out/pretrained/model.safetensors"],
     ),
 }
 _MIOU = re.compile(r"test mIoU (?P<model>[\d.]+)%.*? vs majority-class baseline (?P<base>[\d.]+)%")

@@ -136,6 +136,7 @@ def test_not_a_checkpoint_truncated_newer_and_unversioned(tmp_path: Path) -> Non
         (b"", r"is empty \(0 bytes\)"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch's own
 def test_unreadable_file_says_what_it_looks_like(tmp_path: Path, content: bytes, what: str) -> None:
     path = tmp_path / "best.pt"
     path.write_bytes(content)
