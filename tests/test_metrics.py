@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from suimseg.classes import CLASS_NAMES
 from suimseg.errors import ConfigError, SUIMSegError
@@ -303,48 +303,19 @@ def test_all_reduce_single_process_gloo(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- host syncs
 
 
-class _HostSyncCounter(TorchDispatchMode):
-    """Count ops that make the host wait for an accelerator (see tests/losses/test_host_sync)."""
-
-    OPS = frozenset(
-        {
-            torch.ops.aten._local_scalar_dense.default,
-            torch.ops.aten.nonzero.default,
-            torch.ops.aten.masked_select.default,
-        }
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(
-        self,
-        func: Any,
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        bool_index = func is torch.ops.aten.index.Tensor and any(
-            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] or ()
-        )
-        if func in self.OPS or bool_index:
-            self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("validate", [False, True])
-def test_update_makes_no_host_sync_unless_validating(validate: bool) -> None:
+def test_update_makes_no_host_sync_unless_validating(
+    validate: bool, count_host_syncs: Callable[[Callable[[], object]], list[str]]
+) -> None:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 4, 8, 8, generator=g)
     target = torch.randint(0, 4, (2, 8, 8), generator=g)
     target[0, 0] = 255
     cm = ConfusionMatrix(4, validate=validate)
     cm.update(logits, target)  # the first update allocates on the input's device
-    with _HostSyncCounter() as counter:
-        cm.update(logits, target)
+    ops = count_host_syncs(lambda: cm.update(logits, target))
     # Was 1 per update before (bool(bad.any()), plus bincount's hidden max() on CUDA).
-    assert (len(counter.ops) > 0) == validate
+    assert (len(ops) > 0) == validate
 
 
 def test_out_of_range_labels_are_skipped_and_compute_raises() -> None:
