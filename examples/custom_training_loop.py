@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -90,14 +89,6 @@ def evaluate(
         cm.update(model(images.to(device)), masks.to(device))  # logits: argmax inside
     model.train(was_training)
     return cm.compute()
-
-
-def majority_baseline(train_set: SUIMDataset, test_set: SUIMDataset) -> tuple[str, float]:
-    """The class most frequent in training, and the test mIoU of predicting it everywhere."""
-    majority = int(np.argmax(train_set.class_pixel_counts()))
-    confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
-    confusion[:, majority] = torch.from_numpy(test_set.class_pixel_counts())  # all -> majority
-    return CLASS_NAMES[majority], SegmentationMetrics.from_confusion(confusion).miou
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -184,7 +175,10 @@ def main(argv: list[str] | None = None) -> None:
         # The best epoch's weights, scored on the test split.
         state = load_training_state(out / "best.pt", model, restore_rng=False)
         metrics = evaluate(model, DataLoader(test_set, **loader_args), cm, args.device)
-        name, baseline = majority_baseline(train_set, test_set)
+        k, base = SegmentationMetrics.majority_baseline(
+            train_set.class_pixel_counts(), test_set.class_pixel_counts()
+        )
+        name, baseline = CLASS_NAMES[k], base.miou
         print(f"test set, best checkpoint (epoch {state['epoch']}):")
         print(metrics.format_table())
         print(

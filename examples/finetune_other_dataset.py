@@ -116,14 +116,6 @@ def pixel_counts(dataset: PaletteDataset) -> np.ndarray:
     return counts
 
 
-def majority_baseline(train_set: PaletteDataset, test_set: PaletteDataset) -> tuple[str, float]:
-    """The class most frequent in training, and the test mIoU of predicting it everywhere."""
-    majority = int(np.argmax(pixel_counts(train_set)))
-    confusion = torch.zeros(len(CLASS_NAMES), len(CLASS_NAMES), dtype=torch.int64)
-    confusion[:, majority] = torch.from_numpy(pixel_counts(test_set))  # all -> majority
-    return CLASS_NAMES[majority], SegmentationMetrics.from_confusion(confusion, CLASS_NAMES).miou
-
-
 def pretrained_stand_in(work: Path, size: int, epochs: int, n_images: int) -> Path:
     """A short run of the CPU-sized model on synthetic SUIM data; returns its best.pt."""
     suim = make_synthetic_suim(work / "suim-synth", n_train_val=n_images, n_test=1, size=(160, 120))
@@ -240,7 +232,10 @@ def finetune(args: argparse.Namespace, checkpoint: Path, root: Path, out: Path) 
         metrics = trainer.evaluate(DataLoader(test_set, batch_size=args.batch_size))
         print("test set, best checkpoint:")
         print(metrics.format_table())
-        name, baseline = majority_baseline(train_set, test_set)
+        k, base = SegmentationMetrics.majority_baseline(
+            pixel_counts(train_set), pixel_counts(test_set)
+        )
+        name, baseline = CLASS_NAMES[k], base.miou
         print(
             f"test mIoU {100 * metrics.miou:.2f}% vs majority-class baseline "
             f"{100 * baseline:.2f}% ({name!r} everywhere)"

@@ -28,13 +28,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from suimseg import (
     CLASS_NAMES,
-    NUM_CLASSES,
     DiceFocalLoss,
     SUIMDataset,
     Trainer,
@@ -74,14 +72,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="start a new run over an earlier one in --out"
     )
     return parser.parse_args(argv)
-
-
-def majority_baseline(train_set: SUIMDataset, test_set: SUIMDataset) -> tuple[str, float]:
-    """The class most frequent in training, and the test mIoU of predicting it everywhere."""
-    majority = int(np.argmax(train_set.class_pixel_counts()))
-    confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
-    confusion[:, majority] = torch.from_numpy(test_set.class_pixel_counts())  # all -> majority
-    return CLASS_NAMES[majority], SegmentationMetrics.from_confusion(confusion).miou
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         metrics = trainer.evaluate(DataLoader(test_set, **loader_args))
         print("test set, best checkpoint (dataset-level, 8 classes):")
         print(metrics.format_table())
-        name, baseline = majority_baseline(train_set, test_set)
+        k, base = SegmentationMetrics.majority_baseline(
+            train_set.class_pixel_counts(), test_set.class_pixel_counts()
+        )
+        name, baseline = CLASS_NAMES[k], base.miou
         print(
             f"test mIoU {100 * metrics.miou:.2f}% vs majority-class baseline "
             f"{100 * baseline:.2f}% ({name!r} everywhere)"

@@ -37,14 +37,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from suimseg import (
     CLASS_NAMES,
-    NUM_CLASSES,
     DiceFocalLoss,
     SUIMDataset,
     Trainer,
@@ -123,14 +121,6 @@ def train_small(root: Path, size: int, epochs: int, seed: int, scratch: Path) ->
     return load_model(scratch / f"run{seed}" / "best.pt")
 
 
-def majority_baseline(train_set: SUIMDataset, test_set: SUIMDataset) -> tuple[str, float]:
-    """The class most frequent in training, and the test mIoU of predicting it everywhere."""
-    majority = int(np.argmax(train_set.class_pixel_counts()))
-    confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
-    confusion[:, majority] = torch.from_numpy(test_set.class_pixel_counts())  # all -> majority
-    return CLASS_NAMES[majority], SegmentationMetrics.from_confusion(confusion).miou
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = args.out.resolve()
@@ -171,7 +161,10 @@ def main(argv: list[str] | None = None) -> None:
             results.append(result)
         print(format_comparison(results, baseline=0))
 
-        majority, baseline = majority_baseline(SUIMDataset(root, "train"), test_set)
+        k, base = SegmentationMetrics.majority_baseline(
+            SUIMDataset(root, "train").class_pixel_counts(), test_set.class_pixel_counts()
+        )
+        majority, baseline = CLASS_NAMES[k], base.miou
         mious = {r.name: r.metrics["miou"] for r in results}
         print(
             f"\ntest mIoU {100 * mious['plain']:.2f}% (plain) vs majority-class baseline "

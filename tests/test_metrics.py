@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -474,3 +475,31 @@ def test_merge_equals_one_matrix_over_all_batches() -> None:
 def test_merge_refuses_a_different_setup(other: object) -> None:
     with pytest.raises(ConfigError, match="other: expected a ConfusionMatrix"):
         ConfusionMatrix(4).merge_state(other)  # type: ignore[arg-type]
+
+
+def test_majority_baseline_puts_every_test_pixel_in_the_training_majority_column() -> None:
+    # Train: class 2 dominates. Test: 6 pixels of class 0, 3 of class 2, 1 of class 1.
+    k, m = SegmentationMetrics.majority_baseline(
+        np.array([5, 1, 40]), torch.tensor([6, 1, 3]), ("a", "b", "c")
+    )
+    assert k == 2
+    # Only class 2 has TP (3 of a union of 10); classes 0 and 1 have IoU 0.
+    assert m.iou.tolist() == pytest.approx([0.0, 0.0, 0.3])
+    assert m.miou == pytest.approx(0.1)
+    assert m.pixel_accuracy == pytest.approx(0.3)
+    assert m.class_names == ("a", "b", "c")
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "needle"),
+    [
+        ([1.0, 2.0], [1, 2], "train_counts"),
+        ([1, 2], [[1, 2]], "test_counts"),
+        ([1, -2], [1, 2], "non-negative"),
+        ([1, 2], [1, 2, 3], "2 and 3 classes"),
+        ([0, 0], [1, 2], "0 training pixels"),
+    ],
+)
+def test_majority_baseline_refuses_bad_counts(train: Any, test: Any, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        SegmentationMetrics.majority_baseline(train, test)

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -152,6 +154,57 @@ class SegmentationMetrics:
             class_names=names,
             confusion=cm,
         )
+
+    @classmethod
+    def majority_baseline(
+        cls,
+        train_counts: Sequence[int] | Tensor | npt.NDArray[np.integer[Any]],
+        test_counts: Sequence[int] | Tensor | npt.NDArray[np.integer[Any]],
+        class_names: Sequence[str] | None = None,
+    ) -> tuple[int, SegmentationMetrics]:
+        """The metrics of predicting the training split's most frequent class everywhere.
+
+        The floor a trained model must clear: every test pixel goes to one column of the
+        confusion matrix, the class with the most labelled training pixels.
+
+        Args:
+            train_counts: Labelled pixels per class on the training split, ``(C,)`` (e.g.
+                :meth:`suimseg.data.SUIMDataset.class_pixel_counts`).
+            test_counts: Labelled pixels per class on the evaluated split, ``(C,)``.
+            class_names: ``C`` names; defaults as in :class:`ConfusionMatrix`.
+
+        Returns:
+            ``(class index, metrics)``.
+
+        Raises:
+            ConfigError: If the counts are not two non-negative integer vectors of one
+                length with at least one training pixel.
+
+        Example:
+            >>> k, m = SegmentationMetrics.majority_baseline([10, 90, 0], [5, 3, 2])
+            >>> k, round(m.miou, 4)
+            (1, 0.1)
+        """
+        counts = []
+        for name, value in (("train_counts", train_counts), ("test_counts", test_counts)):
+            t = torch.as_tensor(value)
+            if t.ndim != 1 or t.is_floating_point() or t.is_complex() or bool((t < 0).any()):
+                raise ConfigError(
+                    f"{name}: expected a 1-D vector of non-negative integer pixel counts, got "
+                    f"shape {tuple(t.shape)} dtype {t.dtype}"
+                )
+            counts.append(t.to(torch.int64))
+        train, test = counts
+        if train.numel() != test.numel() or int(train.sum()) == 0:
+            raise ConfigError(
+                "train_counts/test_counts: expected one count per class for both splits and at "
+                f"least one training pixel, got {train.numel()} and {test.numel()} classes, "
+                f"{int(train.sum())} training pixels"
+            )
+        majority = int(train.argmax())
+        confusion = torch.zeros(train.numel(), train.numel(), dtype=torch.int64)
+        confusion[:, majority] = test
+        return majority, cls.from_confusion(confusion, class_names)
 
     @property
     def num_classes(self) -> int:

@@ -12,13 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from suimseg._atomic import atomic_write_text
 from suimseg.app.config import TrainConfig
 from suimseg.app.recipe import train
-from suimseg.classes import CLASS_NAMES, NUM_CLASSES
+from suimseg.classes import CLASS_NAMES
 from suimseg.data import SUIMDataset, make_synthetic_suim, overlay, side_by_side
 from suimseg.data._io import atomic_save_image
 from suimseg.engine import atomic_save, load_checkpoint, load_model
@@ -71,17 +68,6 @@ class DemoResult:
     majority_metrics: SegmentationMetrics
     majority_class: str
     seconds: float
-
-
-def _majority_metrics(
-    train_ds: SUIMDataset, test_ds: SUIMDataset
-) -> tuple[int, SegmentationMetrics]:
-    """Metrics of predicting the training split's most frequent class everywhere (from the
-    test masks' pixel counts: that class's column holds every pixel)."""
-    majority = int(np.argmax(train_ds.class_pixel_counts()))
-    confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
-    confusion[:, majority] = torch.from_numpy(test_ds.class_pixel_counts()).to(torch.int64)
-    return majority, SegmentationMetrics.from_confusion(confusion, CLASS_NAMES)
 
 
 def _keep_only_best_weights(run: Path) -> None:
@@ -139,7 +125,9 @@ def run_demo(
     test_ds = SUIMDataset(data_root, "test", image_size=None)
     metrics = evaluate_predictor(predictor, test_ds)
     train_ds = SUIMDataset(data_root, "train", val_fraction=config.val_fraction, seed=seed)
-    majority, baseline = _majority_metrics(train_ds, test_ds)
+    majority, baseline = SegmentationMetrics.majority_baseline(
+        train_ds.class_pixel_counts(), test_ds.class_pixel_counts(), CLASS_NAMES
+    )
 
     count = min(n_overlays, len(test_ds))
     pairs = [test_ds.get_raw(i) for i in range(count)]
