@@ -166,6 +166,26 @@ def test_datamodule_validation(suim_root: Path) -> None:
         data.val_dataloader()
 
 
+def test_fewer_validation_images_than_processes_is_refused_not_a_hang(
+    suim_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process without a validation batch would skip the epoch-end metric sync and leave
+    # the others waiting forever; the data module refuses before that can happen.
+    import suimseg.lightning.datamodule as dm_module
+
+    data = SUIMDataModule(suim_root, image_size=32, val_fraction=0.2)
+    data.setup("validate")
+    assert data.val_set is not None
+    n = len(data.val_set)
+    monkeypatch.setattr(dm_module, "is_distributed", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a, **k: n + 1)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda *a, **k: 0)
+    with pytest.raises(ConfigError, match=rf"{n} image\(s\) for {n + 1} processes"):
+        data.val_dataloader()
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a, **k: n)
+    assert isinstance(data.val_dataloader().sampler, UnpaddedDistributedSampler)
+
+
 def test_metric_is_a_torchmetrics_metric() -> None:
     import torchmetrics
 

@@ -175,6 +175,15 @@ class SUIMDataModule(pl.LightningDataModule):
             )
         sampler = None
         if not train and is_distributed():
+            # A process with no evaluation batch would skip the metric sync at the epoch's
+            # end and leave the others waiting for it forever: refuse instead of hanging.
+            size, world = len(dataset), torch.distributed.get_world_size()  # type: ignore[arg-type]
+            if size < world:
+                raise ConfigError(
+                    f"SUIMDataModule: the {stage} split has {size} image(s) for {world} "
+                    "processes; every process needs at least one. Use fewer processes (devices) "
+                    "or a larger val_fraction"
+                )
             sampler = UnpaddedDistributedSampler(dataset)  # type: ignore[arg-type]
         return DataLoader(
             dataset,
