@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -27,6 +26,7 @@ from suimseg.lightning.module import metric_key
 from suimseg.models import UNetResAttnV3
 
 from .conftest import TINY, Fitted, make_trainer
+
 
 def test_one_epoch_logs_val_miou_and_checkpoint_loads_back(fitted: Fitted) -> None:
     module, trainer, data = fitted.module, fitted.trainer, fitted.data
