@@ -16,6 +16,7 @@ import suimseg
 from suimseg.app.cli import main
 from suimseg.engine import convert_checkpoint, load_checkpoint
 from suimseg.errors import CheckpointError
+from suimseg.inference import load_result
 from suimseg.lightning import SUIMSegModule
 from suimseg.models import UNetResAttnV3
 
@@ -85,3 +86,20 @@ def test_a_custom_module_checkpoint_loads_with_the_model_given(
         suimseg.load_model(path)
     model = suimseg.load_model(path, model=UNetResAttnV3(**fitted.module.model.config))
     _assert_same_weights(model, fitted.module.model)
+
+
+def test_suimseg_evaluate_and_export_read_a_lightning_checkpoint(
+    fitted: Fitted, tmp_path: Path
+) -> None:
+    pytest.importorskip("safetensors")
+    result = tmp_path / "eval.json"
+    argv = ["evaluate", "--checkpoint", str(fitted.ckpt), "--data", str(fitted.data.root),
+            "--out", str(result), "--image-size", "32", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert 0.0 <= load_result(result).metrics["miou"] <= 1.0
+    weights, ts = tmp_path / "m.safetensors", tmp_path / "m.ts.pt"
+    argv = ["export", "--checkpoint", str(fitted.ckpt), "--safetensors", str(weights),
+            "--torchscript", str(ts), "--example-size", "32"]  # fmt: skip
+    assert main(argv) == 0
+    _assert_same_weights(suimseg.load_model(weights), fitted.module.model)
+    assert ts.is_file()
