@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -13,11 +12,9 @@ from torch import nn
 pytest.importorskip("lightning")
 pytest.importorskip("torchmetrics")
 
-import lightning.pytorch as pl
 from torch.utils.data import DistributedSampler
 
 from suimseg.classes import CLASS_NAMES
-from suimseg.data import make_synthetic_suim
 from suimseg.errors import ConfigError
 from suimseg.lightning import (
     SUIMDataModule,
@@ -28,39 +25,11 @@ from suimseg.lightning import (
 from suimseg.lightning.module import metric_key
 from suimseg.models import UNetResAttnV3
 
-TINY: dict[str, Any] = {
-    "encoder": "resnet18",
-    "decoder_channels": [16, 8, 8, 8],
-    "bridge_channels": 16,
-}
+from .conftest import TINY, Fitted, make_trainer
 
 
-@pytest.fixture(scope="module")
-def suim_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synthetic_suim(
-        tmp_path_factory.mktemp("suim"), n_train_val=10, n_test=3, size=(48, 40)
-    )
-
-
-def _trainer(root: Path, **kwargs: Any) -> pl.Trainer:
-    settings: dict[str, Any] = {
-        "max_epochs": 1,
-        "accelerator": "cpu",
-        "logger": False,
-        "enable_checkpointing": True,
-        "default_root_dir": root,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-    }
-    return pl.Trainer(**(settings | kwargs))
-
-
-def test_one_epoch_logs_val_miou_and_checkpoint_loads_back(suim_root: Path, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    module = SUIMSegModule(TINY, lr=1e-3)
-    data = SUIMDataModule(suim_root, image_size=32, batch_size=2)
-    trainer = _trainer(tmp_path)
-    trainer.fit(module, datamodule=data)
+def test_one_epoch_logs_val_miou_and_checkpoint_loads_back(fitted: Fitted) -> None:
+    module, trainer, data = fitted.module, fitted.trainer, fitted.data
 
     logged = trainer.callback_metrics
     assert 0.0 <= float(logged["val_miou"]) <= 1.0
@@ -74,9 +43,7 @@ def test_one_epoch_logs_val_miou_and_checkpoint_loads_back(suim_root: Path, tmp_
     per_class = torch.tensor([float(logged[k]) for k in keys])
     assert float(logged["val_miou"]) == pytest.approx(float(per_class.nanmean()), abs=1e-6)
 
-    ckpts = sorted(Path(tmp_path).rglob("*.ckpt"))
-    assert len(ckpts) == 1
-    loaded = SUIMSegModule.load_from_checkpoint(ckpts[0], map_location="cpu")
+    loaded = SUIMSegModule.load_from_checkpoint(fitted.ckpt, map_location="cpu")
     assert isinstance(loaded.model, UNetResAttnV3)
     assert loaded.model.config == module.model.config
     assert loaded.hparams["lr"] == 1e-3
@@ -107,7 +74,7 @@ def test_val_miou_equals_confusion_matrix_evaluation(suim_root: Path, tmp_path: 
     torch.manual_seed(0)
     module = SUIMSegModule(TINY)
     data = SUIMDataModule(suim_root, image_size=32, batch_size=3)
-    trainer = _trainer(tmp_path, enable_checkpointing=False)
+    trainer = make_trainer(tmp_path, enable_checkpointing=False)
     [result] = trainer.validate(module, datamodule=data, verbose=False)
     cm = ConfusionMatrix(8)
     module.eval()

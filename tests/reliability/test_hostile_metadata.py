@@ -21,6 +21,7 @@ from torch import nn
 
 from suimseg.engine import (
     atomic_save,
+    convert_checkpoint,
     load_checkpoint,
     load_model,
     load_training_state,
@@ -100,16 +101,30 @@ def test_bad_model_config_is_refused_before_anything_is_built(
     )
     folder = UNetResAttnV3(**TINY).save_pretrained(tmp_path / "hub")
     (folder / "config.json").write_text(json.dumps(spec["config"]))
+    lightning = atomic_save(_lightning_ckpt(tiny_ckpt, spec), tmp_path / "pl.ckpt")
     monkeypatch.setattr(nn.Module, "__init__", _fail_build)
     for load, name in [
         (load_checkpoint, r"best\.pt: model config: "),
         (load_model, r"best\.pt: model config: "),
         (lambda _: load_model(weights), r"w\.safetensors: model config: "),
         (lambda _: UNetResAttnV3.from_pretrained(folder), r"config\.json: "),
+        (lambda _: load_model(lightning), r"pl\.ckpt: hyper_parameters: model config: "),
+        (lambda _: convert_checkpoint(lightning, tmp_path / "o.pt"), r"pl\.ckpt: hyper.*: "),
     ]:
         with pytest.raises(CheckpointError, match=name + match) as info:
             load(path)
         assert DAMAGED in str(info.value) or "another model class" in str(info.value)
+
+
+def _lightning_ckpt(ckpt: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A Lightning ``.ckpt`` dict of a ``SUIMSegModule`` with the model spec ``spec``."""
+    return {
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": "2.6.0",
+        "state_dict": {"model." + k: v for k, v in ckpt["model_state"].items()},
+        "hyper_parameters": {"model": spec["config"], "model_name": spec["name"]},
+    }
 
 
 def _fail_build(*args: Any, **kwargs: Any) -> None:
@@ -134,8 +149,9 @@ def test_weight_sources_in_metadata_are_never_followed(
     weights = _to_safetensors(
         _save(tiny_ckpt, tmp_path / "ok.pt"), tmp_path / "w.safetensors", spec
     )
+    lightning = atomic_save(_lightning_ckpt(tiny_ckpt, spec), tmp_path / "pl.ckpt")
     want = tiny_ckpt["model_state"]
-    for model in (load_model(path), load_model(weights)):
+    for model in (load_model(path), load_model(weights), load_model(lightning)):
         got = model.state_dict()
         assert all(torch.equal(got[k], want[k]) for k in want)
     assert load_checkpoint(path)["model"]["config"]["encoder_weights"] is None

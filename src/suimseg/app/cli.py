@@ -144,7 +144,10 @@ def _require_file(path: str | None, flag: str, what: str) -> None:
     raise FileNotFoundError(f"{flag} {path}: {found}; give the path of {what}")
 
 
-_CHECKPOINT = "a checkpoint written by 'suimseg train' (e.g. runs/v3/best.pt)"
+_CHECKPOINT = (
+    "a checkpoint written by 'suimseg train' (e.g. runs/v3/best.pt), a .safetensors export "
+    "or a Lightning .ckpt of SUIMSegModule"
+)
 
 
 def _require_checkpoints(args: argparse.Namespace) -> None:
@@ -362,6 +365,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from suimseg.engine import convert_checkpoint
+
+    _require_file(args.source, "SOURCE", _CHECKPOINT)
+    print(f"wrote {convert_checkpoint(args.source, args.dest, to=args.to)}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from suimseg.inference import plot_history
 
@@ -521,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol suim-paper scores the SUIM paper's way (not comparable with 8-class mIoU).",
     )
     _add(p_eval, "--checkpoint", metavar="PATH", required=True,
-         help="a checkpoint written by suimseg train (last.pt or best.pt)")  # fmt: skip
+         help="a checkpoint written by suimseg train (last.pt or best.pt), a .safetensors "
+              "export or a Lightning .ckpt")  # fmt: skip
     _add(p_eval, "--data", metavar="ROOT", required=True, help="SUIM root folder")
     _add(p_eval, "--split", choices=["test", "val", "train", "train_val"], default="test",
          help="the split to score")  # fmt: skip
@@ -546,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
         "write it in the SUIM palette, at the image's own size.",
     )
     _add(p_pred, "--checkpoint", metavar="PATH", required=True,
-         help="a checkpoint written by suimseg train")  # fmt: skip
+         help="a checkpoint written by suimseg train, a .safetensors export or a "
+              "Lightning .ckpt")  # fmt: skip
     p_pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     _add(p_pred, "--out", metavar="DIR", required=True, help="output folder")
     _add(p_pred, "--format", choices=["bmp", "png"], default="bmp", help="mask file format")
@@ -568,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Export a trained model for deployment. Give at least one output.",
     )
     _add(p_exp, "--checkpoint", metavar="PATH", required=True,
-         help="a checkpoint written by suimseg train")  # fmt: skip
+         help="a checkpoint written by suimseg train, a .safetensors export or a "
+              "Lightning .ckpt")  # fmt: skip
     _add(p_exp, "--onnx", metavar="FILE", help="ONNX file (needs the [onnx] extra)")
     _add(p_exp, "--torchscript", metavar="FILE", help="TorchScript file")
     _add(p_exp, "--safetensors", metavar="FILE",
@@ -576,6 +590,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p_exp, "--example-size", type=_positive_int, default=64, metavar="PX",
          help="side of the example input used to trace/export")  # fmt: skip
     p_exp.set_defaults(func=_cmd_export)
+
+    p_conv = _subparser(
+        sub,
+        "convert",
+        "SOURCE DEST [--to {suimseg,lightning,safetensors}]",
+        "convert a model file between suimseg, Lightning .ckpt and safetensors",
+        "Convert a model file: a suimseg checkpoint, a Lightning .ckpt of SUIMSegModule or a "
+        ".safetensors export, to another of these formats (weights unchanged; no optimizer "
+        "state). The format is taken from DEST's suffix (.pt/.pth, .ckpt, .safetensors) "
+        "unless --to is given.",
+    )
+    p_conv.add_argument("source", metavar="SOURCE", help="the file to convert")
+    p_conv.add_argument("dest", metavar="DEST", help="the file to write")
+    _add(p_conv, "--to", choices=["suimseg", "lightning", "safetensors"],
+         help="output format (default: from DEST's suffix)")  # fmt: skip
+    p_conv.set_defaults(func=_cmd_convert)
 
     p_plot = _subparser(sub, "plot", "HISTORY --out IMAGE",
                         "training curves from a run's history (needs the [plot] extra)",

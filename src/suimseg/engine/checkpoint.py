@@ -30,7 +30,7 @@ import shutil
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, Literal, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ __all__ = [
     "atomic_link",
     "atomic_save",
     "capture_rng_state",
+    "convert_checkpoint",
     "load_checkpoint",
     "load_model",
     "load_training_state",
@@ -82,6 +83,10 @@ _COUNTERS: tuple[tuple[str, tuple[type, ...], float, float], ...] = (
     ("extra.skipped_steps", (int,), 0, 10**12),
 )
 _DAMAGED = "the file is damaged or not from suimseg"
+#: The key that marks a Lightning ``.ckpt`` (with ``state_dict`` and ``hyper_parameters``).
+_LIGHTNING_VERSION = "pytorch-lightning_version"
+#: The attribute of :class:`~suimseg.lightning.SUIMSegModule` that holds the model.
+_LIGHTNING_PREFIX = "model."
 
 
 # ----------------------------------------------------------------------------- atomic I/O
@@ -306,34 +311,74 @@ def load_checkpoint(
         0
     """
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(
-            errno.ENOENT,
-            f"checkpoint file {file} does not exist; pass the path of a last.pt/best.pt "
-            "written by the trainer",
-            str(file),
-        )
-    if file.suffix.lower() == ".safetensors":
+    if file.suffix.lower() == ".safetensors" and file.is_file():
         raise CheckpointError(
             f"checkpoint {file}: a .safetensors file holds only model weights, not a "
             "training state; rebuild the model with suimseg.load_model(path), or resume "
             "from a last.pt"
         )
-    use_mmap = mmap and zipfile.is_zipfile(file)
-    try:
-        ckpt = torch.load(file, map_location=map_location, weights_only=True, mmap=use_mmap)
-    except Exception as exc:  # RuntimeError, EOFError, KeyError, BadZipFile... on bad bytes
-        raise _unreadable(file, exc) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        kind = type(ckpt).__name__
+    ckpt: dict[str, Any] = _torch_load(file, map_location, mmap=mmap)
+    if not _is_suimseg(ckpt):
+        if _is_lightning(ckpt) or _is_state_dict(ckpt):
+            hint = (
+                "it holds model weights, not a suimseg training state: rebuild the model "
+                "with suimseg.load_model(path)"
+                + (", or convert it with suimseg.engine.convert_checkpoint(path, "
+                   "'best.pt')" if _is_lightning(ckpt) else "")
+            )  # fmt: skip
+        else:
+            hint = "pass a last.pt/best.pt written by suimseg"
         raise CheckpointError(
             f"checkpoint {file}: expected a suimseg checkpoint (a dict with "
-            f"format={CHECKPOINT_FORMAT!r}), got a {kind} without that marker. A plain "
-            "state_dict loads with model.load_state_dict(torch.load(path, weights_only=True))."
+            f"format={CHECKPOINT_FORMAT!r}), found {_describe(ckpt)}; {hint}"
         )
     _check_version(ckpt, f"checkpoint {file}", "checkpoint format")
     _check_fields(ckpt, f"checkpoint {file}")
     return ckpt
+
+
+def _torch_load(file: Path, map_location: str | torch.device, *, mmap: bool = False) -> Any:
+    """``torch.load(file, weights_only=True)``; a missing or unreadable file is named."""
+    if not file.is_file():
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"checkpoint file {file} does not exist; pass the path of a last.pt/best.pt "
+            "written by the trainer (or a Lightning .ckpt)",
+            str(file),
+        )
+    use_mmap = mmap and zipfile.is_zipfile(file)
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True, mmap=use_mmap)
+    except Exception as exc:  # RuntimeError, EOFError, KeyError, BadZipFile... on bad bytes
+        raise _unreadable(file, exc) from exc
+
+
+def _is_suimseg(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def _is_lightning(obj: Any) -> bool:
+    return isinstance(obj, dict) and "state_dict" in obj and _LIGHTNING_VERSION in obj
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _describe(obj: Any) -> str:
+    """What a loaded file holds, in words, for error messages."""
+    if _is_lightning(obj):
+        return "a Lightning checkpoint"
+    if _is_state_dict(obj):
+        return f"a plain state_dict with {len(obj)} tensors (no model config)"
+    if isinstance(obj, dict):
+        keys = ", ".join(repr(k) for k in list(obj)[:6]) + (", ..." if len(obj) > 6 else "")
+        return f"a dict with keys [{keys}] and no suimseg or Lightning marker"
+    return f"a {type(obj).__name__}"
 
 
 def _unreadable(file: Path, exc: Exception) -> CheckpointError:
@@ -447,15 +492,6 @@ def _spec_or_none(model: nn.Module) -> dict[str, Any] | None:
         return model_spec(model)
     except ConfigError:
         return None
-
-
-def _require_spec(spec: Any, where: str) -> None:
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise CheckpointError(
-            f"{where}: holds weights of a custom model (no suimseg model spec), so it cannot "
-            "be rebuilt from the file alone; build your model and call "
-            "model.load_state_dict(load_checkpoint(path)['model_state'])"
-        )
 
 
 # ----------------------------------------------------------------------------- training state
@@ -652,11 +688,34 @@ def read_run_config(source: PathLike | Mapping[str, Any]) -> dict[str, Any] | No
     return dict(stored) if isinstance(stored, dict) else None
 
 
-def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from a checkpoint or ``.safetensors`` file alone (no downloads).
+def load_model(
+    path: PathLike,
+    *,
+    model: nn.Module | None = None,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
+    """Rebuild a model from a checkpoint, Lightning ``.ckpt`` or ``.safetensors`` file alone.
+
+    Every file is read with ``torch.load(..., weights_only=True)`` (or as safetensors, no
+    pickle at all) and its model config is checked against a bounded schema before anything
+    is built; nothing is downloaded. Accepted files:
+
+    - a suimseg checkpoint (``best.pt``/``last.pt`` written by the trainer);
+    - a suimseg ``.safetensors`` export (:func:`save_safetensors`);
+    - a Lightning ``.ckpt`` of :class:`~suimseg.lightning.SUIMSegModule` (the model config
+      from its ``hyper_parameters``, the weights under the module's ``model.`` prefix;
+      reading it does not need Lightning installed);
+    - with ``model`` given, also a plain ``state_dict`` file, a ``.safetensors`` file
+      without suimseg metadata, or a Lightning ``.ckpt`` of any module holding the model's
+      weights under one attribute prefix.
+
+    Keys prefixed by :func:`torch.compile` (``_orig_mod.``) load wherever the prefix occurs.
 
     Args:
-        path: A checkpoint written by the trainer (``best.pt``), or a ``.safetensors`` file.
+        path: The file.
+        model: The model to load the weights into instead of rebuilding one from the file's
+            model config (needed for custom models and files without a config). It is
+            loaded strictly, moved to ``map_location`` and set to eval mode.
         map_location: Device for the weights and the returned model (default CPU).
 
     Returns:
@@ -664,40 +723,263 @@ def load_model(path: PathLike, *, map_location: str | torch.device = "cpu") -> n
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        CheckpointError: If the file is not a valid suimseg checkpoint, holds a custom model
-            (no spec to rebuild it from), or its weights do not fit the architecture.
+        CheckpointError: If the file is unreadable or holds something else, has no model
+            config and no ``model`` was given, has a config outside the bounded schema, or
+            its weights do not fit the model; the message names the file, what it holds
+            (e.g. "a plain state_dict with 122 tensors") and what to do.
         MissingDependencyError: For a ``.safetensors`` file without the ``safetensors``
             package.
 
     Example:
         >>> model = load_model("runs/exp1/best.pt")  # doctest: +SKIP
-        >>> model(torch.rand(1, 3, 256, 256)).argmax(1)  # doctest: +SKIP
+        >>> model = load_model("checkpoints/epoch=9-step=900.ckpt")  # doctest: +SKIP
+        >>> model = load_model("weights.pt", model=build_model("unet_resattn_v3"))  # doctest: +SKIP
     """
-    if Path(path).suffix.lower() == ".safetensors":
-        spec, state = _load_safetensors_model_parts(Path(path))
-        return _build_from(path, spec, state, map_location)
-    ckpt = load_checkpoint(path, map_location=map_location)
-    return _build_from(path, ckpt.get("model"), ckpt["model_state"], map_location)
+    parts = _read_parts(Path(path), map_location)
+    where = f"checkpoint {path}"
+    if model is None:
+        net = _model_from(parts, where)
+    else:
+        _load_into(model, parts, where, built=False)
+        net = model
+    net.to(map_location)
+    net.eval()
+    return net
 
 
-def _build_from(
-    path: PathLike, spec: Any, state: Mapping[str, Any], map_location: str | torch.device
-) -> nn.Module:
-    _require_spec(spec, f"checkpoint {path}")
+class _Parts(NamedTuple):
+    """What :func:`_read_parts` found in a weights file."""
+
+    what: str  # in words, for messages: "a Lightning checkpoint", ...
+    spec: dict[str, Any] | None  # validated; None: no suimseg model config
+    state: dict[str, torch.Tensor]  # as stored (prefixes not yet resolved)
+    lightning: bool
+    ckpt: dict[str, Any] | None  # the validated suimseg checkpoint, when it is one
+    epoch: int = 0
+    global_step: int = 0
+
+
+def _read_parts(file: Path, map_location: str | torch.device) -> _Parts:
+    """Read and validate any weights file :func:`load_model` accepts."""
+    where = f"checkpoint {file}"
+    if file.suffix.lower() == ".safetensors":
+        metadata = _read_safetensors(file, tensors=False)[0]
+        if metadata.get("format") != SAFETENSORS_FORMAT:
+            state = _read_safetensors(file)[1]
+            what = f"a .safetensors file with {len(state)} tensors and no suimseg metadata"
+            return _Parts(what, None, state, False, None)
+        spec, state = _load_safetensors_model_parts(file)
+        return _Parts("a suimseg .safetensors file", spec, state, False, None)
+    raw = _torch_load(file, map_location)
+    if _is_suimseg(raw):
+        _check_version(raw, where, "checkpoint format")
+        _check_fields(raw, where)
+        what = "a suimseg checkpoint" + (
+            " of a custom model (no suimseg model spec)" if raw["model"] is None else ""
+        )
+        counters = (raw["epoch"], raw.get("global_step", 0))
+        return _Parts(what, raw["model"], raw["model_state"], False, raw, *counters)
+    if _is_lightning(raw):
+        return _lightning_parts(raw, where)
+    if _is_state_dict(raw):
+        return _Parts(_describe(raw), None, cast(dict[str, torch.Tensor], raw), False, None)
+    raise CheckpointError(
+        f"{where}: found {_describe(raw)}; expected a suimseg checkpoint, a Lightning .ckpt, "
+        "a .safetensors file or a state_dict of tensors. Pass a best.pt written by suimseg "
+        "or a checkpoint of one of those kinds."
+    )
+
+
+def _lightning_parts(raw: dict[str, Any], where: str) -> _Parts:
+    """The validated model spec and weights of a Lightning ``.ckpt`` dict."""
+    state: dict[str, torch.Tensor] = raw.get("state_dict", {})
+    if not _is_state_dict(state):
+        raise CheckpointError(f"{where}: a Lightning checkpoint whose 'state_dict' is not a "
+                              f"non-empty dict of tensors; {_DAMAGED}")  # fmt: skip
+    counters = []
+    for field, high in (("epoch", 10**6), ("global_step", 10**12)):
+        number = raw.get(field, 0)
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= high:
+            raise CheckpointError(f"{where}: field {field!r} = {reprlib.repr(number)} is not "
+                                  f"int in [0, {high}]; {_DAMAGED}")  # fmt: skip
+        counters.append(number)
+    hp = raw.get("hyper_parameters")
+    if not (isinstance(hp, dict) and "model" in hp and "model_name" in hp):
+        what = (
+            "a Lightning checkpoint without suimseg hyperparameters (no 'model' and "
+            "'model_name' in its hyper_parameters: a SUIMSegModule given an nn.Module, or "
+            "another LightningModule)"
+        )
+        return _Parts(what, None, state, True, None, *counters)
+    _check_bounded(hp["model"], where, "hyper_parameters.model")
+    spec = _stored_spec(
+        {"name": hp["model_name"], "config": hp["model"]}, f"{where}: hyper_parameters"
+    )
+    return _Parts("a Lightning checkpoint", spec, state, True, None, *counters)
+
+
+def _model_from(parts: _Parts, where: str) -> nn.Module:
+    """Build the model of ``parts.spec`` (validated) and load the weights into it."""
+    spec = parts.spec
+    if spec is None:
+        fixes = "build the model as in training and pass it: suimseg.load_model(path, model=net)"
+        if parts.lightning:
+            fixes += ", or SUIMSegModule.load_from_checkpoint(path, model=net)"
+        elif parts.ckpt is None:
+            fixes += ", or net.load_state_dict(torch.load(path, weights_only=True))"
+        raise CheckpointError(
+            f"{where}: found {parts.what}, so the architecture is unknown and the model "
+            f"cannot be rebuilt from the file alone; {fixes}"
+        )
     try:
         model = build_model(spec["name"], **dict(spec.get("config") or {}))
     except ConfigError as exc:
-        raise CheckpointError(f"checkpoint {path}: cannot rebuild the model: {exc}") from exc
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint {path}: the stored weights do not fit the {spec['name']} model built "
-            f"from the stored config: {exc}"
-        ) from exc
-    model.to(map_location)
-    model.eval()
+        raise CheckpointError(f"{where}: cannot rebuild the model: {exc}") from exc
+    _load_into(model, parts, where, built=True)
     return model
+
+
+def _strip_compiled(key: str) -> str:
+    """``key`` without the ``_orig_mod`` parts :func:`torch.compile` adds."""
+    return ".".join(p for p in key.split(".") if p != "_orig_mod") if "_orig_mod" in key else key
+
+
+def _fit_keys(
+    state: Mapping[str, torch.Tensor], expected: set[str]
+) -> dict[str, torch.Tensor] | None:
+    """``state`` keyed like ``expected``: ``_orig_mod.`` parts dropped, and the one prefix
+    (``model.``, ``module.``, ...) under which exactly the expected keys are found
+    removed; ``None`` when no prefix gives exactly ``expected``."""
+    plain = {_strip_compiled(k): v for k, v in state.items()}
+    if set(plain) == expected or not expected:
+        return plain
+    anchor = min(expected)
+    prefixes = {k[: len(k) - len(anchor)] for k in plain if k.endswith("." + anchor)}
+    for prefix in sorted(prefixes, key=len):
+        sub = {k[len(prefix) :]: v for k, v in plain.items() if k.startswith(prefix)}
+        if set(sub) == expected:
+            return sub
+    return None
+
+
+def _load_into(model: nn.Module, parts: _Parts, where: str, *, built: bool) -> None:
+    """Load ``parts.state`` strictly into ``model`` (prefixes resolved)."""
+    name = (parts.spec or {}).get("name") if built else type(model).__name__
+    fitted = _fit_keys(parts.state, set(model.state_dict()))
+    if fitted is None and parts.lightning:
+        tops = sorted({k.split(".")[0] + "." for k in parts.state})
+        shown = ", ".join(repr(t) for t in tops[:8]) + (", ..." if len(tops) > 8 else "")
+        raise CheckpointError(
+            f"{where}: found {parts.what} whose state_dict holds no complete set of the "
+            f"{name} model's weights under one prefix (expected e.g. {_LIGHTNING_PREFIX!r}; "
+            f"its keys start with {shown}); "
+            + ("the file is damaged or its weights belong to another model"
+               if built else "pass the model the module was trained with")
+        )  # fmt: skip
+    if fitted is None:  # load as stored, for torch's list of missing/unexpected keys
+        fitted = {_strip_compiled(k): v for k, v in parts.state.items()}
+    try:
+        model.load_state_dict(fitted)
+    except RuntimeError as exc:
+        source = " built from the stored config" if built else " given as model="
+        raise CheckpointError(
+            f"{where}: the stored weights do not fit the {name} model{source}: {exc}"
+        ) from exc
+
+
+# ----------------------------------------------------------------------------- conversion
+
+ConvertFormat = Literal["suimseg", "lightning", "safetensors"]
+_SUFFIX_FORMATS: dict[str, ConvertFormat] = {
+    ".ckpt": "lightning", ".safetensors": "safetensors", ".pt": "suimseg", ".pth": "suimseg",
+}  # fmt: skip
+
+
+def _lightning_version() -> str:
+    """The installed Lightning's version, else ``2.0.0`` (Lightning migrates nothing then)."""
+    from importlib import metadata
+
+    for dist in ("lightning", "pytorch-lightning"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(dist)
+    return "2.0.0"
+
+
+def convert_checkpoint(
+    source: PathLike, dest: PathLike, *, to: ConvertFormat | None = None
+) -> Path:
+    """Convert a model file to another format in one call, atomically.
+
+    The source is anything :func:`load_model` rebuilds from the file alone (a suimseg
+    checkpoint, a Lightning ``.ckpt`` of :class:`~suimseg.lightning.SUIMSegModule`, a
+    suimseg ``.safetensors``; ``_orig_mod.`` prefixes are dropped); the weights are
+    loaded into the rebuilt model (so they are known to fit) and written unchanged:
+
+    - ``"suimseg"``: a suimseg checkpoint (model spec, weights, the source's ``epoch`` and
+      ``global_step``, and its class names and run config when it has them; no optimizer
+      state), for ``load_model``, ``suimseg predict``/``evaluate``/``export``;
+    - ``"lightning"``: a Lightning ``.ckpt`` that
+      ``SUIMSegModule.load_from_checkpoint(path)`` loads (``hyper_parameters`` ``model``
+      and ``model_name``, the weights under ``model.``; the other module arguments take
+      their defaults; not a training state to resume with ``ckpt_path``). Lightning need
+      not be installed to write it;
+    - ``"safetensors"``: as :func:`save_safetensors`.
+
+    Args:
+        source: The file to convert.
+        dest: The file to write (its folder is created if needed).
+        to: The output format; by default from ``dest``'s suffix (``.ckpt``: Lightning,
+            ``.safetensors``, ``.pt``/``.pth``: suimseg).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ConfigError: If ``to`` is not a known format, or is ``None`` and ``dest`` has
+            another suffix.
+        CheckpointError: If ``source`` cannot be rebuilt from the file alone (see
+            :func:`load_model`).
+        OSError: If ``dest`` cannot be written (the previous file stays).
+
+    Example:
+        >>> convert_checkpoint("epoch=9-step=900.ckpt", "best.pt")  # doctest: +SKIP
+        >>> convert_checkpoint("runs/exp1/best.pt", "exp1.ckpt")  # doctest: +SKIP
+    """
+    fmt = to if to is not None else _SUFFIX_FORMATS.get(Path(dest).suffix.lower())
+    if fmt not in ("suimseg", "lightning", "safetensors"):
+        got = f"to={to!r}" if to is not None else f"dest {str(dest)!r}"
+        raise ConfigError(
+            f"to: expected 'suimseg', 'lightning' or 'safetensors' (or a dest ending in .pt, "
+            f".pth, .ckpt or .safetensors), got {got}; pass to=..."
+        )
+    parts = _read_parts(Path(source), "cpu")
+    model = _model_from(parts, f"checkpoint {source}")
+    spec = cast(dict[str, Any], parts.spec)
+    ckpt = parts.ckpt or {}
+    if fmt == "safetensors":
+        return save_safetensors(source if parts.ckpt is not None else model, dest)
+    if fmt == "lightning":
+        out: dict[str, Any] = {
+            "epoch": parts.epoch,
+            "global_step": parts.global_step,
+            _LIGHTNING_VERSION: _lightning_version(),
+            "state_dict": {_LIGHTNING_PREFIX + k: v for k, v in model.state_dict().items()},
+            "hparams_name": "kwargs",
+            "hyper_parameters": {"model": dict(spec["config"]), "model_name": spec["name"]},
+        }
+    else:
+        run_config = read_run_config(ckpt) if ckpt else None
+        out = make_checkpoint(
+            model,
+            model_spec=spec,
+            epoch=parts.epoch,
+            global_step=parts.global_step,
+            class_names=ckpt.get("class_names"),
+            rng={},
+            extra=None if run_config is None else {"run_config": run_config},
+        )
+        out["rng"] = None  # no random state to restore: it was not saved with the weights
+    return atomic_save(out, dest)
 
 
 # ----------------------------------------------------------------------------- safetensors
@@ -722,7 +1004,8 @@ def save_safetensors(
     """Write a model's weights atomically to a ``.safetensors`` file, its spec as metadata.
 
     Args:
-        source: A suimseg model, or the path of a suimseg checkpoint (``best.pt``).
+        source: A suimseg model, or the path of a file :func:`load_model` rebuilds a
+            model from (a suimseg checkpoint such as ``best.pt``, a Lightning ``.ckpt``).
         path: Destination, normally ending in ``.safetensors``.
         class_names: One name per class (taken from the checkpoint when ``source`` is one).
 
@@ -751,12 +1034,16 @@ def save_safetensors(
         state = source.state_dict()
         run_config = None
     else:
-        ckpt = load_checkpoint(source)
-        run_config = read_run_config(ckpt)
-        spec, state = ckpt.get("model"), ckpt["model_state"]
+        parts = _read_parts(Path(source), "cpu")
+        ckpt = parts.ckpt or {}
+        run_config = read_run_config(ckpt) if ckpt else None
         if class_names is None and ckpt.get("class_names"):
             class_names = list(ckpt["class_names"])
-        _require_spec(spec, f"checkpoint {source}")
+        spec = parts.spec
+        if ckpt and spec is not None:  # a suimseg checkpoint: its weights as stored
+            state = parts.state
+        else:  # the weights fitted to the model (a Lightning prefix, _orig_mod. removed)
+            state = _model_from(parts, f"checkpoint {source}").state_dict()
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     metadata = {
         "format": SAFETENSORS_FORMAT,
