@@ -363,4 +363,4 @@ def test_resume_messages_are_true(request: pytest.FixtureRequest, name: str) -> 
                           rf"of epoch {last} \({last} epoch records\)", log)  # fmt: skip
     files = {f for f in rewritten.groups() if f} if rewritten else set()
     assert files == repaired - {"best.pt"}, log
-    assert "lost" not in log
+    assert "no longer holds" not in log

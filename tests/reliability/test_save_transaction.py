@@ -211,7 +211,20 @@ def test_a_missing_best_pt_of_an_earlier_epoch_is_reported_as_lost(
     with caplog.at_level(logging.WARNING, logger="suimseg"):
         _fit(tmp_path, resume=True, epochs=EPOCHS + 1)
     assert f"{tmp_path / 'best.pt'} is missing, not the best epoch {BEST_EPOCH}" in caplog.text
-    assert "those weights are lost" in caplog.text
+    assert "this folder no longer holds those weights" in caplog.text
+
+
+def test_resume_from_another_folders_last_pt_carries_the_whole_history(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fit(tmp_path / "a", epochs=BEST_EPOCH)
+    trainer = _trainer(tmp_path / "b")
+    loaders = tiny_loader(n=8, size=8), tiny_loader(n=4, size=8, seed=1)
+    with caplog.at_level(logging.WARNING, logger="suimseg"):
+        trainer.fit(*loaders, epochs=EPOCHS, resume_from=tmp_path / "a" / "last.pt")
+    assert "best.pt" not in caplog.text  # a's best epoch is in a/best.pt: nothing to say
+    assert [r["epoch"] for r in read_history(tmp_path / "b" / "history.csv")] == [1, 2, 3]
+    assert _rows(tmp_path / "b" / "history.csv") == _rows(tmp_path / "b" / "history.jsonl")
 
 
 def test_overwrite_removes_the_old_runs_best_pt(tmp_path: Path) -> None:

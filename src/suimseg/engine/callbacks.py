@@ -214,14 +214,13 @@ def _write_last_and_best(ckpt: Mapping[str, Any], last: Path, best: Path | None)
         atomic_link(last, best)  # last.pt is only replaced by a rename: best.pt keeps it
 
 
-def _stored_epoch(path: Path) -> int | None:
-    """The ``"epoch"`` of a checkpoint file (memory-mapped: no weights read), else None."""
+def _stored_position(path: Path) -> tuple[Any, Any] | None:
+    """A checkpoint file's ``(epoch, global_step)`` (memory-mapped: no weights read)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # missing, torn or foreign: not the weights we are looking for
         return None
-    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) else None
-    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    return (ckpt.get("epoch"), ckpt.get("global_step")) if isinstance(ckpt, dict) else None
 
 
 class Checkpoint(Callback):
@@ -301,7 +300,10 @@ class Checkpoint(Callback):
         best_epoch, epoch = trainer.best_epoch, trainer.epoch
         if best_epoch is None:
             return
-        stored = _stored_epoch(self.best_path)
+        if _stored_position(self.last_path) != (epoch, trainer.global_step):
+            return  # resumed from another folder's checkpoint: this folder has no best yet
+        position = _stored_position(self.best_path)
+        stored = None if position is None else position[0]
         if stored == best_epoch:
             return
         found = "is missing" if stored is None else f"holds epoch {stored}"
@@ -314,9 +316,9 @@ class Checkpoint(Callback):
             )  # fmt: skip
             return
         logger.warning(
-            "%s %s, not the best epoch %d (mIoU %s): those weights are lost (the file was "
-            "removed or replaced outside suimseg); best.pt will be written at the next "
-            "improvement on it",
+            "%s %s, not the best epoch %d (mIoU %s): this folder no longer holds those "
+            "weights (the file was removed or replaced outside suimseg); best.pt will be "
+            "written at the next improvement on it",
             self.best_path, found, best_epoch, trainer.best_metric,
         )  # fmt: skip
 
