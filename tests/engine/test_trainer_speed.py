@@ -236,8 +236,9 @@ def _same(a: Any, b: Any, where: str = "") -> None:
 
 def _comparable(path: Path) -> dict[str, Any]:
     ckpt = load_checkpoint(path)
-    ckpt["extra"]["last_record"].pop("epoch_time_s")  # wall-clock figures differ
-    ckpt["extra"]["last_record"].pop("images_per_s")
+    for record in [ckpt["extra"]["last_record"], *ckpt["extra"]["history"]]:
+        record.pop("epoch_time_s")  # wall-clock figures differ
+        record.pop("images_per_s")
     return ckpt
 
 

@@ -206,19 +206,34 @@ def _snapshot(obj: Any, pin: bool) -> Any:
 
 
 def _write_last_and_best(ckpt: Mapping[str, Any], last: Path, best: Path | None) -> None:
+    # The commit order of one save: last.pt first, then the best.pt link. A kill between
+    # them leaves best.pt holding the previous best and last.pt holding the new best
+    # epoch, from which a resume relinks it; the previous best is never lost.
     atomic_save(ckpt, last)
     if best is not None:
         atomic_link(last, best)  # last.pt is only replaced by a rename: best.pt keeps it
+
+
+def _stored_position(path: Path) -> tuple[Any, Any] | None:
+    """A checkpoint file's ``(epoch, global_step)`` (memory-mapped: no weights read)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # missing, torn or foreign: not the weights we are looking for
+        return None
+    return (ckpt.get("epoch"), ckpt.get("global_step")) if isinstance(ckpt, dict) else None
 
 
 class Checkpoint(Callback):
     """Write ``last.pt`` after every epoch and ``best.pt`` when validation mIoU improves.
 
     Each is :meth:`Trainer.state_dict <suimseg.engine.Trainer.state_dict>` written
-    atomically by rank 0; ``best.pt`` is a hard link to that ``last.pt``. ``extra`` holds
-    the epoch's record (``"last_record"``, to repair the history on resume), whether the
-    save was Ctrl-C's (which saves the completed epochs), and ``run_config``. A new run
-    refuses a folder that holds another run's ``last.pt`` unless ``overwrite``.
+    atomically by rank 0; ``best.pt`` is a hard link to that ``last.pt``, made after it.
+    ``last.pt`` is the run's single source of truth: it holds every epoch's record
+    (``extra["history"]``), the best epoch and its score; ``extra`` also holds the epoch's
+    record (``"last_record"``), whether the save was Ctrl-C's, and ``run_config``. On
+    resume, a ``best.pt`` whose link never committed (last.pt is the best epoch, best.pt
+    an older one) is relinked. A new run refuses a folder that holds another run's
+    ``last.pt`` unless ``overwrite``, which also removes the old run's ``best.pt``.
 
     Args:
         directory: Folder for ``last.pt`` and ``best.pt``.
@@ -249,30 +264,76 @@ class Checkpoint(Callback):
         self.run_config = json_run_config(run_config)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._committed: int | None = None  # epoch whose last.pt and best.pt link are written
 
     @property
     def last_path(self) -> Path:
         """``directory / "last.pt"``."""
         return self.directory / "last.pt"
 
+    @property
+    def best_path(self) -> Path:
+        """``directory / "best.pt"``."""
+        return self.directory / "best.pt"
+
     def _wait(self) -> None:
         """Block until the pending background write is done; re-raise its error, if any."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
+        if self._thread is not None:
+            self._thread.join()  # a Ctrl-C here leaves it pending for the next _wait
+            self._thread = None
         error, self._error = self._error, None
         if error is not None:
             raise error
 
+    def _write(self, ckpt: Mapping[str, Any], best: bool, epoch: int) -> None:
+        _write_last_and_best(ckpt, self.last_path, self.best_path if best else None)
+        self._committed = epoch
+
     def _write_in_background(self, *args: Any) -> None:
         try:
-            _write_last_and_best(*args)
+            self._write(*args)
         except BaseException as exc:  # re-raised in the training thread by _wait()
             self._error = exc
 
+    def _repair_best(self, trainer: Trainer) -> None:
+        """On resume: make ``best.pt`` the best epoch's weights, or say truly why not."""
+        best_epoch, epoch = trainer.best_epoch, trainer.epoch
+        if best_epoch is None:
+            return
+        if _stored_position(self.last_path) != (epoch, trainer.global_step):
+            return  # resumed from another folder's checkpoint: this folder has no best yet
+        position = _stored_position(self.best_path)
+        stored = None if position is None else position[0]
+        if stored == best_epoch:
+            return
+        found = "is missing" if stored is None else f"holds epoch {stored}"
+        if best_epoch == epoch:  # the save of the best epoch stopped before its link
+            atomic_link(self.last_path, self.best_path)
+            logger.warning(
+                "%s %s, not the best epoch %d; relinked to %s (epoch %d): the save of "
+                "epoch %d was interrupted before its best.pt link",
+                self.best_path, found, best_epoch, self.last_path, epoch, epoch,
+            )  # fmt: skip
+            return
+        logger.warning(
+            "%s %s, not the best epoch %d (mIoU %s): this folder no longer holds those "
+            "weights (the file was removed or replaced outside suimseg); best.pt will be "
+            "written at the next improvement on it",
+            self.best_path, found, best_epoch, trainer.best_metric,
+        )  # fmt: skip
+
     def on_fit_start(self, trainer: Trainer) -> None:
-        if self.overwrite or trainer.resumed is not None or trainer.epoch > 0:
-            return  # asked to overwrite, resuming, or continuing this trainer's own run
+        if trainer.resumed is not None:
+            self._committed = trainer.epoch  # last.pt holds it
+            if trainer.is_main_process:
+                self._repair_best(trainer)
+            return
+        if trainer.epoch > 0:
+            return  # continuing this trainer's own run
+        if self.overwrite:
+            if trainer.is_main_process:  # the old run's best.pt is not this run's best
+                self.best_path.unlink(missing_ok=True)
+            return
         if self.last_path.exists():
             raise RunLockError(
                 f"output folder {self.directory} already holds a training run "
@@ -295,9 +356,10 @@ class Checkpoint(Callback):
         extra: dict[str, Any] = {"interrupted": record is None}
         if record is not None:
             extra["last_record"] = record.to_dict()
+        elif trainer.history and trainer.history[-1].epoch == trainer.epoch:
+            extra["last_record"] = trainer.history[-1].to_dict()
         if self.run_config is not None:
             extra["run_config"] = self.run_config
-        last, best_path = self.last_path, self.directory / "best.pt" if best else None
         ckpt = trainer.state_dict(extra)
         if self.async_write and record is not None:
             pin = trainer.device.type == "cuda" and torch.cuda.is_available()
@@ -307,20 +369,27 @@ class Checkpoint(Callback):
                 torch.cuda.synchronize(trainer.device)  # the non-blocking copies have landed
             self._thread = threading.Thread(
                 target=self._write_in_background,
-                args=(snapshot, last, best_path),
+                args=(snapshot, best, trainer.epoch),
                 name="suimseg-checkpoint-writer",
             )
             self._thread.start()
         else:
-            _write_last_and_best(ckpt, last, best_path)
-        return last
+            self._write(ckpt, best, trainer.epoch)
+        return self.last_path
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         self.save(trainer, record, best=record.is_best)
 
     def on_interrupt(self, trainer: Trainer) -> str | None:
-        saved = self.save(trainer)  # waits for a pending background write (raising its error)
-        return None if saved is None else f"saved {saved}"
+        if not trainer.is_main_process:
+            return None
+        self._wait()  # a pending background write finishes (or raises its error)
+        # Ctrl-C inside the save of the best epoch, before its link: link it now. The
+        # weights are still that epoch's (no step was taken since); once the epoch's save
+        # has committed, training may have moved on and best.pt must not follow.
+        best = trainer.best_epoch == trainer.epoch > 0 and self._committed != trainer.epoch
+        saved = self.save(trainer, best=best)
+        return None if saved is None else f"saved {saved} (epoch {trainer.epoch})"
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         try:
@@ -338,7 +407,8 @@ class Checkpoint(Callback):
 class History(Callback):
     """Append each epoch's record to ``history.jsonl`` and ``history.csv`` (rank 0).
 
-    A new run starts empty files; a resumed one first makes them agree with its checkpoint
+    A new run starts empty files; a resumed one first regenerates whichever file does
+    not hold exactly the epochs of its checkpoint, from the checkpoint's own records
     (:meth:`~suimseg.engine.HistoryWriter.sync_to_epoch`).
 
     Args:
@@ -352,8 +422,13 @@ class History(Callback):
         if not trainer.is_main_process:
             return
         if trainer.resumed is not None:
-            last_record = (trainer.resumed.get("extra") or {}).get("last_record")
-            self.writer.sync_to_epoch(trainer.epoch, last_record)
+            extra = trainer.resumed.get("extra") or {}
+            records = extra.get("history")
+            self.writer.sync_to_epoch(
+                trainer.epoch,
+                extra.get("last_record"),
+                records=records if isinstance(records, list) else None,
+            )
         elif trainer.epoch == 0:
             self.writer.clear()  # a fresh (or overwritten) run starts an empty history
 

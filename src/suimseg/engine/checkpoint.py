@@ -87,6 +87,8 @@ _DAMAGED = "the file is damaged or not from suimseg"
 _LIGHTNING_VERSION = "pytorch-lightning_version"
 #: The attribute of :class:`~suimseg.lightning.SUIMSegModule` that holds the model.
 _LIGHTNING_PREFIX = "model."
+#: Bounds of ``extra["history"]`` (one record per completed epoch; not in the 64 KiB of extra).
+_MAX_HISTORY_ROWS, _MAX_HISTORY_ROW_BYTES = 10**6, 64 * 1024
 
 
 # ----------------------------------------------------------------------------- atomic I/O
@@ -438,6 +440,9 @@ def _check_fields(ckpt: dict[str, Any], where: str) -> None:
         if value is not None and not isinstance(value, dict):
             raise CheckpointError(f"{where}: field {field!r} must be a dict, got "
                                   f"{type(value).__name__}; {_DAMAGED}")  # fmt: skip
+        if field == "extra" and value is not None and "history" in value:
+            _check_history(value["history"], where)
+            value = {k: v for k, v in value.items() if k != "history"}
         _check_bounded(value, where, field, sized=field in ("model", "extra"))
     extra = ckpt.get("extra") or {}
     for field, types, low, high in _COUNTERS:
@@ -460,6 +465,26 @@ def _check_fields(ckpt: dict[str, Any], where: str) -> None:
         raise CheckpointError(f"{where}: field 'class_names' must be a list of at most 1024 "
                               f"names, got {reprlib.repr(names)}; {_DAMAGED}")  # fmt: skip
     ckpt["model"] = _stored_spec(ckpt.get("model"), where)
+
+
+def _check_history(rows: Any, where: str) -> None:
+    """Refuse an ``extra["history"]`` that is not a bounded list of shallow dicts."""
+    if not isinstance(rows, list) or len(rows) > _MAX_HISTORY_ROWS:
+        raise CheckpointError(f"{where}: field 'extra.history' must be a list of at most "
+                              f"{_MAX_HISTORY_ROWS} epoch records, got "
+                              f"{reprlib.repr(rows)}; {_DAMAGED}")  # fmt: skip
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise CheckpointError(f"{where}: field 'extra.history' row {i} must be a dict, "
+                                  f"got {type(row).__name__}; {_DAMAGED}")  # fmt: skip
+        if not _depth_ok(row, 2):
+            raise CheckpointError(f"{where}: field 'extra.history' row {i} is nested deeper "
+                                  f"than an epoch record (2 levels); {_DAMAGED}")  # fmt: skip
+        size = len(json.dumps(row, default=str, skipkeys=True))
+        if size > _MAX_HISTORY_ROW_BYTES:
+            raise CheckpointError(f"{where}: field 'extra.history' row {i} is {size} bytes of "
+                                  f"JSON, above the limit {_MAX_HISTORY_ROW_BYTES}; "
+                                  f"{_DAMAGED}")  # fmt: skip
 
 
 def _stored_spec(spec: Any, where: str) -> dict[str, Any] | None:

@@ -217,48 +217,83 @@ class HistoryWriter:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def sync_to_epoch(self, epoch: int, last_record: Mapping[str, Any] | None = None) -> bool:
-        """Make the files end at ``epoch`` (the checkpoint a run resumes from).
+    def sync_to_epoch(
+        self,
+        epoch: int,
+        last_record: Mapping[str, Any] | None = None,
+        *,
+        records: Sequence[Mapping[str, Any]] | None = None,
+    ) -> bool:
+        """Make both files hold exactly the epochs of the checkpoint a run resumes from.
 
-        A kill between ``last.pt`` and its history line (or the reverse) leaves them out of
-        step: lines of later epochs and a torn last line are dropped, a missing line of
-        ``epoch`` is restored from ``last_record``; both files are then rewritten
-        atomically from the JSONL records (only when something changed).
+        A kill or Ctrl-C anywhere in an epoch's save (between ``last.pt`` and the history
+        lines, between the two files, inside an append) leaves the files out of step with
+        ``last.pt``. ``records`` (the checkpoint's ``extra["history"]``, every completed
+        epoch's :meth:`EpochRecord.to_dict`) is the source of truth: each file whose
+        content differs from what :meth:`append` would have written for them is rewritten
+        atomically. Without ``records`` (checkpoints of older versions) the JSONL lines up
+        to ``epoch`` are kept, a torn last line dropped and a missing line of ``epoch``
+        restored from ``last_record``; the CSV is then regenerated from them.
 
         Args:
             epoch: Completed epochs of the checkpoint being resumed.
-            last_record: That checkpoint's :meth:`EpochRecord.to_dict` (``extra``'s
-                ``"last_record"``), used to restore a missing last line.
+            last_record: That checkpoint's ``extra["last_record"]`` (older checkpoints).
+            records: That checkpoint's ``extra["history"]``.
 
         Returns:
-            Whether the files were rewritten.
+            Whether a file was rewritten.
+
+        Raises:
+            OSError: If a file cannot be rewritten (read-only folder, full disk); the
+                message names it. The next resume repairs it the same way.
         """
-        records: list[dict[str, Any]] = []
-        torn = False
-        if self.jsonl_path.is_file():
-            text = self.jsonl_path.read_text(encoding="utf-8")
-            torn = bool(text) and not text.endswith("\n")
-            records = read_history(self.jsonl_path)
-        kept = [r for r in records if int(r.get("epoch", 0)) <= epoch]
-        changed = torn or len(kept) != len(records)
-        have = {int(r.get("epoch", 0)) for r in kept}
-        if epoch > 0 and epoch not in have and last_record and last_record.get("epoch") == epoch:
-            kept.append(dict(last_record))
-            changed = True
-        if not changed:
-            return False
-        self.directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(
-            self.jsonl_path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept)
-        )
+        if records is not None:
+            kept = [dict(r) for r in records if int(r.get("epoch", 0)) <= epoch]
+        else:
+            kept = []
+            if self.jsonl_path.is_file():
+                kept = [r for r in read_history(self.jsonl_path) if int(r.get("epoch", 0)) <= epoch]
+            have = {int(r.get("epoch", 0)) for r in kept}
+            if (
+                epoch > 0
+                and epoch not in have
+                and last_record
+                and last_record.get("epoch") == epoch
+            ):
+                kept.append(dict(last_record))
         rows = [EpochRecord.from_dict(r).to_row() for r in kept]
         header = list(rows[0]) if rows else []
         table: list[list[Any]] = [header, *([row.get(k) for k in header] for row in rows)]
-        _atomic_write_text(self.csv_path, _csv_lines(table if rows else []))
-        logger.warning(
-            "%s: history made consistent with the checkpoint of epoch %d", self.directory, epoch
-        )
-        return True
+        expected = {
+            self.jsonl_path: "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept),
+            self.csv_path: _csv_lines(table if rows else []),
+        }
+        rewritten: list[str] = []
+        for path, text in expected.items():
+            if _read_bytes(path) == text.encode("utf-8") or (not text and not path.exists()):
+                continue
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(path, text)
+            rewritten.append(path.name)
+        if rewritten:
+            logger.warning(
+                "%s: %s rewritten from the checkpoint of epoch %d (%d epoch record%s); an "
+                "interrupted save had left %s out of step",
+                self.directory,
+                " and ".join(rewritten),
+                epoch,
+                len(kept),
+                "" if len(kept) == 1 else "s",
+                "it" if len(rewritten) == 1 else "them",
+            )
+        return bool(rewritten)
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _parse_csv_value(text: str) -> Any:

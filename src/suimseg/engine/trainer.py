@@ -43,7 +43,7 @@ from suimseg.engine.utils import (
     unpack_batch,
     wrap_model,
 )
-from suimseg.errors import ConfigError
+from suimseg.errors import CheckpointError, ConfigError
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
 
 __all__ = ["AmpMode", "BatchTransform", "TrainStats", "Trainer"]
@@ -410,14 +410,22 @@ class Trainer:
             self.interrupted = True
             notes = self._teardown("on_interrupt")
             if self.is_main_process:
-                where = "".join(f"; {note}" for note in notes)
-                logger.warning("training interrupted during epoch %d%s", self.epoch + 1, where)
+                logger.warning("training interrupted %s%s", self._progress_phrase(),
+                               "".join(f"; {note}" for note in notes))  # fmt: skip
         except BaseException as exc:
             with contextlib.suppress(BaseException):  # the first error is the one to report
                 self._teardown("on_exception", exc)
             raise
         self._teardown("on_fit_end", records)
         return records
+
+    def _progress_phrase(self) -> str:
+        """Where training stands, for messages: ``"during epoch 3"``, ``"after epoch 4 of 4"``."""
+        if self.current_epoch > self.epoch:  # set when an epoch's training starts
+            return f"during epoch {self.current_epoch}"
+        if self.epoch == 0:
+            return "before epoch 1 finished"
+        return f"after epoch {self.epoch} of {self.max_epochs} finished"
 
     def _run_epoch(
         self, epoch: int, train_loader: Iterable[Any], val_loader: Iterable[Any] | None
@@ -454,6 +462,8 @@ class Trainer:
             "epochs_without_improvement": self.epochs_without_improvement,
             "skipped_steps": self.skipped_steps,
             "amp": self.amp,
+            # The run's source of truth: history files are regenerated from it on resume.
+            "history": [record.to_dict() for record in self.history],
         }
         return _training_state(
             self.model, self.optimizer, self.scheduler,
@@ -471,6 +481,16 @@ class Trainer:
             CheckpointError: If it was written for another architecture, or its optimizer
                 state does not match this optimizer.
         """
+        rows = (state.get("extra") or {}).get("history")
+        history: list[EpochRecord] | None = None
+        if isinstance(rows, list):  # older checkpoints have none
+            try:
+                history = [EpochRecord.from_dict(row) for row in rows]
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{source}: field 'extra.history' holds a row that is not an epoch "
+                    f"record ({exc}); the file is damaged or not from suimseg"
+                ) from None
         scaler = self.scaler if self.scaler.is_enabled() else None
         _restore_training_state(
             state, self.model, self.optimizer, self.scheduler, scaler,
@@ -483,6 +503,8 @@ class Trainer:
         self.best_epoch = extra.get("best_epoch")
         self.epochs_without_improvement = int(extra.get("epochs_without_improvement", 0))
         self.skipped_steps = int(extra.get("skipped_steps", 0))
+        if history is not None:
+            self.history = history
         if self.class_names is None and state.get("class_names"):
             self.class_names = tuple(state["class_names"])
 
