@@ -19,11 +19,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 import suimseg.inference.backends as backends
 import suimseg.inference.export as export_module
 import suimseg.inference.predictor as predictor_module
+from suimseg.app.cli import main
+from suimseg.classes import rgb_to_index
 from suimseg.data import SUIMDataset, make_synthetic_suim
 from suimseg.engine import atomic_save, make_checkpoint
 from suimseg.errors import ConfigError, MissingDependencyError
@@ -36,6 +39,7 @@ from suimseg.inference import (
     evaluate_predictor,
     export_onnx,
     load_inference_model,
+    load_result,
     native_bf16_cpu,
 )
 from suimseg.inference.evaluation import iter_labelled
@@ -402,3 +406,59 @@ def test_real_cached_export_of_a_resnet18_checkpoint(checkpoint: Path) -> None:
     again = load_inference_model(checkpoint, backend="onnxruntime")
     assert isinstance(again, OnnxRuntimeModel)
     assert again.path.stat().st_mtime_ns == stamp
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@needs_onnx
+def test_cli_predict_and_evaluate_with_onnxruntime(
+    trained: ConvNet, onnx_file: Path, synthetic: Path, tmp_path: Path
+) -> None:
+    images = synthetic / "TEST" / "images"
+    common = ["--checkpoint", str(onnx_file), "--backend", "onnxruntime", "--image-size", "96",
+              "--device", "cpu"]  # fmt: skip
+    assert main(["predict", *common, str(images), "--out", str(tmp_path / "pred")]) == 0
+    first = sorted(images.iterdir())[0]
+    decoded = rgb_to_index(Image.open(tmp_path / "pred" / "masks" / (first.stem + ".bmp")))
+    want = Predictor(trained, image_size=96, amp=None).predict([first])[0].labels.numpy()
+    assert (decoded == want).mean() >= 0.995
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", *common, "--data", str(synthetic), "--out", str(out), "--tta"]) == 0
+    result = load_result(out)
+    assert result.meta["backend"] == "onnxruntime"
+    assert result.meta["amp"] is None
+    ref = evaluate_predictor(
+        Predictor(trained, image_size=96, amp=None), SUIMDataset(synthetic, "test")
+    )
+    assert abs(result.metrics["miou"] - ref.miou) <= 0.002
+    assert load_result(tmp_path / "eval_tta.json").meta["backend"] == "onnxruntime"
+
+
+@needs_onnx
+def test_cli_onnxruntime_from_a_checkpoint_exports_once(
+    checkpoint: Path, fake_export: list[Path], synthetic: Path, tmp_path: Path
+) -> None:
+    argv = ["predict", "--checkpoint", str(checkpoint), "--backend", "onnxruntime",
+            "--image-size", "32", str(synthetic / "TEST" / "images"), "--out"]  # fmt: skip
+    assert main([*argv, str(tmp_path / "a")]) == 0
+    assert checkpoint.with_suffix(".onnx").is_file()
+    assert main([*argv, str(tmp_path / "b")]) == 0
+    assert len(fake_export) == 1
+
+
+@needs_onnx
+def test_cli_refuses_amp_with_onnxruntime(
+    onnx_file: Path, synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["predict", "--checkpoint", str(onnx_file), "--backend", "onnxruntime", "--amp",
+            "bf16", str(synthetic / "TEST" / "images"), "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "--amp none" in err
+    assert "Traceback" not in err
+    # An .onnx file with the default torch backend names the option to add.
+    argv = ["predict", "--checkpoint", str(onnx_file), str(synthetic / "TEST" / "images"),
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) != 0
+    assert "--backend onnxruntime" in capsys.readouterr().err
