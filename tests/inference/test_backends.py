@@ -462,3 +462,35 @@ def test_cli_refuses_amp_with_onnxruntime(
             "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) != 0
     assert "--backend onnxruntime" in capsys.readouterr().err
+
+
+@needs_onnx
+@pytest.mark.slow
+def test_backend_parity_on_the_demos_trained_checkpoint(tmp_path: Path) -> None:
+    """The issue's parity bar on the demo's checkpoint: onnxruntime and bf16 autocast vs eager
+    float32, on the synthetic TEST split and the real samples: >= 99.5% of pixels agree and
+    mIoU is within 0.2 points."""
+    from suimseg.app.demo import demo_config, run_demo
+
+    demo = run_demo(tmp_path / "demo")
+    ckpt = demo.out_dir / "run" / "best.pt"
+    size = demo_config(tmp_path, tmp_path).image_size
+    fp32 = Predictor(load_inference_model(ckpt), image_size=size, amp=None)
+    under_test = {
+        "onnxruntime": Predictor(
+            load_inference_model(ckpt, backend="onnxruntime"), image_size=size
+        ),
+        "bf16": Predictor(fp32.models[0], image_size=size, amp="bf16"),
+    }
+    roots = [demo.out_dir / "data"] + ([SAMPLES] if (SAMPLES / "TEST").is_dir() else [])
+    for root in roots:
+        pairs = list(iter_labelled(SUIMDataset(root, "test", image_size=None)))
+        images = [im for im, _ in pairs]
+        want = fp32.predict(images)
+        base = evaluate_predictor(fp32, pairs).miou
+        pixels = sum(p.labels.numel() for p in want)
+        for name, pred in under_test.items():
+            got = pred.predict(images)
+            same = sum(int((g.labels == w.labels).sum()) for g, w in zip(got, want, strict=True))
+            assert same / pixels >= 0.995, (name, root)
+            assert abs(evaluate_predictor(pred, pairs).miou - base) <= 0.002, (name, root)
