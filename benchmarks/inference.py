@@ -20,6 +20,17 @@ Usage::
     python benchmarks/inference.py --full     # 384x384 and 480x640, batch 1 and 8
     python benchmarks/inference.py --sizes 384 --batches 1 --modes plain --repeats 15
                                               # the CPU target: batch-1 latency at 384
+
+Backends (``--backends``): one model (the first of ``--models``, V3 by default), plain
+mode, every backend side by side in interleaved rounds: ``eager_fp32``,
+``eager_channels_last``, ``eager_bf16`` (bf16 autocast; only on a CPU with native bf16,
+else a row saying why it was not measured), ``onnxruntime_fp32`` (the model exported to
+ONNX, or ``--onnx-model PATH``) and ``onnxruntime_int8`` (only with ``--int8-model PATH``,
+an int8 export of the same weights). The report (``inference_backends.json``) records the
+CPU model name and each backend's speed-up over eager float32; the target is the best
+backend >= 1.5x eager fp32 batch-1 latency at 384::
+
+    python benchmarks/inference.py --backends all --sizes 384 --batches 1 --repeats 8
 """
 
 from __future__ import annotations
@@ -28,6 +39,9 @@ import argparse
 import contextlib
 import statistics
 import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,10 +65,19 @@ from _common import (
 )
 from torch import nn
 
-from suimseg.inference import TTA, Predictor
+from suimseg.inference import TTA, OnnxRuntimeModel, Predictor, export_onnx, native_bf16_cpu
 from suimseg.inference.predictor import AmpMode
 
 MODES: dict[str, TTA] = {"plain": TTA(), "tta": TTA(hflip=True)}
+BACKENDS = (
+    "eager_fp32",
+    "eager_channels_last",
+    "eager_bf16",
+    "onnxruntime_fp32",
+    "onnxruntime_int8",
+)
+#: The CPU target: the best backend's batch-1 latency at 384 vs eager float32's.
+BACKEND_TARGET_SPEEDUP = 1.5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,9 +102,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="channels_last models and inputs (default: on CUDA only)",
     )
+    p.add_argument(
+        "--backends",
+        default=None,
+        help="compare inference backends instead: 'all' or a comma-separated subset of "
+        + ",".join(BACKENDS),
+    )
+    p.add_argument("--onnx-model", type=Path, help="ONNX export to time (default: export now)")
+    p.add_argument("--int8-model", type=Path, help="int8 ONNX export to time as well")
     args = parse(p, argv)
     budget = Budget(args.budget_s)
     device = start(args)
+    if args.backends is not None:
+        return run_backends(args, device)
     sizes: list[tuple[int, int]] = pick(args, "sizes", [(128, 128)], [(384, 384), (480, 640)])
     batches: list[int] = pick(args, "batches", [1, 2], [1, 8])
     warmup, repeats = pick(args, "warmup", 1, 3), pick(args, "repeats", 3, 10)
@@ -207,6 +240,148 @@ def main(argv: list[str] | None = None) -> int:
     save(complete=True)
     print(f"wrote {args.out}")
     return 0
+
+
+def run_backends(args: argparse.Namespace, device: torch.device) -> int:
+    """Time every backend of one model side by side (interleaved rounds); see the docstring."""
+    chosen = list(BACKENDS) if args.backends == "all" else args.backends.split(",")
+    if unknown := [b for b in chosen if b not in BACKENDS]:
+        raise SystemExit(f"--backends: unknown {unknown}; expected 'all' or a subset of {BACKENDS}")
+    if device.type != "cpu":
+        raise SystemExit("--backends: a CPU comparison; run it with --device cpu")
+    factories = model_factories(tiny=args.tiny_models)
+    name = (args.models or "v3").split(",")[0]
+    if name not in factories:
+        raise SystemExit(f"--models: unknown {name!r}; expected one of {list(factories)}")
+    sizes: list[tuple[int, int]] = pick(args, "sizes", [(128, 128)], [(384, 384)])
+    batches: list[int] = pick(args, "batches", [1], [1])
+    warmup, repeats = pick(args, "warmup", 1, 3), pick(args, "repeats", 3, 10)
+    out = args.out
+    if out == Path("benchmarks/results/inference.json"):
+        out = Path("benchmarks/results/inference_backends.json")
+    info = machine_info(device)
+    cpu_name = info["device_name"]
+    torch.manual_seed(0)
+    model = factories[name]().eval()
+    not_measured: list[dict[str, Any]] = []
+    if "eager_bf16" in chosen and not native_bf16_cpu():
+        chosen.remove("eager_bf16")
+        not_measured.append(
+            {"backend": "eager_bf16", "reason": f"not measured: no native bf16 on {cpu_name}"}
+        )
+    if "onnxruntime_int8" in chosen and args.int8_model is None:
+        chosen.remove("onnxruntime_int8")
+        not_measured.append(
+            {"backend": "onnxruntime_int8", "reason": "not measured: no --int8-model given"}
+        )
+    tmp = tempfile.TemporaryDirectory(prefix="suimseg-bench-")
+    models: dict[str, nn.Module] = {}
+    amps: dict[str, AmpMode | None] = {}
+    for backend in chosen:
+        amps[backend] = "bf16" if backend == "eager_bf16" else None
+        if backend == "eager_channels_last":
+            import copy
+
+            models[backend] = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        elif backend.startswith("eager"):
+            models[backend] = model
+        elif backend == "onnxruntime_fp32":
+            path = args.onnx_model
+            if path is None:
+                print("exporting the model to ONNX (once) ...", flush=True)
+                path = export_onnx(model, Path(tmp.name) / f"{name}.onnx")
+            models[backend] = OnnxRuntimeModel(path)
+        else:
+            models[backend] = OnnxRuntimeModel(args.int8_model)
+    settings = {
+        "model": name,
+        "tiny_models": bool(args.tiny_models),
+        "backends": chosen,
+        "sizes": [list(s) for s in sizes],
+        "batches": batches,
+        "warmup": warmup,
+        "repeats": repeats,
+        "onnx_model": None if args.onnx_model is None else str(args.onnx_model),
+        "int8_model": None if args.int8_model is None else str(args.int8_model),
+        "native_bf16": native_bf16_cpu(),
+        "measured": "Predictor.probs_normalized (forward + softmax), plain, eval mode under "
+        "inference_mode, on a pre-normalised random batch; onnxruntime with as many "
+        "intra-op threads as torch",
+        "statistic": "median latency over timed calls after warm-up; backends alternate "
+        "call by call (interleaved rounds) so load changes hit all alike",
+    }
+    results: list[dict[str, Any]] = []
+    table = Progress(["backend", "size", "batch", "ms/batch", "img/s", "vs fp32"], widths=[19])
+    for h, w in sizes:
+        for b in batches:
+            x = as_input(b, (h, w), device, False)
+            xcl = x.contiguous(memory_format=torch.channels_last)
+            predictors = {
+                k: Predictor(m, device=device, image_size=None, amp=amps[k])
+                for k, m in models.items()
+            }
+            calls: dict[str, Callable[[], Any]] = {
+                k: (lambda p=p, x=(xcl if k == "eager_channels_last" else x): p.probs_normalized(x))
+                for k, p in predictors.items()
+            }
+            with contextlib.ExitStack() as stack:
+                for pr in predictors.values():
+                    stack.enter_context(pr.eval_context())
+                timings = time_interleaved(calls, device=device, warmup=warmup, repeats=repeats)
+            base = timings.get("eager_fp32", {}).get("median_s")
+            for k, t in timings.items():
+                med = t["median_s"]
+                row = {
+                    "backend": k,
+                    "size": [h, w],
+                    "batch": b,
+                    "latency_ms_median": 1e3 * med,
+                    "latency_ms_min": 1e3 * t["min_s"],
+                    "images_per_s": b / med,
+                    "speedup_vs_eager_fp32": None if base is None else base / med,
+                    "runs_s": t["runs_s"],
+                }
+                results.append(row)
+                table.row(k, f"{h}x{w}", b, row["latency_ms_median"], row["images_per_s"],
+                          row["speedup_vs_eager_fp32"])  # fmt: skip
+    tmp.cleanup()
+    for item in not_measured:
+        print(f"{item['backend']}: {item['reason']}")
+    verdict = _backend_verdict(results)
+    if verdict is not None:
+        print(verdict["text"])
+    write_report(
+        out,
+        "suimseg inference backends",
+        info,
+        settings,
+        results,
+        not_measured=not_measured,
+        cpu_model=cpu_name,
+        target=verdict,
+        complete=True,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _backend_verdict(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The CPU target on the batch-1 rows at 384x384 (``None`` if that was not measured)."""
+    rows = [r for r in results if r["batch"] == 1 and r["size"] == [384, 384]]
+    rows = [r for r in rows if r["speedup_vs_eager_fp32"] is not None]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["speedup_vs_eager_fp32"])
+    met = best["speedup_vs_eager_fp32"] >= BACKEND_TARGET_SPEEDUP
+    return {
+        "best_backend": best["backend"],
+        "speedup": best["speedup_vs_eager_fp32"],
+        "target": BACKEND_TARGET_SPEEDUP,
+        "met": met,
+        "text": f"best backend {best['backend']}: {best['speedup_vs_eager_fp32']:.2f}x eager "
+        f"fp32 batch-1 latency at 384 (target >= {BACKEND_TARGET_SPEEDUP}x): "
+        + ("met" if met else "NOT met"),
+    }
 
 
 def _ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -156,6 +156,44 @@ def test_inference_report(cpu_reports: dict[str, dict[str, Any]]) -> None:
         assert r["paired_ratio_median"] > 0
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="needs the onnx extra",
+)
+def test_inference_backends_report(
+    mods: dict[str, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--backends: every backend in one interleaved run, the CPU named, bf16 explained."""
+    from suimseg.inference import export_onnx
+
+    # Plumbing only: a 1x1-conv stand-in export (a real export takes a minute here).
+    onnx_file = export_onnx(torch.nn.Conv2d(3, 8, 1), tmp_path / "m.onnx")
+    monkeypatch.setattr(mods["inference"], "native_bf16_cpu", lambda: False)
+    out = tmp_path / "backends.json"
+    argv = [*CPU, "--tiny-models", "--backends", "all", "--sizes", "32", "--warmup", "0",
+            "--repeats", "2", "--onnx-model", str(onnx_file), "--int8-model", str(onnx_file),
+            "--out", str(out)]  # fmt: skip
+    assert mods["inference"].main(argv) == 0
+    report = _check(json.loads(out.read_text(encoding="utf-8")), "suimseg inference backends")
+    assert report["cpu_model"] == report["machine"]["device_name"]
+    rows = {r["backend"]: r for r in report["results"]}
+    assert set(rows) == {"eager_fp32", "eager_channels_last", "onnxruntime_fp32",
+                         "onnxruntime_int8"}  # fmt: skip
+    assert rows["eager_fp32"]["speedup_vs_eager_fp32"] == pytest.approx(1.0)
+    for r in rows.values():
+        assert len(r["runs_s"]) == 2
+        fp32 = rows["eager_fp32"]["latency_ms_median"]
+        assert r["speedup_vs_eager_fp32"] == pytest.approx(fp32 / r["latency_ms_median"])
+    (skipped,) = report["not_measured"]
+    assert skipped["backend"] == "eager_bf16"
+    assert "no native bf16 on CPU" in skipped["reason"]
+    assert report["target"] is None  # the verdict is for 384x384 only
+    verdict = mods["inference"]._backend_verdict(
+        [{**r, "size": [384, 384]} for r in report["results"]]
+    )
+    assert verdict["best_backend"] == max(rows, key=lambda k: rows[k]["speedup_vs_eager_fp32"])
+
+
 def test_epoch_report(cpu_reports: dict[str, dict[str, Any]]) -> None:
     report = _check(cpu_reports["epoch"], "suimseg training epoch")
     settings = report["settings"]
@@ -234,6 +272,7 @@ def test_epoch_budget_stops_after_first_epoch(mods: dict[str, ModuleType], tmp_p
         ("train_step", ["--max-batch-variants", "bf16_cl_compile", "--tiny-models"], "compiled"),
         ("inference", ["--modes", "plain,slow"], "--modes: unknown"),
         ("inference", ["--models", "unet"], "--models: unknown"),
+        ("inference", ["--backends", "tensorrt"], "--backends: unknown"),
     ],
 )
 def test_scripts_reject_bad_choices(

@@ -290,6 +290,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         ensemble_weights=args.weights,
         device=args.device,
         amp=amp,
+        backend=args.backend,
         batch_size=args.batch_size,
         image_size=args.image_size,
         out=args.out,
@@ -302,12 +303,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _predictor_from_args(args: argparse.Namespace) -> Any:
     from suimseg.app.evaluate import input_size_for
-    from suimseg.engine import load_model, resolve_device
+    from suimseg.engine import resolve_device
     from suimseg.inference import Predictor
+    from suimseg.inference.backends import load_inference_model
 
     _require_checkpoints(args)
     device = resolve_device(args.device)
-    models = [load_model(p, map_location=device) for p in [args.checkpoint, *args.ensemble]]
+    models = [
+        load_inference_model(p, backend=args.backend, device=device)
+        for p in [args.checkpoint, *args.ensemble]
+    ]
     size = input_size_for(args.checkpoint, args.image_size)
     return Predictor(
         models,
@@ -492,8 +497,12 @@ def _train_parser(sub: Any) -> None:
 def _inference_options(p: _Parser, *, batch_default: int = 8) -> None:
     _add(p, "--device", choices=["auto", "cpu", "cuda"], default="auto",
          help="auto = CUDA when available")  # fmt: skip
-    _add(p, "--amp", choices=["bf16", "fp16", "none"], default="none",
-         help="mixed-precision inference")  # fmt: skip
+    _add(p, "--amp", choices=["auto", "bf16", "fp16", "none"], default="auto",
+         help="mixed-precision inference (torch backend); auto = bf16 only on a CPU with "
+         "native bf16 whose labels match float32's on the first batch, else float32")  # fmt: skip
+    _add(p, "--backend", choices=["torch", "onnxruntime"], default="torch",
+         help="inference engine; onnxruntime needs pip install 'suimseg[onnx]' and exports "
+         "each checkpoint once to <stem>.onnx beside it (or takes .onnx files)")  # fmt: skip
     _add(p, "--batch-size", type=_positive_int, default=batch_default, metavar="N",
          help="images per forward pass")  # fmt: skip
     _add(p, "--image-size", type=_positive_int, metavar="PX",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from suimseg.app.config import TrainConfig
 from suimseg.data import SUIMDataset
 from suimseg.data.dataset import Split
-from suimseg.engine import load_model, resolve_device
+from suimseg.engine import resolve_device
 from suimseg.engine.checkpoint import read_run_config
 from suimseg.errors import CheckpointError, ConfigError
 from suimseg.inference import (
@@ -28,6 +28,7 @@ from suimseg.inference import (
     format_gain_report,
     save_result,
 )
+from suimseg.inference.backends import Backend, check_backend, load_inference_model
 from suimseg.inference.predictor import AmpMode
 
 __all__ = [
@@ -153,7 +154,8 @@ def evaluate_checkpoint(
     ensemble: Sequence[str | os.PathLike[str]] = (),
     ensemble_weights: Sequence[float] | None = None,
     device: str = "auto",
-    amp: AmpMode | None = None,
+    amp: AmpMode | None = "auto",
+    backend: Backend = "torch",
     batch_size: int = 8,
     image_size: int | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -170,7 +172,13 @@ def evaluate_checkpoint(
         ensemble: More checkpoints averaged with ``checkpoint`` in probability space.
         ensemble_weights: One weight per model (``checkpoint`` first); equal by default.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        amp: Autocast dtype for inference (``"bf16"``, ``"fp16"``) or ``None``.
+        amp: Autocast dtype for inference (``"bf16"``, ``"fp16"``), ``None`` or ``"auto"``
+            (bf16 only on a CPU with native bf16 that passes a parity check; see
+            :class:`~suimseg.inference.Predictor`). Torch backend only.
+        backend: ``"torch"`` or ``"onnxruntime"`` (needs ``pip install 'suimseg[onnx]'``;
+            checkpoints are exported once to ``<stem>.onnx`` beside them, see
+            :func:`~suimseg.inference.backends.cached_onnx_export`). Recorded in each
+            result's ``meta``.
         batch_size: Images per forward pass.
         image_size: Model input size; default: the run's training size stored in the
             checkpoint, else from ``config.json`` beside it, else 384 with a warning
@@ -191,6 +199,7 @@ def evaluate_checkpoint(
             f"ensemble_weights: expected {1 + len(ensemble)} weights (the checkpoint and "
             f"{len(ensemble)} ensemble member(s)), got {len(ensemble_weights)}"
         )
+    backend = check_backend(backend)
     dev = resolve_device(device)
     # The checkpoint's metadata is read once here (memory-mapped) and its weights once,
     # by load_model below.
@@ -202,8 +211,8 @@ def evaluate_checkpoint(
         split_kw = {"val_fraction": run.val_fraction, "seed": run.seed}
     dataset = SUIMDataset(Path(data_root), split, image_size=None, **split_kw)
 
-    model = load_model(checkpoint, map_location=dev)
-    members = [load_model(p, map_location=dev) for p in ensemble]
+    model = load_inference_model(checkpoint, backend=backend, device=dev)
+    members = [load_inference_model(p, backend=backend, device=dev) for p in ensemble]
     score = evaluate_predictor if protocol == "dataset-8class" else evaluate_suim_paper
     meta_base = {"checkpoint": str(checkpoint), "data_root": str(data_root), "split": split}
     common: dict[str, Any] = {"device": dev, "image_size": size, "amp": amp}
@@ -232,7 +241,7 @@ def evaluate_checkpoint(
         metrics = score(predictor, dataset)
         computed.append(metrics)
         name = Path(checkpoint).stem if label == "plain" else f"{Path(checkpoint).stem} {label}"
-        meta = {**meta_base, "image_size": size, **meta}
+        meta = {**meta_base, "image_size": size, "backend": backend, "amp": predictor.amp, **meta}
         result = EvaluationResult.from_metrics(metrics, name=name, meta=meta)
         results.append(result)
         paths.append(save_result(base.with_name(base.stem + suffix + base.suffix), result))

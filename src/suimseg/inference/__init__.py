@@ -13,6 +13,13 @@ Example:
 """
 
 from suimseg.inference._images import ImageInput, load_image, to_float_image
+from suimseg.inference.backends import (
+    Backend,
+    OnnxRuntimeModel,
+    cached_onnx_export,
+    load_inference_model,
+    native_bf16_cpu,
+)
 from suimseg.inference.evaluation import (
     PAPER_CLASS_CODES,
     PAPER_LABEL,
@@ -44,10 +51,12 @@ __all__ = [
     "PAPER_SIZE",
     "TTA",
     "AmpMode",
+    "Backend",
     "EvalData",
     "EvaluationResult",
     "ImageInput",
     "MaskFormat",
+    "OnnxRuntimeModel",
     "PredictFilesResult",
     "Prediction",
     "Predictor",
@@ -55,6 +64,7 @@ __all__ = [
     "Tiling",
     "binary_iou",
     "boundary_f_measure",
+    "cached_onnx_export",
     "collect_inputs",
     "compare_results",
     "evaluate_predictor",
@@ -64,7 +74,9 @@ __all__ = [
     "format_comparison",
     "format_gain_report",
     "load_image",
+    "load_inference_model",
     "load_result",
+    "native_bf16_cpu",
     "plot_history",
     "predict_files",
     "save_result",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast, get_args
@@ -24,11 +25,15 @@ from suimseg.data.readers import read_image_array, read_size, resize_uint8
 from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_size
 from suimseg.errors import ConfigError
 from suimseg.inference._images import ImageInput, as_image_list, load_image, to_image_tensor
+from suimseg.inference.backends import OnnxRuntimeModel, native_bf16_cpu
 from suimseg.inference.tiling import TileWeighting, sliding_window_probs
 
 __all__ = ["TTA", "AmpMode", "Prediction", "Predictor", "Tiling"]
 
-AmpMode = Literal["bf16", "fp16"]
+AmpMode = Literal["auto", "bf16", "fp16"]
+
+#: Least share of pixels whose label must match float32's for ``amp="auto"`` to keep bf16.
+AMP_AUTO_MIN_AGREEMENT = 0.995
 
 _AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -152,7 +157,13 @@ class Predictor:
         image_size: Model input size (int or ``(height, width)``), or ``None`` for each
             image's native resolution; the window size with ``tiling``.
         tta: A :class:`TTA`, ``True`` for :meth:`TTA.standard`, or ``None``/``False``.
-        amp: Autocast dtype (``"bf16"``, ``"fp16"``) or ``None``; probabilities stay float32.
+        amp: Autocast dtype (``"bf16"``, ``"fp16"``), ``None`` (float32) or ``"auto"``
+            (default): bf16 on a CPU with native bf16 instructions
+            (:func:`~suimseg.inference.backends.native_bf16_cpu`) if, on the first batch,
+            its labels agree with float32's on >= 99.5% of pixels (else float32, with a
+            warning); float32 everywhere else (also on CUDA). Probabilities stay float32.
+            Autocast is PyTorch's: with an :class:`~suimseg.inference.OnnxRuntimeModel`,
+            ``"bf16"``/``"fp16"`` are refused and ``"auto"`` means float32.
         weights: Ensemble weights, one per model (positive; normalised; equal by default).
         tiling: A :class:`Tiling`, ``True`` for the defaults, or ``None``/``False``.
         batch_size: Images (or windows) per forward pass.
@@ -160,7 +171,8 @@ class Predictor:
         std: Normalisation standard deviations.
 
     Raises:
-        ConfigError: For invalid arguments.
+        ConfigError: For invalid arguments, or ``amp`` ``"bf16"``/``"fp16"`` with an
+            onnxruntime model.
 
     Example:
         >>> from suimseg.models import UNetResAttnV3
@@ -179,7 +191,7 @@ class Predictor:
         device: torch.device | str | None = None,
         image_size: int | tuple[int, int] | None = 384,
         tta: TTA | bool | None = None,
-        amp: AmpMode | None = None,
+        amp: AmpMode | None = "auto",
         weights: Sequence[float] | None = None,
         tiling: Tiling | bool | None = None,
         batch_size: int = 8,
@@ -205,11 +217,14 @@ class Predictor:
         if not isinstance(tta, TTA):
             raise ConfigError(f"tta: expected a TTA, True, False or None, got {tta!r}")
         self.tta: TTA = tta
-        if amp is not None and amp not in _AMP_DTYPES:
+        if amp is not None and amp not in get_args(AmpMode):
             raise ConfigError(
                 f"amp: expected one of {list(get_args(AmpMode))} or None, got {amp!r}"
             )
-        self.amp: AmpMode | None = amp
+        self.amp_requested: AmpMode | None = amp
+        self.amp: AmpMode | None = self._resolve_amp(amp)
+        # amp="auto" chose bf16: compared with float32 on the first batch, then settled.
+        self._amp_check_pending = amp == "auto" and self.amp is not None
         self.weights = self._check_weights(weights, len(self.models))
         if tiling is True:
             tiling = Tiling()
@@ -233,6 +248,44 @@ class Predictor:
         self._mean = [float(m) for m in mean]
         self._std = [float(s) for s in std]
 
+    @property
+    def backend(self) -> str:
+        """``"torch"``, ``"onnxruntime"``, or ``"mixed"`` for an ensemble of both."""
+        kinds = {isinstance(m, OnnxRuntimeModel) for m in self.models}
+        return "mixed" if len(kinds) == 2 else "onnxruntime" if True in kinds else "torch"
+
+    def _resolve_amp(self, amp: AmpMode | None) -> AmpMode | None:
+        """The autocast dtype ``amp`` means here (``"auto"`` -> ``"bf16"`` or ``None``)."""
+        onnx = any(isinstance(m, OnnxRuntimeModel) for m in self.models)
+        if amp in ("bf16", "fp16") and onnx:
+            raise ConfigError(
+                f"amp: {amp!r} applies to the torch backend only (autocast); onnxruntime "
+                "models run in the precision they were exported in: drop amp (amp=None, "
+                "--amp none) or use backend='torch'"
+            )
+        if amp != "auto":
+            return amp
+        if onnx or self.device.type != "cpu" or not native_bf16_cpu():
+            return None
+        return "bf16"
+
+    def _settle_auto_amp(self, x: Tensor) -> None:
+        """``amp="auto"``: keep bf16 only if its labels agree with float32's on ``x``."""
+        self._amp_check_pending = False
+        agreement = 1.0
+        for model in self.models:
+            fp32 = self._logits(model, x, dtype=None).argmax(dim=1)
+            bf16 = self._logits(model, x).argmax(dim=1)
+            agreement = min(agreement, float((fp32 == bf16).float().mean()))
+        if agreement < AMP_AUTO_MIN_AGREEMENT:
+            self.amp = None
+            warnings.warn(
+                f"amp='auto': bf16 autocast labels agree with float32's on only "
+                f"{100 * agreement:.2f}% of pixels (< {100 * AMP_AUTO_MIN_AGREEMENT:.1f}%) "
+                "on the first batch; predicting in float32 (pass amp='bf16' to force bf16)",
+                stacklevel=3,
+            )
+
     @staticmethod
     def _check_weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
         if weights is None:
@@ -252,14 +305,21 @@ class Predictor:
         return (
             f"{type(self).__name__}(models={len(self.models)}, device={str(self.device)!r}, "
             f"image_size={self.image_size}, tta={self.tta}, amp={self.amp!r}, "
+            f"backend={self.backend!r}, "
             f"tiling={self.tiling}, weights={self.weights})"
         )
 
     # ------------------------------------------------------------------ core maths
-    def _logits(self, model: nn.Module, x: Tensor) -> Tensor:
+    def _logits(
+        self, model: nn.Module, x: Tensor, *, dtype: torch.dtype | Literal["amp"] | None = "amp"
+    ) -> Tensor:
+        """Float32 logits of ``model`` at ``x``'s size, under autocast to ``dtype``
+        (default: ``self.amp``'s; never for onnxruntime models)."""
+        if dtype == "amp":
+            dtype = _AMP_DTYPES.get(self.amp) if self.amp is not None else None
         ctx: contextlib.AbstractContextManager[object] = (
-            torch.autocast(device_type=self.device.type, dtype=_AMP_DTYPES[self.amp])
-            if self.amp is not None
+            torch.autocast(device_type=self.device.type, dtype=dtype)
+            if dtype is not None and not isinstance(model, OnnxRuntimeModel)
             else contextlib.nullcontext()
         )
         with ctx:
@@ -285,6 +345,8 @@ class Predictor:
             Float32 probabilities ``(N, C, h, w)`` on ``self.device``; they sum to 1 over C.
         """
         x = x.to(self.device, torch.float32)
+        if self._amp_check_pending:
+            self._settle_auto_amp(x)
         h, w = int(x.shape[-2]), int(x.shape[-1])
         views = self.tta.num_views
         total: Tensor | None = None
