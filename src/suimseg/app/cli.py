@@ -542,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(p_eval, "--checkpoint", metavar="PATH", required=True,
          help="a checkpoint written by suimseg train (last.pt or best.pt), a .safetensors "
-              "export or a Lightning .ckpt")  # fmt: skip
+              "export, a Lightning .ckpt, or an .onnx file with --backend onnxruntime")  # fmt: skip
     _add(p_eval, "--data", metavar="ROOT", required=True, help="SUIM root folder")
     _add(p_eval, "--split", choices=["test", "val", "train", "train_val"], default="test",
          help="the split to score")  # fmt: skip
@@ -567,8 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
         "write it in the SUIM palette, at the image's own size.",
     )
     _add(p_pred, "--checkpoint", metavar="PATH", required=True,
-         help="a checkpoint written by suimseg train, a .safetensors export or a "
-              "Lightning .ckpt")  # fmt: skip
+         help="a checkpoint written by suimseg train, a .safetensors export, a Lightning "
+              ".ckpt, or an .onnx file with --backend onnxruntime")  # fmt: skip
     p_pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     _add(p_pred, "--out", metavar="DIR", required=True, help="output folder")
     _add(p_pred, "--format", choices=["bmp", "png"], default="bmp", help="mask file format")
