@@ -1,0 +1,106 @@
+"""What a CLI user sees for the faults of issue #19: one line naming the cause, exit 1.
+
+Each test drives ``suimseg`` as a user would and checks the exit status, that no
+traceback reaches stderr, and that the message names the file or flag at fault.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from suimseg.app.cli import main
+from suimseg.data import make_synthetic_suim
+from suimseg.errors import DatasetError, MissingDependencyError
+
+TINY = [
+    "--encoder", "resnet18", "--encoder-weights", "none", "--decoder-channels", "16,16,8,8",
+    "--bridge-channels", "16", "--image-size", "32", "--device", "cpu", "--batch-size", "4",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("suim")
+    return make_synthetic_suim(root, n_train_val=10, n_test=3, size=(48, 40), seed=0)
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("suimseg: error:")]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_corrupt_file_in_a_dataloader_worker_is_one_line(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    root = Path(shutil.copytree(data_root, tmp_path / "data"))
+    bad = sorted((root / "train_val" / "images").iterdir())[0]
+    buf = io.BytesIO()  # a PNG under the .jpg name, its header intact and its pixels cut,
+    noise = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, "PNG")  # so the dataset's header check passes and
+    bad.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])  # the worker's read fails
+    shown = {}
+    for workers in ("2", "0"):
+        argv = ["train", "--data", str(root), "--out", str(tmp_path / f"run{workers}"), *TINY]
+        assert main([*argv, "--epochs", "1", "--workers", workers]) == 1
+        err = capsys.readouterr().err
+        shown[workers] = _one_error_line(err)
+        assert "worker" not in err
+    assert bad.name in shown["2"]
+    assert shown["2"] == shown["0"]  # the worker's own message, as without workers
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (DatasetError("cannot read image file a.jpg: truncated"), "a.jpg: truncated"),
+        (PermissionError(13, "Permission denied", "b.png"), "Permission denied"),
+        # Not constructible from one string: torch raises a RuntimeError instead.
+        (MissingDependencyError("matplotlib", "plot", "plotting"), "pip install"),
+    ],
+)
+def test_errors_re_raised_from_workers_show_the_original_message(
+    error: Exception,
+    shown: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise error
+    except Exception:
+        wrapper = ExceptionWrapper(where="in DataLoader worker process 0")
+
+    def plot(args: object) -> int:
+        wrapper.reraise()
+        return 0
+
+    monkeypatch.setattr("suimseg.app.cli._cmd_plot", plot)
+    assert main(["plot", "h.csv", "--out", "x.png"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert shown in line
+    assert "Caught" not in line
+
+
+def test_other_runtime_errors_from_workers_keep_their_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise RuntimeError("a bug in a transform")
+    except RuntimeError:
+        wrapper = ExceptionWrapper(where="in DataLoader worker process 0")
+    monkeypatch.setattr("suimseg.app.cli._cmd_plot", lambda args: wrapper.reraise())
+    with pytest.raises(RuntimeError, match="a bug in a transform"):
+        main(["plot", "h.csv", "--out", "x.png"])
