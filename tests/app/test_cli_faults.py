@@ -104,3 +104,18 @@ def test_other_runtime_errors_from_workers_keep_their_traceback(
     monkeypatch.setattr("suimseg.app.cli._cmd_plot", lambda args: wrapper.reraise())
     with pytest.raises(RuntimeError, match="a bug in a transform"):
         main(["plot", "h.csv", "--out", "x.png"])
+
+
+def test_plot_of_a_non_numeric_history_csv_names_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: an empty plot written and exit 0."""
+    pytest.importorskip("matplotlib")
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,train_loss,val_miou\n1,0.9,0.2\n2,n/a,0.3\n")
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(history), "--out", str(out)]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "history.csv:3: column 'train_loss'" in line
+    assert "'n/a'" in line
+    assert not out.exists()
