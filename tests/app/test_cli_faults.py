@@ -15,6 +15,7 @@ from PIL import Image
 
 from suimseg.app.cli import main
 from suimseg.data import make_synthetic_suim
+from suimseg.engine import read_history
 from suimseg.errors import DatasetError, MissingDependencyError
 
 TINY = [
@@ -119,3 +120,33 @@ def test_plot_of_a_non_numeric_history_csv_names_file_line_and_column(
     assert "history.csv:3: column 'train_loss'" in line
     assert "'n/a'" in line
     assert not out.exists()
+
+
+def test_resume_into_a_folder_holding_another_run_is_refused_unless_overwrite(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: X's run silently replaced Y's checkpoints and mixed into Y's history."""
+    import json
+    import shutil
+
+    x, y = tmp_path / "X", tmp_path / "Y"
+    train = ["train", "--data", str(data_root), *TINY, "--workers", "0"]
+    assert main([*train, "--out", str(x), "--epochs", "1"]) == 0
+    shutil.copytree(x, y)  # Y: another finished run (a copy, with its own history)
+    record = json.loads((y / "history.jsonl").read_text())
+    (y / "history.jsonl").write_text(json.dumps({**record, "train_loss": 9.0}) + "\n")
+    before = {p.name: p.read_bytes() for p in y.iterdir()}
+    capsys.readouterr()
+    resume = [*train, "--epochs", "2", "--resume", str(x / "last.pt")]
+    assert main([*resume, "--out", str(y)]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{y} already holds a training run" in line
+    assert "--overwrite" in line
+    assert {p.name: p.read_bytes() for p in y.iterdir()} == before  # nothing written
+    # --overwrite: Y continues X's run, with X's history (not Y's first epoch).
+    assert main([*resume, "--out", str(y), "--overwrite"]) == 0
+    x_history = read_history(x / "history.jsonl")
+    y_history = read_history(y / "history.jsonl")
+    assert [r["epoch"] for r in y_history] == [1, 2]
+    assert y_history[0] == x_history[0]  # not Y's own epoch 1 (train_loss 9.0)
+    # Resuming into the checkpoint's own folder stays allowed: test_recipe.py's resume test.

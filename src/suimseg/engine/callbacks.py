@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from suimseg._atomic import remove_stale_temporaries
 from suimseg.engine import distributed as dist_utils
 from suimseg.engine.checkpoint import atomic_link, atomic_save
-from suimseg.engine.history import EpochRecord, HistoryWriter
+from suimseg.engine.history import EpochRecord, HistoryWriter, read_history
 from suimseg.engine.lock import RunLock as _FolderLock
 from suimseg.errors import ConfigError, NonFiniteLossError, RunLockError
 
@@ -205,6 +205,20 @@ def _snapshot(obj: Any, pin: bool) -> Any:
     return obj
 
 
+def _resumed_elsewhere(trainer: Trainer, directory: Path) -> Path | None:
+    """The folder of the checkpoint ``trainer`` resumed from, when it is not ``directory``."""
+    source = trainer.resumed_from
+    if trainer.resumed is None or source is None:
+        return None
+    folder = source.parent
+    try:
+        if folder.samefile(directory):
+            return None
+    except OSError:  # directory does not exist yet: another folder
+        pass
+    return folder
+
+
 def _write_last_and_best(ckpt: Mapping[str, Any], last: Path, best: Path | None) -> None:
     atomic_save(ckpt, last)
     if best is not None:
@@ -218,7 +232,9 @@ class Checkpoint(Callback):
     atomically by rank 0; ``best.pt`` is a hard link to that ``last.pt``. ``extra`` holds
     the epoch's record (``"last_record"``, to repair the history on resume), whether the
     save was Ctrl-C's (which saves the completed epochs), and ``run_config``. A new run
-    refuses a folder that holds another run's ``last.pt`` unless ``overwrite``.
+    refuses a folder that holds another run's ``last.pt`` unless ``overwrite``, and so
+    does a run resumed from a checkpoint in another folder; resuming the folder's own
+    ``last.pt`` (or ``best.pt``) is always allowed.
 
     Args:
         directory: Folder for ``last.pt`` and ``best.pt``.
@@ -271,15 +287,26 @@ class Checkpoint(Callback):
             self._error = exc
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        if self.overwrite or trainer.resumed is not None or trainer.epoch > 0:
-            return  # asked to overwrite, resuming, or continuing this trainer's own run
-        if self.last_path.exists():
+        if self.overwrite or not self.last_path.exists():
+            return
+        if trainer.resumed is not None:
+            source = _resumed_elsewhere(trainer, self.directory)
+            if source is None:
+                return  # resuming the run of this folder
             raise RunLockError(
                 f"output folder {self.directory} already holds a training run "
-                f"({self.last_path}); starting a new run there would overwrite it. Resume it "
-                f"(resume_from={str(self.last_path)!r}, `suimseg train --resume`), choose "
-                "another output folder, or pass overwrite=True (--overwrite) to replace it."
+                f"({self.last_path}); resuming {trainer.resumed_from} there would overwrite "
+                f"it. Resume into the checkpoint's own folder ({source}), choose another "
+                "output folder, or pass overwrite=True (--overwrite) to replace it."
             )
+        if trainer.epoch > 0:
+            return  # continuing this trainer's own run
+        raise RunLockError(
+            f"output folder {self.directory} already holds a training run "
+            f"({self.last_path}); starting a new run there would overwrite it. Resume it "
+            f"(resume_from={str(self.last_path)!r}, `suimseg train --resume`), choose "
+            "another output folder, or pass overwrite=True (--overwrite) to replace it."
+        )
 
     def save(
         self, trainer: Trainer, record: EpochRecord | None = None, *, best: bool = False
@@ -339,7 +366,8 @@ class History(Callback):
     """Append each epoch's record to ``history.jsonl`` and ``history.csv`` (rank 0).
 
     A new run starts empty files; a resumed one first makes them agree with its checkpoint
-    (:meth:`~suimseg.engine.HistoryWriter.sync_to_epoch`).
+    (:meth:`~suimseg.engine.HistoryWriter.sync_to_epoch`). A run resumed from a checkpoint
+    in another folder starts from that folder's history (its epochs up to the checkpoint's).
 
     Args:
         directory: Folder of the two files.
@@ -352,6 +380,13 @@ class History(Callback):
         if not trainer.is_main_process:
             return
         if trainer.resumed is not None:
+            source = _resumed_elsewhere(trainer, self.writer.directory)
+            if source is not None:  # a run continued in another folder keeps its history
+                self.writer.clear()
+                if (source / "history.jsonl").is_file():
+                    for row in read_history(source / "history.jsonl"):
+                        if int(row["epoch"]) <= trainer.epoch:
+                            self.writer.append(EpochRecord.from_dict(row))
             last_record = (trainer.resumed.get("extra") or {}).get("last_record")
             self.writer.sync_to_epoch(trainer.epoch, last_record)
         elif trainer.epoch == 0:
