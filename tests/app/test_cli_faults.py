@@ -11,12 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from suimseg.app.cli import main
 from suimseg.data import make_synthetic_suim
-from suimseg.engine import read_history
-from suimseg.errors import DatasetError, MissingDependencyError
+from suimseg.engine import atomic_save, make_checkpoint, read_history
+from suimseg.errors import ConfigError, DatasetError, MissingDependencyError
+from suimseg.inference import Predictor
+from suimseg.models import UNetResAttnV3
+from suimseg.models.registry import model_spec
 
 TINY = [
     "--encoder", "resnet18", "--encoder-weights", "none", "--decoder-channels", "16,16,8,8",
@@ -150,3 +154,44 @@ def test_resume_into_a_folder_holding_another_run_is_refused_unless_overwrite(
     assert [r["epoch"] for r in y_history] == [1, 2]
     assert y_history[0] == x_history[0]  # not Y's own epoch 1 (train_loss 9.0)
     # Resuming into the checkpoint's own folder stays allowed: test_recipe.py's resume test.
+
+
+def _unet(in_channels: int) -> UNetResAttnV3:
+    return UNetResAttnV3(
+        encoder="resnet18", decoder_channels=(16, 16, 8, 8), bridge_channels=16,
+        in_channels=in_channels,
+    )  # fmt: skip
+
+
+def test_checkpoint_expecting_other_input_channels_is_named_before_the_forward_pass(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "UNetResAttnV3.forward: expected input of shape (N, 4, H, W), got (1, 3, ...)"
+    (no checkpoint named, no fix)."""
+    rgbn = _unet(4)
+    path = tmp_path / "rgbn.pt"
+    extra = {"run_config": {"image_size": 32}}
+    atomic_save(make_checkpoint(rgbn, model_spec=model_spec(rgbn), extra=extra), path)
+    images = data_root / "TEST" / "images"
+    commands = [
+        ["predict", "--checkpoint", str(path), "--out", str(tmp_path / "p"), str(images)],
+        ["evaluate", "--checkpoint", str(path), "--data", str(data_root)],
+    ]
+    for argv in commands:
+        assert main(argv) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"checkpoint {path}: its model expects 4 input channels" in line
+        assert "RGB (3 channels)" in line
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(ConfigError, match=r"models\[1\]: the model expects 4 input channels"):
+        Predictor([_unet(3), rgbn])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_export_uses_the_models_input_channels(tmp_path: Path) -> None:
+    rgbn = _unet(4)
+    path = tmp_path / "rgbn.pt"
+    atomic_save(make_checkpoint(rgbn, model_spec=model_spec(rgbn)), path)
+    out = tmp_path / "rgbn.ts"
+    assert main(["export", "--checkpoint", str(path), "--torchscript", str(out)]) == 0
+    assert torch.jit.load(str(out))(torch.rand(1, 4, 64, 64)).shape == (1, 8, 64, 64)

@@ -300,13 +300,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _predictor_from_args(args: argparse.Namespace) -> Any:
-    from suimseg.app.evaluate import input_size_for
-    from suimseg.engine import load_model, resolve_device
+    from suimseg.app.evaluate import input_size_for, load_rgb_model
+    from suimseg.engine import resolve_device
     from suimseg.inference import Predictor
 
     _require_checkpoints(args)
     device = resolve_device(args.device)
-    models = [load_model(p, map_location=device) for p in [args.checkpoint, *args.ensemble]]
+    paths = [args.checkpoint, *args.ensemble]
+    models = [load_rgb_model(p, map_location=device) for p in paths]
     size = input_size_for(args.checkpoint, args.image_size)
     return Predictor(
         models,
@@ -341,6 +342,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from suimseg.engine import load_model
+    from suimseg.inference.predictor import declared_in_channels
 
     if not (args.onnx or args.torchscript or args.safetensors):
         print("suimseg export: error: give at least one of --onnx, --torchscript, --safetensors",
@@ -348,7 +350,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 2
     _require_file(args.checkpoint, "--checkpoint", _CHECKPOINT)
     model = load_model(args.checkpoint)
-    shape = (1, 3, args.example_size, args.example_size)
+    channels = declared_in_channels(model) or 3  # e.g. a 4-channel model exports as such
+    shape = (1, channels, args.example_size, args.example_size)
     if args.torchscript:
         from suimseg.inference import export_torchscript
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from suimseg.app.config import TrainConfig
 from suimseg.data import SUIMDataset
 from suimseg.data.dataset import Split
@@ -28,7 +30,7 @@ from suimseg.inference import (
     format_gain_report,
     save_result,
 )
-from suimseg.inference.predictor import AmpMode
+from suimseg.inference.predictor import AmpMode, declared_in_channels
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -36,6 +38,7 @@ __all__ = [
     "ProtocolName",
     "evaluate_checkpoint",
     "input_size_for",
+    "load_rgb_model",
     "run_config_for",
 ]
 
@@ -143,6 +146,26 @@ def input_size_for(
     return DEFAULT_IMAGE_SIZE
 
 
+def load_rgb_model(
+    checkpoint: str | os.PathLike[str], *, map_location: Any = None
+) -> torch.nn.Module:
+    """:func:`~suimseg.engine.load_model` for prediction on RGB images.
+
+    Raises:
+        CheckpointError: If the checkpoint cannot be loaded, or its model expects other
+            than 3 input channels (the message names the checkpoint and both counts).
+    """
+    model = load_model(checkpoint, map_location=map_location)
+    channels = declared_in_channels(model)
+    if channels is not None and channels != 3:
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: its model expects {channels} input channels, but "
+            "images are read as RGB (3 channels); use a checkpoint of a model trained on "
+            "RGB images (in_channels=3)"
+        )
+    return model
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
@@ -202,8 +225,8 @@ def evaluate_checkpoint(
         split_kw = {"val_fraction": run.val_fraction, "seed": run.seed}
     dataset = SUIMDataset(Path(data_root), split, image_size=None, **split_kw)
 
-    model = load_model(checkpoint, map_location=dev)
-    members = [load_model(p, map_location=dev) for p in ensemble]
+    model = load_rgb_model(checkpoint, map_location=dev)
+    members = [load_rgb_model(p, map_location=dev) for p in ensemble]
     score = evaluate_predictor if protocol == "dataset-8class" else evaluate_suim_paper
     meta_base = {"checkpoint": str(checkpoint), "data_root": str(data_root), "split": split}
     common: dict[str, Any] = {"device": dev, "image_size": size, "amp": amp}

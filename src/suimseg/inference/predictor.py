@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast, get_args
 
@@ -141,6 +141,13 @@ def _eval_mode(models: Sequence[nn.Module]) -> Iterator[None]:
             m.training = flag
 
 
+def declared_in_channels(model: nn.Module) -> int | None:
+    """The input channels a model declares in its ``config`` (suimseg models), else None."""
+    config = getattr(model, "config", None)
+    channels = config.get("in_channels") if isinstance(config, Mapping) else None
+    return channels if isinstance(channels, int) and not isinstance(channels, bool) else None
+
+
 class Predictor:
     """Segment images with one model or an ensemble, with optional TTA and tiling.
 
@@ -160,7 +167,8 @@ class Predictor:
         std: Normalisation standard deviations.
 
     Raises:
-        ConfigError: For invalid arguments.
+        ConfigError: For invalid arguments, or a model whose ``config`` declares other
+            than 3 input channels.
 
     Example:
         >>> from suimseg.models import UNetResAttnV3
@@ -192,6 +200,14 @@ class Predictor:
                 "models: expected an nn.Module or a non-empty sequence of nn.Modules, got "
                 f"{type(models).__name__}"
             )
+        for i, model in enumerate(model_list):
+            channels = declared_in_channels(model)
+            if channels is not None and channels != 3:
+                raise ConfigError(
+                    f"models[{i}]: the model expects {channels} input channels, but the "
+                    "Predictor feeds it RGB images (3 channels); use a model built with "
+                    "in_channels=3"
+                )
         if device is None:
             first = next(model_list[0].parameters(), None)
             device = first.device if first is not None else torch.device("cpu")
