@@ -330,8 +330,13 @@ class Predictor:
         with _eval_mode(self.models), torch.inference_mode():
             yield
 
-    def _model_input(self, image: ImageInput) -> tuple[Tensor, tuple[int, int]]:
-        """The normalised ``(1, 3, h, w)`` input of one image (``eval_transforms``' steps)."""
+    def _model_input(
+        self, image: ImageInput, name: str = "image"
+    ) -> tuple[Tensor, tuple[int, int]]:
+        """The normalised ``(1, 3, h, w)`` input of one image (``eval_transforms``' steps).
+
+        ``name`` names the image in error messages (``"inputs[2]"``).
+        """
         size = self.image_size if self.tiling is None else None
         if isinstance(image, (str, os.PathLike)):
             if size is not None:
@@ -342,7 +347,7 @@ class Predictor:
                 t = to_image_tensor(load_image(image))
                 native = (int(t.shape[-2]), int(t.shape[-1]))
         else:
-            t = to_image_tensor(image)
+            t = to_image_tensor(image, name=name)
             native = (int(t.shape[-2]), int(t.shape[-1]))
         if size is not None and tuple(t.shape[-2:]) != size:
             if t.dtype == torch.uint8:
@@ -373,7 +378,8 @@ class Predictor:
             One :class:`Prediction` per image (a 4-D tensor counts as N images), in order.
 
         Raises:
-            ConfigError: For unsupported inputs or a wrong number of ``output_sizes``.
+            ConfigError: For unsupported inputs (named ``inputs[i]``, e.g. an empty image
+                with a height or width of 0) or a wrong number of ``output_sizes``.
             InputNotFoundError: For a path that does not exist (a ``FileNotFoundError``).
 
         Example:
@@ -392,7 +398,9 @@ class Predictor:
         with self.eval_context():
             for start in range(0, len(images), self.batch_size):
                 chunk = images[start : start + self.batch_size]
-                prepared = [self._model_input(im) for im in chunk]
+                prepared = [
+                    self._model_input(im, f"inputs[{start + j}]") for j, im in enumerate(chunk)
+                ]
                 targets = (
                     [s for s in sizes[start : start + len(chunk)] if s is not None]
                     if output_sizes is not None
