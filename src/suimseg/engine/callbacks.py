@@ -385,7 +385,7 @@ class History(Callback):
                 self.writer.clear()
                 if (source / "history.jsonl").is_file():
                     for row in read_history(source / "history.jsonl"):
-                        if int(row["epoch"]) <= trainer.epoch:
+                        if int(row.get("epoch", 0)) <= trainer.epoch:
                             self.writer.append(EpochRecord.from_dict(row))
             last_record = (trainer.resumed.get("extra") or {}).get("last_record")
             self.writer.sync_to_epoch(trainer.epoch, last_record)
