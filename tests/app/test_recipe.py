@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,35 @@ def test_build_training_assembles_the_recipe(data_root: Path, tmp_path: Path) ->
     images, masks = next(iter(setup.train_loader))
     assert images.shape == (4, 3, 32, 32)
     assert masks.dtype == torch.int64
+
+
+def test_no_focal_cross_entropy_is_zero_on_an_all_ignored_batch(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """Before: torch's weighted mean gave 0/0 = NaN and the run stopped blaming the lr."""
+    setup = build_training(
+        _tiny_config(data_root, tmp_path / "run", loss="ce"), progress=False, verbose=False
+    )
+    loss_fn, weight = setup.loss_fn, setup.class_weights
+    assert isinstance(loss_fn, torch.nn.CrossEntropyLoss)
+    assert weight is not None
+    logits = torch.randn(2, 8, 6, 5, requires_grad=True)
+    target = torch.randint(0, 8, (2, 6, 5))
+    target[0, :3] = 255
+    reference = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=255)
+    torch.testing.assert_close(loss_fn(logits, target), reference(logits, target))
+    ignored = torch.full((2, 6, 5), 255)
+    assert torch.isnan(reference(logits, ignored))  # what the recipe used before
+    value = loss_fn(logits, ignored)
+    value.backward()
+    assert value.item() == 0.0
+    assert logits.grad is not None
+    assert not logits.grad.any()
+    # Through the trainer: one all-ignored batch among normal ones trains on.
+    images, masks = next(iter(setup.train_loader))
+    batches = [(images, torch.full_like(masks, 255)), (images, masks)]
+    history = setup.trainer.fit(batches, [(images, masks)], 1)
+    assert math.isfinite(history[0].train_loss)
 
 
 def test_cuda_request_without_cuda_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:

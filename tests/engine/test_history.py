@@ -120,3 +120,36 @@ def test_old_files_with_unnamed_learning_rates_still_read(tmp_path: Path) -> Non
         {"0": 1e-4, "1": 1e-5},
         {"encoder": 1e-5},
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "named"),
+    [
+        ("history.csv", "\n2,0.5,0.9,", "\n2,0.5,abc,", r"csv:3: column 'val_loss'"),
+        ("history.csv", ",True,", ",yes,", r"history\.csv:2: column 'is_best': expected True"),
+        ("history.csv", "\n1,", "\none,", r"history\.csv:2: column 'epoch': expected an integer"),
+        ("history.jsonl", '"train_loss": 0.5', '"train_loss": "x"', r"jsonl:2: field 'train_loss'"),
+        ("history.jsonl", '"decoder": 0.0001', '"decoder": "fast"', r"jsonl:1: field 'lrs'"),
+        ("history.jsonl", '"fish": null', '"fish": "?"', r"history\.jsonl:1: field 'val_iou'"),
+    ],
+)
+def test_a_known_field_of_the_wrong_type_names_file_line_and_column(
+    name: str, old: str, new: str, named: str, tmp_path: Path
+) -> None:
+    """`suimseg plot` wrote an empty plot and exited 0 for a non-numeric history.csv."""
+    writer = HistoryWriter(tmp_path)
+    writer.append(_record(1))
+    writer.append(_record(2))
+    path = tmp_path / name
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(HistoryError, match=named):
+        read_history(path)
+
+
+def test_unknown_fields_are_left_to_the_reader(tmp_path: Path) -> None:
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,train_loss,note\n1,0.5,warm-up\n2,,\n")
+    assert read_history(path)[0]["note"] == "warm-up"
+    assert read_history(path)[1]["train_loss"] is None

@@ -371,6 +371,33 @@ def test_tiny_and_extreme_images_through_predict(tmp_path: Path, size: tuple[int
         assert tuple(pred.labels.shape) == (size[1], size[0])
 
 
+@pytest.mark.parametrize(
+    ("kind", "empty", "shape"),
+    [
+        ("uint8 tensor, height 0", torch.zeros(3, 0, 5, dtype=torch.uint8), r"\(3, 0, 5\)"),
+        ("float tensor, width 0", torch.zeros(3, 5, 0), r"\(3, 5, 0\)"),
+        ("uint8 array 0x0", np.zeros((0, 0), np.uint8), r"\(3, 0, 0\)"),
+        ("PIL image, width 0", Image.new("RGB", (0, 4)), r"\(3, 4, 0\)"),
+    ],
+)
+def test_empty_images_are_a_config_error_naming_the_input(
+    kind: str, empty: Any, shape: str
+) -> None:
+    """Before: torch's RuntimeError "shape '[3, 32, 32]' is invalid for input of size 0"."""
+    from suimseg.data import eval_transforms, train_transforms
+    from suimseg.inference import Predictor
+
+    good = np.zeros((4, 4, 3), np.uint8)
+    for image_size in (None, 32):
+        predictor = Predictor(torch.nn.Conv2d(3, 8, 1), image_size=image_size)
+        with pytest.raises(ConfigError, match=rf"inputs\[1\]: .*at least 1x1 pixel.*{shape}"):
+            predictor.predict([good, empty])
+    if isinstance(empty, torch.Tensor) and empty.dtype == torch.uint8:  # the dataset's path
+        for transform in (eval_transforms(32), train_transforms(32)):
+            with pytest.raises(ConfigError, match=rf"transform: .*at least 1x1 pixel.*{shape}"):
+                transform(empty, torch.zeros(empty.shape[1:], dtype=torch.int64))
+
+
 def test_names_with_spaces_and_non_ascii(tmp_path: Path) -> None:
     stems = ["f_r 12 été_", "d_r_ü 7_", "n_l_水中_"]
     for stem in stems:

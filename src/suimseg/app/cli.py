@@ -18,6 +18,7 @@ import difflib
 import logging
 import os
 import platform
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from typing import Any, NoReturn
 import torch
 import torchvision
 
+from suimseg import errors
 from suimseg._version import __version__
 from suimseg.app.config import TrainConfig
 from suimseg.classes import format_class_table
@@ -347,6 +349,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from suimseg.engine import load_model
+    from suimseg.inference.backends import declared_in_channels
 
     if not (args.onnx or args.torchscript or args.safetensors):
         print("suimseg export: error: give at least one of --onnx, --torchscript, --safetensors",
@@ -354,7 +357,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 2
     _require_file(args.checkpoint, "--checkpoint", _CHECKPOINT)
     model = load_model(args.checkpoint)
-    shape = (1, 3, args.example_size, args.example_size)
+    channels = declared_in_channels(model) or 3  # e.g. a 4-channel model exports as such
+    shape = (1, channels, args.example_size, args.example_size)
     if args.torchscript:
         from suimseg.inference import export_torchscript
 
@@ -693,8 +697,46 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"suimseg: warning: {message}", file=sys.stderr)
 
 
+#: How torch re-raises an error of a DataLoader worker (or the pin-memory thread): the
+#: original type, with a message that holds the worker's whole formatted traceback.
+_WRAPPED = re.compile(r"Caught (\w+) in [^\n]*\.\nOriginal Traceback \(most recent call last\)")
+
+
+def _unwrapped(exc: BaseException) -> str | None:
+    """The original message of an error torch re-raised from a DataLoader worker, else None.
+
+    torch passes a worker's error to the main process as ``type(exc)(text)``, ``text``
+    being "Caught X in DataLoader worker process N. Original Traceback ..." and the whole
+    worker traceback; the user needs only its last part, the message the library wrote
+    (the one a ``num_workers=0`` loader shows). A suimseg error whose constructor takes
+    other arguments arrives as a ``RuntimeError`` with the same text.
+    """
+    text = str(exc)
+    wrapped = _WRAPPED.match(text)
+    if wrapped is None:
+        return None
+    kind: type[BaseException] = type(exc)
+    original = getattr(errors, wrapped.group(1), None)
+    if isinstance(original, type) and issubclass(original, SUIMSegError):
+        kind = original
+    elif isinstance(exc, RuntimeError) and not isinstance(exc, SUIMSegError):
+        return None  # torch's own or a user's RuntimeError: keep its traceback
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
+    start = text.rfind(f"\n{name}: ")
+    return None if start < 0 else text[start + len(name) + 3 :].strip()
+
+
 def _message(exc: BaseException) -> str:
-    """An error as one line in user terms: ``path: meaning`` for file-system errors."""
+    """An error as one line in user terms: ``path: meaning`` for file-system errors.
+
+    An error raised in a DataLoader worker shows the worker's original message, not the
+    traceback torch wraps around it.
+    """
+    original = _unwrapped(exc)
+    if original is not None:
+        return original
     if isinstance(exc, OSError) and exc.filename and exc.strerror:
         name = str(exc.filename)
         return exc.strerror if name in exc.strerror else f"{name}: {exc.strerror}"
@@ -728,6 +770,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"suimseg: error: {_message(exc)}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # a worker's suimseg error torch could not rebuild
+        original = _unwrapped(exc)
+        if args.debug or original is None:
+            raise
+        print(f"suimseg: error: {original}", file=sys.stderr)
         return 1
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import ReduceLROnPlateau
@@ -147,14 +148,40 @@ def device_batch_transforms(
     return train_tf, DeviceNormalize()
 
 
+class _CrossEntropy(nn.CrossEntropyLoss):
+    """``nn.CrossEntropyLoss`` whose mean is 0 (with a zero gradient) on an all-ignored batch.
+
+    Elsewhere it equals torch's (class-weighted) mean, ``sum(w[y] * nll) / sum(w[y])``
+    over the pixels that count; torch divides 0 by 0 when no pixel counts (e.g. a batch
+    of augmentation padding), a NaN that the recipe's ``NonFiniteLoss("raise")`` would
+    blame on the learning rate. suimseg's own losses return 0 there too.
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        total = F.cross_entropy(
+            input, target, weight=self.weight, ignore_index=self.ignore_index, reduction="sum"
+        )
+        valid = target != self.ignore_index
+        if self.weight is None:
+            count = valid.sum().to(total.dtype)
+        else:
+            weight = self.weight.to(total.dtype)[torch.where(valid, target, 0)]
+            count = torch.where(valid, weight, 0.0).sum()
+        return total / count.clamp_min(torch.finfo(total.dtype).tiny)
+
+
 def build_loss(config: TrainConfig, train_dataset: SUIMDataset) -> tuple[nn.Module, Tensor | None]:
-    """The design's loss with per-class alpha from the training split's pixel frequencies."""
+    """The design's loss with per-class alpha from the training split's pixel frequencies.
+
+    ``config.loss == "ce"``: class-weighted cross-entropy (an ``nn.CrossEntropyLoss``)
+    that, like the Dice + focal loss, is 0 on a batch whose pixels are all ignored.
+    """
     alpha: Tensor | None = None
     if config.class_weight_method != "none":
         counts = train_dataset.class_pixel_counts()
         alpha = class_weights(counts, method=config.class_weight_method)
     if config.loss == "ce":
-        return nn.CrossEntropyLoss(weight=alpha, ignore_index=IGNORE_INDEX), alpha
+        return _CrossEntropy(weight=alpha, ignore_index=IGNORE_INDEX), alpha
     loss = DiceFocalLoss(
         lambda_dice=config.lambda_dice,
         lambda_focal=config.lambda_focal,

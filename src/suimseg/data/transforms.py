@@ -168,6 +168,11 @@ class JointTransform:
     def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply the pipeline to one pair."""
         img_t = _to_image_tensor(image)
+        if 0 in img_t.shape:
+            raise ConfigError(
+                "transform: expected an image of at least 1x1 pixel, got an empty one of shape "
+                f"{tuple(img_t.shape)} (channels, height, width)"
+            )
         mask_t = _to_mask_tensor(mask)
         if tuple(img_t.shape[-2:]) != tuple(mask_t.shape):
             raise ConfigError(

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from suimseg._atomic import remove_stale_temporaries
 from suimseg.engine import distributed as dist_utils
 from suimseg.engine.checkpoint import atomic_link, atomic_save
-from suimseg.engine.history import EpochRecord, HistoryWriter
+from suimseg.engine.history import EpochRecord, HistoryWriter, read_history
 from suimseg.engine.lock import RunLock as _FolderLock
 from suimseg.errors import ConfigError, NonFiniteLossError, RunLockError
 
@@ -205,6 +205,20 @@ def _snapshot(obj: Any, pin: bool) -> Any:
     return obj
 
 
+def _resumed_elsewhere(trainer: Trainer, directory: Path) -> Path | None:
+    """The folder of the checkpoint ``trainer`` resumed from, when it is not ``directory``."""
+    source = trainer.resumed_from
+    if trainer.resumed is None or source is None:
+        return None
+    folder = source.parent
+    try:
+        if folder.samefile(directory):
+            return None
+    except OSError:  # directory does not exist yet: another folder
+        pass
+    return folder
+
+
 def _write_last_and_best(ckpt: Mapping[str, Any], last: Path, best: Path | None) -> None:
     # The commit order of one save: last.pt first, then the best.pt link. A kill between
     # them leaves best.pt holding the previous best and last.pt holding the new best
@@ -233,7 +247,9 @@ class Checkpoint(Callback):
     record (``"last_record"``), whether the save was Ctrl-C's, and ``run_config``. On
     resume, a ``best.pt`` whose link never committed (last.pt is the best epoch, best.pt
     an older one) is relinked. A new run refuses a folder that holds another run's
-    ``last.pt`` unless ``overwrite``, which also removes the old run's ``best.pt``.
+    ``last.pt`` unless ``overwrite`` (which also removes the old run's ``best.pt``), and so
+    does a run resumed from a checkpoint in another folder; resuming the folder's own
+    ``last.pt`` (or ``best.pt``) is always allowed.
 
     Args:
         directory: Folder for ``last.pt`` and ``best.pt``.
@@ -324,23 +340,36 @@ class Checkpoint(Callback):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if trainer.resumed is not None:
-            self._committed = trainer.epoch  # last.pt holds it
-            if trainer.is_main_process:
-                self._repair_best(trainer)
-            return
+            self._committed = trainer.epoch  # its last.pt holds it; steps may follow
+            source = _resumed_elsewhere(trainer, self.directory)
+            if source is None:  # resuming the run of this folder
+                if trainer.is_main_process:
+                    self._repair_best(trainer)
+                return
+            if self.overwrite or not self.last_path.exists():
+                if trainer.is_main_process:  # another run's best.pt is not this run's best
+                    self.best_path.unlink(missing_ok=True)
+                return
+            raise RunLockError(
+                f"output folder {self.directory} already holds a training run "
+                f"({self.last_path}); resuming {trainer.resumed_from} there would overwrite "
+                f"it. Resume into the checkpoint's own folder ({source}), choose another "
+                "output folder, or pass overwrite=True (--overwrite) to replace it."
+            )
         if trainer.epoch > 0:
             return  # continuing this trainer's own run
         if self.overwrite:
             if trainer.is_main_process:  # the old run's best.pt is not this run's best
                 self.best_path.unlink(missing_ok=True)
             return
-        if self.last_path.exists():
-            raise RunLockError(
-                f"output folder {self.directory} already holds a training run "
-                f"({self.last_path}); starting a new run there would overwrite it. Resume it "
-                f"(resume_from={str(self.last_path)!r}, `suimseg train --resume`), choose "
-                "another output folder, or pass overwrite=True (--overwrite) to replace it."
-            )
+        if not self.last_path.exists():
+            return
+        raise RunLockError(
+            f"output folder {self.directory} already holds a training run "
+            f"({self.last_path}); starting a new run there would overwrite it. Resume it "
+            f"(resume_from={str(self.last_path)!r}, `suimseg train --resume`), choose "
+            "another output folder, or pass overwrite=True (--overwrite) to replace it."
+        )
 
     def save(
         self, trainer: Trainer, record: EpochRecord | None = None, *, best: bool = False
@@ -409,7 +438,8 @@ class History(Callback):
 
     A new run starts empty files; a resumed one first regenerates whichever file does
     not hold exactly the epochs of its checkpoint, from the checkpoint's own records
-    (:meth:`~suimseg.engine.HistoryWriter.sync_to_epoch`).
+    (:meth:`~suimseg.engine.HistoryWriter.sync_to_epoch`); so a run resumed from a
+    checkpoint in another folder starts from that run's history.
 
     Args:
         directory: Folder of the two files.
@@ -424,11 +454,15 @@ class History(Callback):
         if trainer.resumed is not None:
             extra = trainer.resumed.get("extra") or {}
             records = extra.get("history")
-            self.writer.sync_to_epoch(
-                trainer.epoch,
-                extra.get("last_record"),
-                records=records if isinstance(records, list) else None,
-            )
+            records = records if isinstance(records, list) else None
+            source = _resumed_elsewhere(trainer, self.writer.directory)
+            if source is not None and records is None:  # an older checkpoint: no records
+                self.writer.clear()
+                if (source / "history.jsonl").is_file():
+                    for row in read_history(source / "history.jsonl"):
+                        if int(row.get("epoch", 0)) <= trainer.epoch:
+                            self.writer.append(EpochRecord.from_dict(row))
+            self.writer.sync_to_epoch(trainer.epoch, extra.get("last_record"), records=records)
         elif trainer.epoch == 0:
             self.writer.clear()  # a fresh (or overwritten) run starts an empty history
 

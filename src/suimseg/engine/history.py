@@ -311,11 +311,66 @@ def _parse_csv_value(text: str) -> Any:
         return text
 
 
+_INT_FIELDS = ("skipped_steps", "skipped_samples")
+_NUMBER_FIELDS = (
+    "train_loss",
+    "val_loss",
+    "val_miou",
+    "val_pixel_accuracy",
+    "val_mean_f1",
+    "epoch_time_s",
+    "images_per_s",
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _expected(key: str, value: Any, empty: str) -> str | None:
+    """What a known history field must hold, when ``value`` does not; else ``None``.
+
+    Fields a reader does not know (a user's additions) are not checked.
+    """
+    if key == "epoch":
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if value is None:  # e.g. a column of the CSV header that a later record lacks
+        return None
+    if key in _INT_FIELDS:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"an integer or {empty}"
+    if key in _NUMBER_FIELDS or key.startswith(("val_iou/", "lr/")):
+        return None if _is_number(value) else f"a number or {empty}"
+    if key == "is_best":
+        return None if isinstance(value, bool) else f"True, False or {empty}"
+    if key == "val_iou":
+        ok = isinstance(value, dict) and all(v is None or _is_number(v) for v in value.values())
+        return None if ok else "an object of class name -> number or null"
+    if key == "lrs":
+        values = value.values() if isinstance(value, dict) else value
+        ok = isinstance(value, (dict, list)) and all(_is_number(v) for v in values)
+        return None if ok else "an object of group name -> number"
+    return None
+
+
+def _check_row(file: Path, lineno: int, row: Mapping[str, Any], what: str) -> None:
+    """Refuse a record whose known fields hold values of the wrong type (file, line, name)."""
+    for key, value in row.items():
+        expected = _expected(key, value, "an empty cell" if what == "column" else "null")
+        if expected is not None:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise HistoryError(
+                f"{file}:{lineno}: {what} {key!r}: expected {expected}, got {shown}; fix or "
+                "delete that line"
+            )
+
+
 def read_history(path: PathLike) -> list[dict[str, Any]]:
     """Read ``history.jsonl`` (nested records) or ``history.csv`` (flat rows).
 
     A torn last line (no final newline) is dropped with a warning; any other malformed
-    line is an error.
+    line is an error, as is a known field holding a value of the wrong type (e.g. a
+    non-numeric ``train_loss``); fields the reader does not know are returned unchecked.
 
     Args:
         path: A ``.jsonl`` or ``.csv`` file written by :class:`HistoryWriter`, or the
@@ -327,8 +382,9 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        HistoryError: If a line other than a torn last one cannot be parsed (a
-            ``ValueError``).
+        HistoryError: If a line other than a torn last one cannot be parsed, or a known
+            field holds a value of the wrong type (a ``ValueError``; the message names the
+            file, the line and the column or field).
 
     Example:
         >>> rows = read_history("runs/exp1/history.jsonl")  # doctest: +SKIP
@@ -353,7 +409,9 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
                     f"{file}:{lineno}: expected {len(header)} comma-separated values, "
                     f"got {len(values)}; fix or delete that line"
                 )
-            rows.append({k: _parse_csv_value(v) for k, v in zip(header, values, strict=True)})
+            row = {k: _parse_csv_value(v) for k, v in zip(header, values, strict=True)}
+            _check_row(file, lineno, row, "column")
+            rows.append(row)
         return rows
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -367,5 +425,6 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
                 f"{file}:{lineno}: expected one JSON object, got {line[:60]!r}; fix or delete "
                 "that line"
             )
+        _check_row(file, lineno, value, "field")
         rows.append(value)
     return rows

@@ -207,6 +207,7 @@ class Trainer:
         self.history: list[EpochRecord] = []
         self.should_stop = self.interrupted = False
         self.resumed: dict[str, Any] | None = None  # the checkpoint fit resumed from
+        self.resumed_from: Path | None = None  # and its path
         self.train_loader: Iterable[Any] | None = None
         self.val_loader: Iterable[Any] | None = None
         self.max_epochs = 0
@@ -378,7 +379,8 @@ class Trainer:
                 (its order follows the restored torch RNG) or a sampler with ``set_epoch``.
             val_loader: Validation batches, or ``None`` (no best mIoU, no plateau schedule).
             epochs: Total number of epochs, including those done before ``resume_from``.
-            resume_from: A checkpoint to continue from, kept as ``trainer.resumed``.
+            resume_from: A checkpoint to continue from, kept as ``trainer.resumed`` (its
+                path as ``trainer.resumed_from``).
 
         Returns:
             The records of the epochs run by this call.
@@ -395,11 +397,12 @@ class Trainer:
             )
         self.train_loader, self.val_loader, self.max_epochs = train_loader, val_loader, epochs
         self.should_stop = self.interrupted = False
-        self.resumed = None
+        self.resumed, self.resumed_from = None, None
         records: list[EpochRecord] = []
         try:
             if resume_from is not None:
                 self.resumed = self.load_checkpoint(resume_from)
+                self.resumed_from = Path(resume_from)
                 logger.info("resumed from %s after epoch %d", resume_from, self.epoch)
             self._call("on_fit_start")
             for epoch in range(self.epoch + 1, epochs + 1):

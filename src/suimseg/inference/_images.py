@@ -51,8 +51,6 @@ def load_image(
 
 
 def _check_unit_range(t: Tensor, what: str) -> None:
-    if t.numel() == 0:
-        raise ConfigError(f"{what}: expected a non-empty image, got shape {tuple(t.shape)}")
     lo, hi = torch.aminmax(t.detach())
     if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
         raise ConfigError(f"{what}: expected finite values, got NaN or inf")
@@ -64,7 +62,9 @@ def _check_unit_range(t: Tensor, what: str) -> None:
         )
 
 
-def to_image_tensor(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor:
+def to_image_tensor(
+    image: Image.Image | np.ndarray[Any, Any] | Tensor, *, name: str = "image"
+) -> Tensor:
     """Convert one in-memory image to a ``(3, H, W)`` tensor on its device (CPU for PIL/numpy).
 
     uint8 stays uint8 (the predictor resizes in uint8, like the dataset); floats become
@@ -72,52 +72,62 @@ def to_image_tensor(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tenso
 
     Args:
         image: A PIL image (any mode), an array ``(H, W, 3)`` or ``(H, W)``, or a tensor
-            ``(3, H, W)``; uint8 or float in ``[0, 1]``.
+            ``(3, H, W)``; uint8 or float in ``[0, 1]``; at least 1x1 pixel.
+        name: How error messages name the input (e.g. ``"inputs[2]"``).
 
     Raises:
-        ConfigError: For other shapes, dtypes or out-of-range floats.
+        ConfigError: For other shapes, an empty image (a height or width of 0), other
+            dtypes or out-of-range floats.
 
     Example:
         >>> to_image_tensor(np.zeros((5, 7, 3), np.uint8)).dtype
         torch.uint8
     """
-    if isinstance(image, Image.Image):
-        arr = np.array(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
-        return torch.from_numpy(arr).permute(2, 0, 1)
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=-1)
         if arr.ndim != 3 or arr.shape[-1] != 3:
             raise ConfigError(
-                f"image: expected a numpy array of shape (H, W, 3) or (H, W), got {arr.shape}"
+                f"{name}: expected a numpy array of shape (H, W, 3) or (H, W), got {arr.shape}"
             )
         if not (arr.flags.writeable and arr.flags.c_contiguous):
             arr = np.array(arr, order="C", copy=True)
         t = torch.from_numpy(arr).permute(2, 0, 1)
+    elif isinstance(image, Image.Image):
+        rgb = image.convert("RGB") if image.mode != "RGB" else image
+        t = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
     elif isinstance(image, Tensor):
         t = image
         if t.ndim != 3 or t.shape[0] != 3:
             raise ConfigError(
-                f"image: expected a tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(t.shape)}"
+                f"{name}: expected a tensor of shape (3, H, W) or (N, 3, H, W), got "
+                f"{tuple(t.shape)}"
             )
     else:
         raise ConfigError(
-            "image: expected a file path, PIL image, numpy array or torch tensor, got "
+            f"{name}: expected a file path, PIL image, numpy array or torch tensor, got "
             f"{type(image).__name__}"
+        )
+    if 0 in t.shape:
+        raise ConfigError(
+            f"{name}: expected an image of at least 1x1 pixel, got an empty one of shape "
+            f"{tuple(t.shape)} (channels, height, width)"
         )
     if t.dtype == torch.uint8:
         return t
     if t.is_floating_point():
-        _check_unit_range(t, "image")
+        _check_unit_range(t, name)
         return t.float()
     raise ConfigError(
-        f"image: expected uint8 values or floats in [0, 1], got dtype {t.dtype}; convert "
+        f"{name}: expected uint8 values or floats in [0, 1], got dtype {t.dtype}; convert "
         "with .astype(np.uint8) (0-255) or divide by 255"
     )
 
 
-def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor:
+def to_float_image(
+    image: Image.Image | np.ndarray[Any, Any] | Tensor, *, name: str = "image"
+) -> Tensor:
     """Convert one in-memory image (as for :func:`to_image_tensor`) to float32 in ``[0, 1]``.
 
     Raises:
@@ -127,7 +137,7 @@ def to_float_image(image: Image.Image | np.ndarray[Any, Any] | Tensor) -> Tensor
         >>> to_float_image(np.zeros((5, 7, 3), np.uint8)).shape
         torch.Size([3, 5, 7])
     """
-    t = to_image_tensor(image)
+    t = to_image_tensor(image, name=name)
     return t.float().div_(255.0) if t.dtype == torch.uint8 else t
 
 

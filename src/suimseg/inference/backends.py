@@ -20,6 +20,7 @@ import importlib.util
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -27,7 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from suimseg._atomic import atomic_write_bytes
-from suimseg.errors import ConfigError, InputNotFoundError, MissingDependencyError
+from suimseg.errors import (
+    CheckpointError,
+    ConfigError,
+    InputNotFoundError,
+    MissingDependencyError,
+)
 
 __all__ = [
     "Backend",
@@ -194,6 +200,28 @@ def user_cache_dir() -> Path:
     return Path(base) / "suimseg" / "onnx"
 
 
+def declared_in_channels(model: nn.Module) -> int | None:
+    """The input channels a model declares in its ``config`` (suimseg models), else None."""
+    config = getattr(model, "config", None)
+    channels = config.get("in_channels") if isinstance(config, Mapping) else None
+    return channels if isinstance(channels, int) and not isinstance(channels, bool) else None
+
+
+def require_rgb(model: nn.Module, source: str | os.PathLike[str]) -> nn.Module:
+    """``model``, if it reads RGB images; else a :class:`CheckpointError` naming ``source``."""
+    channels = declared_in_channels(model)
+    if isinstance(model, OnnxRuntimeModel):
+        dim = model.session.get_inputs()[0].shape[1]
+        channels = dim if isinstance(dim, int) else None
+    if channels is not None and channels != 3:
+        raise CheckpointError(
+            f"checkpoint {source}: its model expects {channels} input channels, but images "
+            "are read as RGB (3 channels); use a checkpoint of a model trained on RGB images "
+            "(in_channels=3)"
+        )
+    return model
+
+
 def cached_onnx_export(checkpoint: str | os.PathLike[str], *, example_size: int = 64) -> Path:
     """The ONNX export of ``checkpoint``, made once and reused while the checkpoint is unchanged.
 
@@ -241,7 +269,7 @@ def cached_onnx_export(checkpoint: str | os.PathLike[str], *, example_size: int 
     if target.is_file() and _stored_source(target) == digest:
         return target
     onnx: Any = importlib.import_module("onnx")
-    model = load_model(ckpt)
+    model = require_rgb(load_model(ckpt), checkpoint)
     with tempfile.TemporaryDirectory(prefix="suimseg-onnx-") as tmp:
         exported = export_onnx(
             model, Path(tmp) / "model.onnx", example_shape=(1, 3, example_size, example_size)
@@ -276,6 +304,8 @@ def load_inference_model(
         ConfigError: For an unknown backend, an ``.onnx`` file with ``backend="torch"``,
             or ``"onnxruntime"`` on a CUDA device without the CUDA provider.
         MissingDependencyError: For ``"onnxruntime"`` without the ``onnx`` extra.
+        CheckpointError: If the file cannot be loaded, or its model expects other than 3
+            input channels (images are read as RGB).
 
     Example:
         >>> model = load_inference_model("best.pt", backend="onnxruntime")  # doctest: +SKIP
@@ -291,7 +321,7 @@ def load_inference_model(
             )
         from suimseg.engine import load_model
 
-        return load_model(source, map_location=dev)
+        return require_rgb(load_model(source, map_location=dev), source)
     ort = _onnxruntime("the onnxruntime backend")
     providers = ["CPUExecutionProvider"]
     if dev.type == "cuda":
@@ -308,4 +338,4 @@ def load_inference_model(
             "use backend='torch' on this device"
         )
     path = Path(source) if is_onnx else cached_onnx_export(source)
-    return OnnxRuntimeModel(path, providers=providers, threads=threads)
+    return require_rgb(OnnxRuntimeModel(path, providers=providers, threads=threads), source)

@@ -25,7 +25,7 @@ from suimseg.data.readers import read_image_array, read_size, resize_uint8
 from suimseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_size
 from suimseg.errors import ConfigError
 from suimseg.inference._images import ImageInput, as_image_list, load_image, to_image_tensor
-from suimseg.inference.backends import OnnxRuntimeModel, native_bf16_cpu
+from suimseg.inference.backends import OnnxRuntimeModel, declared_in_channels, native_bf16_cpu
 from suimseg.inference.tiling import TileWeighting, sliding_window_probs
 
 __all__ = ["TTA", "AmpMode", "Prediction", "Predictor", "Tiling"]
@@ -171,8 +171,9 @@ class Predictor:
         std: Normalisation standard deviations.
 
     Raises:
-        ConfigError: For invalid arguments, or ``amp`` ``"bf16"``/``"fp16"`` with an
-            onnxruntime model.
+        ConfigError: For invalid arguments, ``amp`` ``"bf16"``/``"fp16"`` with an
+            onnxruntime model, or a model whose ``config`` declares other than 3 input
+            channels.
 
     Example:
         >>> from suimseg.models import UNetResAttnV3
@@ -204,6 +205,14 @@ class Predictor:
                 "models: expected an nn.Module or a non-empty sequence of nn.Modules, got "
                 f"{type(models).__name__}"
             )
+        for i, model in enumerate(model_list):
+            channels = declared_in_channels(model)
+            if channels is not None and channels != 3:
+                raise ConfigError(
+                    f"models[{i}]: the model expects {channels} input channels, but the "
+                    "Predictor feeds it RGB images (3 channels); use a model built with "
+                    "in_channels=3"
+                )
         if device is None:
             first = next(model_list[0].parameters(), None)
             device = first.device if first is not None else torch.device("cpu")
@@ -376,8 +385,13 @@ class Predictor:
         with _eval_mode(self.models), torch.inference_mode():
             yield
 
-    def _model_input(self, image: ImageInput) -> tuple[Tensor, tuple[int, int]]:
-        """The normalised ``(1, 3, h, w)`` input of one image (``eval_transforms``' steps)."""
+    def _model_input(
+        self, image: ImageInput, name: str = "image"
+    ) -> tuple[Tensor, tuple[int, int]]:
+        """The normalised ``(1, 3, h, w)`` input of one image (``eval_transforms``' steps).
+
+        ``name`` names the image in error messages (``"inputs[2]"``).
+        """
         size = self.image_size if self.tiling is None else None
         if isinstance(image, (str, os.PathLike)):
             if size is not None:
@@ -388,7 +402,7 @@ class Predictor:
                 t = to_image_tensor(load_image(image))
                 native = (int(t.shape[-2]), int(t.shape[-1]))
         else:
-            t = to_image_tensor(image)
+            t = to_image_tensor(image, name=name)
             native = (int(t.shape[-2]), int(t.shape[-1]))
         if size is not None and tuple(t.shape[-2:]) != size:
             if t.dtype == torch.uint8:
@@ -419,7 +433,8 @@ class Predictor:
             One :class:`Prediction` per image (a 4-D tensor counts as N images), in order.
 
         Raises:
-            ConfigError: For unsupported inputs or a wrong number of ``output_sizes``.
+            ConfigError: For unsupported inputs (named ``inputs[i]``, e.g. an empty image
+                with a height or width of 0) or a wrong number of ``output_sizes``.
             InputNotFoundError: For a path that does not exist (a ``FileNotFoundError``).
 
         Example:
@@ -438,7 +453,9 @@ class Predictor:
         with self.eval_context():
             for start in range(0, len(images), self.batch_size):
                 chunk = images[start : start + self.batch_size]
-                prepared = [self._model_input(im) for im in chunk]
+                prepared = [
+                    self._model_input(im, f"inputs[{start + j}]") for j, im in enumerate(chunk)
+                ]
                 targets = (
                     [s for s in sizes[start : start + len(chunk)] if s is not None]
                     if output_sizes is not None
