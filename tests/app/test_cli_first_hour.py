@@ -112,7 +112,8 @@ def test_missing_checkpoint_is_one_plain_line(
     err = capsys.readouterr().err.strip()
     assert err == (
         "suimseg: error: --checkpoint nope.pt: does not exist; give the path of a checkpoint "
-        "written by 'suimseg train' (e.g. runs/v3/best.pt)"
+        "written by 'suimseg train' (e.g. runs/v3/best.pt), a .safetensors export or a "
+        "Lightning .ckpt of SUIMSegModule"
     )
 
 
