@@ -241,8 +241,9 @@ def _pipelined(predictor: Predictor, jobs: list[_Job], workers: int) -> list[Pat
     loop (so the outputs are byte-identical). At most ``workers + 1`` decoded inputs and
     ``workers + 1`` unwritten outputs are held. A failure (a corrupt input, an unwritable
     output) stops the run like the sequential loop would: the outputs of the inputs before
-    the failing one are written, nothing after it, and the same exception is raised; on an
-    interrupt, queued work is dropped and the writes in progress finish (they are atomic).
+    the failing one are written, nothing after it, and the same exception is raised. On an
+    interrupt (``KeyboardInterrupt``) queued reads and writes are dropped and the ones in
+    progress finish (writes are atomic) before it propagates.
     """
     written: list[Path] = []
     failed = threading.Event()
@@ -274,13 +275,15 @@ def _pipelined(predictor: Predictor, jobs: list[_Job], workers: int) -> list[Pat
             for job in jobs:
                 try:
                     prepared = reads.popleft().result()
-                except BaseException:
-                    settle(0)  # an earlier write's failure came first, as it would have
+                    nxt = next(queued, None)
+                    if nxt is not None:
+                        reads.append(readers.submit(predictor._model_input, nxt.src))
+                    labels = predictor._predict_prepared([prepared])[0].labels
+                except Exception:
+                    # As in the plain loop: the earlier inputs' outputs are written first
+                    # (or their write error, which would have come first, is raised).
+                    settle(0)
                     raise
-                nxt = next(queued, None)
-                if nxt is not None:
-                    reads.append(readers.submit(predictor._model_input, nxt.src))
-                labels = predictor._predict_prepared([prepared])[0].labels
                 if failed.is_set():
                     settle(0)
                 writes.append(writer.submit(write, job, labels))
