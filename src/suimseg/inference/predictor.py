@@ -3,7 +3,9 @@
 Preprocessing is the dataset's evaluation path step for step (decode, resize in uint8,
 ``to_dtype``, ``normalize``), so a file gives the model the same tensor here as in training
 evaluation. TTA, ensembles and tiling average float32 *class probabilities*, which are
-resized bilinearly to each input's size before the ``argmax``. See ``docs/inference.md``.
+resized bilinearly to each input's size before the ``argmax`` (a large upsampling in
+column strips, bit-identical, so the ``(C, H, W)`` map at native size is never held
+unless returned). See ``docs/inference.md``.
 """
 
 from __future__ import annotations
@@ -414,7 +416,8 @@ class Predictor:
 
         Args:
             inputs: One image or a sequence (see :data:`ImageInput`); sizes may differ.
-            return_probs: Also return the ``(C, H, W)`` probabilities.
+            return_probs: Also return the ``(C, H, W)`` probabilities (without it, a large
+                output's probabilities are upsampled and reduced to labels strip by strip).
             output_sizes: ``(height, width)`` of each output (default: each input's size).
 
         Returns:
