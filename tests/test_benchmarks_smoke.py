@@ -26,7 +26,7 @@ import torch
 pytestmark = pytest.mark.bench
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ("_common", "train_step", "inference", "epoch", "data", "augment")
+SCRIPTS = ("_common", "train_step", "inference", "epoch", "data", "augment", "predict_folder")
 MACHINE_KEYS = {"torch", "device", "device_name", "cpu_count", "cuda", "torch_threads"}
 CPU = ["--device", "cpu", "--threads", "1"]
 
@@ -66,6 +66,8 @@ def cpu_reports(
         "epoch": "--n-images 8 --source-size 48x32 --image-size 32 --batch-size 2 --epochs 2",
         "inference": f"{tiny} --sizes 32,24x40 --batches 1",
         "augment": "--size 32 --batch 2 --n-images 1 --warmup 0 --repeats 1",
+        "predict_folder": "--tiny-models --warmup 0 --repeats 1 --n-images 3 "
+        "--source-size 40x32 --big-size 160x200 --image-size 32 --workers 2",
     }
     for name, args in runs.items():
         argv = [*CPU, *args.split(), "--out", str(out / f"{name}.json")]
@@ -219,6 +221,27 @@ def test_data_report(cpu_reports: dict[str, dict[str, Any]]) -> None:
     assert report["settings"]["torch_threads_main_process"] == 1
 
 
+def test_predict_folder_report(cpu_reports: dict[str, dict[str, Any]]) -> None:
+    report = _check(cpu_reports["predict_folder"], "suimseg folder prediction")
+    assert report["settings"]["tiny_models"] is True
+    folder = report["results"]["folder"]
+    assert folder["identical_masks"] is True
+    assert [r["workers"] for r in folder["rows"]] == [0, 2]
+    for r in folder["rows"]:
+        assert r["images_per_s"] == pytest.approx(3 / r["median_s"])
+    assert folder["speedup"] == pytest.approx(
+        folder["rows"][1]["images_per_s"] / folder["rows"][0]["images_per_s"]
+    )
+    memory = report["results"]["memory"]
+    assert memory["labels_equal"] is True
+    rows = {r["variant"]: r for r in memory["rows"]}
+    assert set(rows) == {"decode", "one-pass", "strips"}
+    assert rows["decode"]["labels_sha256"] is None
+    assert rows["one-pass"]["labels_sha256"] == rows["strips"]["labels_sha256"] is not None
+    for r in rows.values():
+        assert r["peak_rss_mib"] >= r["baseline_rss_mib"] > 0
+
+
 def test_augment_report(cpu_reports: dict[str, dict[str, Any]]) -> None:
     report = _check(cpu_reports["augment"], "suimseg augmentation")
     assert report["settings"]["device_batch"] == 2
@@ -311,7 +334,9 @@ def test_shared_flags_are_checked(
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("script", ["train_step", "inference", "epoch", "data", "augment"])
+@pytest.mark.parametrize(
+    "script", ["train_step", "inference", "epoch", "data", "augment", "predict_folder"]
+)
 def test_every_script_takes_the_shared_flags(
     mods: dict[str, ModuleType], capsys: pytest.CaptureFixture[str], script: str
 ) -> None:
@@ -321,7 +346,8 @@ def test_every_script_takes_the_shared_flags(
     shared = {"--full", "--threads", "--out", f"benchmarks/results/{script}.json"}
     shared |= {"--device"} if script != "data" else set()
     shared |= {"--budget-s"} if script in ("train_step", "inference", "epoch") else set()
-    shared |= {"--tiny-models", "--models"} if script in ("train_step", "inference") else set()
+    models = ("train_step", "inference", "predict_folder")
+    shared |= {"--tiny-models", "--models"} if script in models else set()
     assert {flag for flag in shared if flag not in text} == set()
 
 

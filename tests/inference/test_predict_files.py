@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 from suimseg.classes import rgb_to_index
 from suimseg.data import overlay
 from suimseg.data.visualize import LEGEND_COLUMN_PX
-from suimseg.errors import ConfigError, InputNotFoundError
+from suimseg.errors import ConfigError, DatasetError, InputNotFoundError
 from suimseg.inference import Predictor, collect_inputs, predict_files
 
 from .conftest import PointwiseNet
@@ -140,3 +141,114 @@ def test_labels_roundtrip_all_classes(tmp_path: Path) -> None:
     predict_files(Predictor(Stripes(), image_size=None), [src], tmp_path / "o")
     decoded = rgb_to_index(Image.open(tmp_path / "o" / "masks" / "s.bmp"))
     assert sorted(np.unique(decoded).tolist()) == list(range(8))
+
+
+# --------------------------------------------------------------------------- pipelining
+
+
+def _folder(root: Path, n: int) -> list[Path]:
+    paths = []
+    for i in range(n):
+        path = root / ("sub" if i % 2 else ".") / f"img{i}.{'jpg' if i % 3 else 'png'}"
+        _write(path, (21 + 3 * i, 17 + 2 * i), 10 + i)
+        paths.append(path)
+    return paths
+
+
+def _tree(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(("fmt", "overlay_too"), [("bmp", False), ("png", True)])
+def test_pipelined_outputs_are_byte_identical_to_the_plain_loop(
+    tmp_path: Path, fmt: str, overlay_too: bool
+) -> None:
+    from .conftest import tiny_unet
+
+    predictor = Predictor(tiny_unet(), image_size=32)  # a real network, batch-size sensitive
+    _folder(tmp_path / "in", 7)
+    results = {}
+    for workers in (0, 1, 3):
+        out = tmp_path / f"out{workers}"
+        kwargs = {"fmt": fmt, "overlay": overlay_too, "workers": workers}
+        res = predict_files(predictor, [tmp_path / "in"], out, **kwargs)  # type: ignore[arg-type]
+        results[workers] = ([p.relative_to(out) for p in res.written], _tree(out))
+    assert len(results[0][0]) == 7 * (2 if overlay_too else 1)
+    assert results[1] == results[0]
+    assert results[3] == results[0]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_input_mid_folder_stops_like_the_plain_loop(
+    predictor: Predictor, tmp_path: Path, workers: int
+) -> None:
+    paths = _folder(tmp_path / "in", 6)
+    bad = tmp_path / "in" / "img2.jpg"
+    assert bad in paths
+    bad.write_bytes(b"not a jpeg at all")
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError) as info:
+        predict_files(predictor, [tmp_path / "in"], out, workers=workers)
+    assert str(bad) in str(info.value)
+    # collect_inputs order: img0, img2, img4 (top level), then sub/img1, sub/img3, sub/img5.
+    assert sorted(_tree(out)) == ["masks/img0.bmp"]
+    assert _errors(predictor, tmp_path, 0) == _errors(predictor, tmp_path, 2)
+
+
+def _errors(predictor: Predictor, tmp_path: Path, workers: int) -> tuple[type, str, list[str]]:
+    out = tmp_path / f"cmp{workers}"
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the type is what is compared
+        predict_files(predictor, [tmp_path / "in"], out, workers=workers, overwrite=True)
+    return type(info.value), str(info.value), sorted(_tree(out))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unwritable_output_stops_like_the_plain_loop(
+    predictor: Predictor, tmp_path: Path, workers: int
+) -> None:
+    _folder(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    blocker = out / "masks" / "img2.bmp"
+    blocker.mkdir(parents=True)  # a folder where the mask should go
+    with pytest.raises(OSError, match=r"img2\.bmp") as info:
+        predict_files(predictor, [tmp_path / "in"], out, workers=workers, overwrite=True)
+    assert not isinstance(info.value, DatasetError)
+    assert sorted(_tree(out)) == ["masks/img0.bmp"]  # nothing after the failing output
+    assert not [t for t in threading.enumerate() if t.name.startswith("suimseg-")]
+
+
+def test_pipelined_error_matches_the_plain_loop_for_an_unwritable_output(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    _folder(tmp_path / "in", 5)
+    for workers in (0, 2):
+        (tmp_path / f"cmp{workers}" / "masks" / "img4.bmp").mkdir(parents=True)
+    plain, piped = _errors(predictor, tmp_path, 0), _errors(predictor, tmp_path, 2)
+    assert plain[0] is piped[0]
+    assert plain[1].replace("cmp0", "cmpN") == piped[1].replace("cmp2", "cmpN")
+    assert plain[2] == piped[2] == ["masks/img0.bmp", "masks/img2.bmp"]
+
+
+class _Interrupting(PointwiseNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def test_interrupt_stops_the_threads_and_leaves_no_partial_files(tmp_path: Path) -> None:
+    _folder(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    predictor = Predictor(_Interrupting(), image_size=32)
+    with pytest.raises(KeyboardInterrupt):
+        predict_files(predictor, [tmp_path / "in"], out, workers=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("suimseg-")]
+    assert set(_tree(out)) <= {"masks/img0.bmp", "masks/img2.bmp"}  # no temporaries
+    assert predictor.models[0].training  # eval_context restored the mode
+
+
+def test_bad_workers(predictor: Predictor, tmp_path: Path) -> None:
+    _write(tmp_path / "a.png", (8, 8), 0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="workers: expected an int >= 0"):
+            predict_files(predictor, [tmp_path / "a.png"], tmp_path / "o", workers=bad)  # type: ignore[arg-type]

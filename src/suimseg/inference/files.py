@@ -14,14 +14,19 @@ overwritten, nothing is written outside ``out_dir``, and existing outputs are ke
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 import warnings
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
 from PIL import Image
+from torch import Tensor
 
 from suimseg.classes import index_to_rgb
 from suimseg.data._io import atomic_save_image
@@ -115,12 +120,17 @@ def predict_files(
     overlay: bool = False,
     alpha: float = 0.5,
     overwrite: bool = False,
+    workers: int = 2,
 ) -> PredictFilesResult:
     """Predict image files/folders and write colour-coded masks (and overlays).
 
     Masks are 24-bit RGB in the SUIM palette at each image's size (they decode back with
     :func:`~suimseg.classes.rgb_to_index`); overlays carry a legend of the classes present.
-    Files are written atomically.
+    Files are written atomically. With ``workers > 0`` the next images are decoded and
+    resized in background threads while the model runs, and outputs are encoded and
+    written in another thread; the model still sees one image per forward pass, so the
+    files are byte-identical to ``workers=0`` (the plain loop), and errors are the same:
+    the outputs of the inputs before a failing one are written, none after it.
 
     Args:
         predictor: The predictor to use.
@@ -131,11 +141,15 @@ def predict_files(
         alpha: Overlay opacity in ``[0, 1]``.
         overwrite: Replace existing outputs; otherwise an input whose outputs all exist is
             skipped with a warning (missing outputs of an input are still written).
+        workers: Threads decoding ahead (``0``: decode, predict and write one image after
+            the other, in the calling thread).
 
     Raises:
-        ConfigError: For a bad ``fmt``/``alpha``, no images, colliding outputs, or an
-            output that would replace an input file.
+        ConfigError: For a bad ``fmt``/``alpha``/``workers``, no images, colliding
+            outputs, or an output that would replace an input file.
         InputNotFoundError: If an input does not exist (a ``FileNotFoundError``).
+        DatasetError: If an input cannot be decoded (the inputs before it are written).
+        OSError: If an output cannot be written (naming it; nothing after it is written).
 
     Example:
         >>> res = predict_files(predictor, ["dive/"], "preds", overlay=True)  # doctest: +SKIP
@@ -146,6 +160,10 @@ def predict_files(
         raise ConfigError(f"fmt: expected one of {list(get_args(MaskFormat))}, got {fmt!r}")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha: expected a value in [0, 1], got {alpha!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(
+            f"workers: expected an int >= 0 (0 = no background threads), got {workers!r}"
+        )
     out_root = Path(out_dir)
     pairs = collect_inputs(inputs, exclude=out_root)
     out_resolved = out_root.resolve()
@@ -167,6 +185,7 @@ def predict_files(
         plans.append((src, mask_path, over_path))
 
     result = PredictFilesResult()
+    jobs: list[_Job] = []
     for src, mask_path, over_path in plans:
         wanted = [p for p in (mask_path, over_path) if p is not None]
         todo = wanted if overwrite else [p for p in wanted if not p.exists()]
@@ -179,16 +198,101 @@ def predict_files(
             )
             result.skipped.append(src)
             continue
-        # The path, not a decoded image: the predictor reads it with the dataset's
-        # decode-and-resize rule (reduced-scale JPEG decode, uint8 resize).
-        labels = predictor.predict(src)[0].labels
-        for dst in todo:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst == mask_path:
-                mask = Image.fromarray(index_to_rgb(labels))
-                atomic_save_image(mask, dst, format=_PIL_FORMATS[fmt])
-            else:
-                picture = overlay_image(load_image(src), labels.numpy(), alpha, show_legend=True)
-                atomic_save_image(picture, dst, format="PNG")
-            result.written.append(dst)
+        jobs.append(_Job(src, mask_path, todo, fmt, alpha))
+    if workers == 0:
+        for job in jobs:
+            # The path, not a decoded image: the predictor reads it with the dataset's
+            # decode-and-resize rule (reduced-scale JPEG decode, uint8 resize).
+            result.written.extend(job.write(predictor.predict(job.src)[0].labels))
+    else:
+        result.written.extend(_pipelined(predictor, jobs, workers))
     return result
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One input to predict and the outputs to write for it."""
+
+    src: Path
+    mask_path: Path
+    todo: list[Path]
+    fmt: MaskFormat
+    alpha: float
+
+    def write(self, labels: Tensor) -> list[Path]:
+        """Encode and write the outputs of ``labels`` (atomically); returns their paths."""
+        for dst in self.todo:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst == self.mask_path:
+                mask = Image.fromarray(index_to_rgb(labels))
+                atomic_save_image(mask, dst, format=_PIL_FORMATS[self.fmt])
+            else:
+                picture = overlay_image(
+                    load_image(self.src), labels.numpy(), self.alpha, show_legend=True
+                )
+                atomic_save_image(picture, dst, format="PNG")
+        return list(self.todo)
+
+
+def _pipelined(predictor: Predictor, jobs: list[_Job], workers: int) -> list[Path]:
+    """Run ``jobs`` in order: decoding ahead in ``workers`` threads, writing in another.
+
+    The model runs in the calling thread, one image per forward pass as in the sequential
+    loop (so the outputs are byte-identical). At most ``workers + 1`` decoded inputs and
+    ``workers + 1`` unwritten outputs are held. A failure (a corrupt input, an unwritable
+    output) stops the run like the sequential loop would: the outputs of the inputs before
+    the failing one are written, nothing after it, and the same exception is raised. On an
+    interrupt (``KeyboardInterrupt``) queued reads and writes are dropped and the ones in
+    progress finish (writes are atomic) before it propagates.
+    """
+    written: list[Path] = []
+    failed = threading.Event()
+    ahead = workers + 1
+    readers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="suimseg-read")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suimseg-write")
+    reads: deque[Future[tuple[Tensor, tuple[int, int]]]] = deque()
+    writes: deque[Future[list[Path]]] = deque()
+
+    def write(job: _Job, labels: Tensor) -> list[Path]:
+        if failed.is_set():  # an earlier output failed: write nothing after it
+            return []
+        try:
+            return job.write(labels)
+        except BaseException:
+            failed.set()
+            raise
+
+    def settle(limit: int) -> None:
+        """Wait for the oldest writes until at most ``limit`` are pending (raises theirs)."""
+        while len(writes) > limit:
+            written.extend(writes.popleft().result())
+
+    try:
+        queued = iter(jobs)
+        for job in itertools.islice(queued, ahead):
+            reads.append(readers.submit(predictor._model_input, job.src))
+        with predictor.eval_context():
+            for job in jobs:
+                try:
+                    prepared = reads.popleft().result()
+                    nxt = next(queued, None)
+                    if nxt is not None:
+                        reads.append(readers.submit(predictor._model_input, nxt.src))
+                    labels = predictor._predict_prepared([prepared])[0].labels
+                except Exception:
+                    # As in the plain loop: the earlier inputs' outputs are written first
+                    # (or their write error, which would have come first, is raised).
+                    settle(0)
+                    raise
+                if failed.is_set():
+                    settle(0)
+                writes.append(writer.submit(write, job, labels))
+                settle(ahead)
+        settle(0)
+    except BaseException:
+        failed.set()  # queued writes do nothing; the one in progress finishes
+        raise
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
+    return written

@@ -3,7 +3,9 @@
 Preprocessing is the dataset's evaluation path step for step (decode, resize in uint8,
 ``to_dtype``, ``normalize``), so a file gives the model the same tensor here as in training
 evaluation. TTA, ensembles and tiling average float32 *class probabilities*, which are
-resized bilinearly to each input's size before the ``argmax``. See ``docs/inference.md``.
+resized bilinearly to each input's size before the ``argmax`` (a large upsampling in
+column strips, bit-identical, so the ``(C, H, W)`` map at native size is never held
+unless returned). See ``docs/inference.md``.
 """
 
 from __future__ import annotations
@@ -131,6 +133,70 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
         return x
     down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
+
+
+#: Upsampled probabilities larger than this (bytes, float32 ``(C, H, W)``) are computed in
+#: column strips of about this size (see :func:`_labels_and_probs`).
+_STRIP_BYTES = 32 * 2**20
+
+#: ATen's CPU bilinear kernel switches to its channels-last kernel for outputs with
+#: ``H + W <= 128`` (and for 3 channels on one thread); strips stay clear of both.
+_MIN_STRIP_SIDES = 129
+
+
+def _strips_exact(probs: Tensor, size: tuple[int, int]) -> bool:
+    """Whether :func:`_labels_and_probs` may split the upsampling of ``probs`` into strips.
+
+    Bilinear upsampling without antialias computes, per output pixel, the two-tap blend
+    along the width nested inside the two-tap blend along the height; a width-only pass
+    (height unchanged: weights exactly 1 and 0) followed by height-only passes over
+    column slices (width unchanged) therefore reproduces the one-pass result bit for bit,
+    provided every pass runs the same kernel. Downsampling (antialias, a wider support)
+    and the cases where ATen picks another kernel keep the one-pass path, and so does
+    CUDA (where the memory is the device's and exactness is not checked here).
+    """
+    c, h, w = probs.shape
+    big, small = size, (h, w)
+    return (
+        big[0] >= small[0]
+        and big[1] >= small[1]
+        and probs.dtype == torch.float32
+        and probs.device.type == "cpu"
+        and c != 3
+        and big[0] + big[1] >= _MIN_STRIP_SIDES
+        and h + big[1] >= _MIN_STRIP_SIDES
+    )
+
+
+def _labels_and_probs(
+    probs: Tensor, size: tuple[int, int], *, return_probs: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The CPU label map (and probabilities) of ``probs`` ``(C, h, w)`` resized to ``size``.
+
+    Equal, bit for bit, to ``_resize`` of the whole frame followed by ``argmax``, but a
+    large upsampling never holds the ``(C, H, W)`` float32 result at once unless it is
+    returned: the width is upsampled first (``(C, h, W)``, ``h`` being the model's size),
+    then the height in column strips of about ``_STRIP_BYTES``, each reduced to labels
+    (and copied into the returned probabilities) before the next one.
+    """
+    c = int(probs.shape[0])
+    height, width = size
+    full_bytes = c * height * width * probs.element_size()
+    if full_bytes <= _STRIP_BYTES or not _strips_exact(probs, size):
+        p = _resize(probs.unsqueeze(0), size)[0]
+        return p.argmax(dim=0).cpu(), (p.cpu() if return_probs else None)
+    rows = _resize(probs.unsqueeze(0), (int(probs.shape[1]), width))  # (1, C, h, W)
+    labels = torch.empty((height, width), dtype=torch.int64)
+    out = torch.empty((c, height, width), dtype=probs.dtype) if return_probs else None
+    step = max(_MIN_STRIP_SIDES, _STRIP_BYTES // max(1, c * height * probs.element_size()))
+    for c0 in range(0, width, step):
+        cols = rows[..., c0 : c0 + step]
+        strip = _resize(cols, (height, int(cols.shape[-1])))[0]  # (C, H, <= step)
+        labels[:, c0 : c0 + step] = strip.argmax(dim=0)
+        if out is not None:
+            out[:, :, c0 : c0 + step] = strip
+        del strip
+    return labels, out
 
 
 @contextlib.contextmanager
@@ -426,7 +492,8 @@ class Predictor:
 
         Args:
             inputs: One image or a sequence (see :data:`ImageInput`); sizes may differ.
-            return_probs: Also return the ``(C, H, W)`` probabilities.
+            return_probs: Also return the ``(C, H, W)`` probabilities (without it, a large
+                output's probabilities are upsampled and reduced to labels strip by strip).
             output_sizes: ``(height, width)`` of each output (default: each input's size).
 
         Returns:
@@ -459,18 +526,31 @@ class Predictor:
                 targets = (
                     [s for s in sizes[start : start + len(chunk)] if s is not None]
                     if output_sizes is not None
-                    else [native for _, native in prepared]
+                    else None
                 )
-                batch = [x for x, _ in prepared]
-                for probs, size in zip(self._probs_chunk(batch), targets, strict=True):
-                    p = _resize(probs.unsqueeze(0), size)[0]
-                    results.append(
-                        Prediction(
-                            labels=p.argmax(dim=0).cpu(),
-                            probs=p.cpu() if return_probs else None,
-                        )
-                    )
+                results += self._predict_prepared(prepared, targets, return_probs=return_probs)
         return results
+
+    def _predict_prepared(
+        self,
+        prepared: list[tuple[Tensor, tuple[int, int]]],
+        targets: list[tuple[int, int]] | None = None,
+        *,
+        return_probs: bool = False,
+    ) -> list[Prediction]:
+        """Predictions of inputs from :meth:`_model_input` (one batch; inside ``eval_context``).
+
+        ``targets`` are the output sizes (default: each input's native size). What
+        :meth:`predict` does after decoding; :func:`~suimseg.inference.predict_files` decodes
+        the next files in worker threads meanwhile.
+        """
+        sizes = targets if targets is not None else [native for _, native in prepared]
+        batch = [x for x, _ in prepared]
+        out: list[Prediction] = []
+        for probs, size in zip(self._probs_chunk(batch), sizes, strict=True):
+            labels, p = _labels_and_probs(probs, size, return_probs=return_probs)
+            out.append(Prediction(labels=labels, probs=p))
+        return out
 
     def _probs_chunk(self, inputs: list[Tensor]) -> list[Tensor]:
         """Probabilities of each prepared input: one batch at ``image_size``, else one by one."""
