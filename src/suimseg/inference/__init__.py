@@ -24,7 +24,13 @@ from suimseg.inference.evaluation import (
     evaluate_predictor,
     evaluate_suim_paper,
 )
-from suimseg.inference.export import export_onnx, export_torchscript, verify_onnx
+from suimseg.inference.export import (
+    CalibrationMethod,
+    export_onnx,
+    export_torchscript,
+    quantize_onnx,
+    verify_onnx,
+)
 from suimseg.inference.files import MaskFormat, PredictFilesResult, collect_inputs, predict_files
 from suimseg.inference.predictor import TTA, AmpMode, Prediction, Predictor, Tiling
 from suimseg.inference.reports import (
@@ -44,6 +50,7 @@ __all__ = [
     "PAPER_SIZE",
     "TTA",
     "AmpMode",
+    "CalibrationMethod",
     "EvalData",
     "EvaluationResult",
     "ImageInput",
@@ -67,6 +74,7 @@ __all__ = [
     "load_result",
     "plot_history",
     "predict_files",
+    "quantize_onnx",
     "save_result",
     "sliding_window_probs",
     "tile_starts",
