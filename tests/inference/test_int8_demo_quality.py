@@ -45,7 +45,7 @@ class OrtModel(nn.Module):
 
 
 def test_int8_demo_model_agrees_with_fp32(tmp_path: Path) -> None:
-    demo = run_demo(tmp_path / "demo", n_overlays=0)
+    demo = run_demo(tmp_path / "demo")
     ckpt = demo.out_dir / "run" / "best.pt"
     size = input_size_for(ckpt)
     model = load_model(ckpt).eval()

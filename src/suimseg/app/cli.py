@@ -370,7 +370,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             from suimseg.app.evaluate import input_size_for
 
             size = input_size_for(args.checkpoint)
-            print(f"calibrating int8 on {args.calibration_images} images from {calibration} "
+            print(f"calibrating int8 on up to {args.calibration_images} images from {calibration} "
                   f"at {size}x{size}")  # fmt: skip
             path = export_onnx(model, args.onnx, example_shape=shape, int8=True,
                                calibration=calibration, calibration_size=size,
