@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": warmup,
         "repeats": repeats,
         "statistic": "median batch-1 forward latency; backends alternate call by call",
+        "agreement_note": "label agreement with eager on the random input: a plumbing "
+        "check for fp32; for int8 it means something only with a trained --checkpoint",
     }
     print_table(
         ["backend", "size", "ms (median)", "ms (min)"],
