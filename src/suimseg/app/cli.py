@@ -355,7 +355,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print("suimseg export: error: give at least one of --onnx, --torchscript, --safetensors",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.int8 and not args.onnx:
+        print("suimseg export: error: --int8 quantizes the ONNX export; add --onnx FILE or "
+              "drop --int8", file=sys.stderr)  # fmt: skip
+        return 2
     _require_file(args.checkpoint, "--checkpoint", _CHECKPOINT)
+    calibration = _calibration_dir(args) if args.int8 else None
+    if args.int8 and calibration is None:
+        print("suimseg export: error: --int8 needs training images to calibrate on: add "
+              "--calibration-dir DIR (e.g. SUIM/train_val/images); the checkpoint names no "
+              "dataset whose train_val/images exists", file=sys.stderr)  # fmt: skip
+        return 2
     model = load_model(args.checkpoint)
     channels = declared_in_channels(model) or 3  # e.g. a 4-channel model exports as such
     shape = (1, channels, args.example_size, args.example_size)
@@ -366,7 +376,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.onnx:
         from suimseg.inference import export_onnx
 
-        print(f"wrote {export_onnx(model, args.onnx, example_shape=shape)}")
+        if calibration is None:
+            print(f"wrote {export_onnx(model, args.onnx, example_shape=shape)}")
+        else:
+            from suimseg.app.evaluate import input_size_for
+
+            size = input_size_for(args.checkpoint)
+            print(f"calibrating int8 on up to {args.calibration_images} images from {calibration} "
+                  f"at {size}x{size}")  # fmt: skip
+            path = export_onnx(model, args.onnx, example_shape=shape, int8=True,
+                               calibration=calibration, calibration_size=size,
+                               calibration_images=args.calibration_images)  # fmt: skip
+            print(f"wrote {path}")
     if args.safetensors:
         from suimseg.engine.checkpoint import save_safetensors
 
@@ -380,6 +401,26 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     _require_file(args.source, "SOURCE", _CHECKPOINT)
     print(f"wrote {convert_checkpoint(args.source, args.dest, to=args.to)}")
     return 0
+
+
+def _calibration_dir(args: argparse.Namespace) -> Path | None:
+    """``--calibration-dir``, else the run's ``<data_root>/train_val/images`` if it exists."""
+    if args.calibration_dir is not None:
+        folder = Path(args.calibration_dir).expanduser()
+        if not folder.is_dir():
+            found = "is a file" if folder.exists() else "does not exist"
+            raise FileNotFoundError(
+                f"--calibration-dir {args.calibration_dir}: {found}; give a folder of "
+                "training images (e.g. SUIM/train_val/images)"
+            )
+        return folder
+    from suimseg.app.evaluate import run_config_for
+
+    run = run_config_for(args.checkpoint)
+    if run is None:
+        return None
+    folder = Path(run.data_root).expanduser() / "train_val" / "images"
+    return folder if folder.is_dir() else None
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -589,9 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_exp = _subparser(
         sub,
         "export",
-        "--checkpoint PATH [--onnx FILE] [--torchscript FILE] [--safetensors FILE]",
-        "export a checkpoint to ONNX, TorchScript or safetensors",
-        "Export a trained model for deployment. Give at least one output.",
+        "--checkpoint PATH [--onnx FILE [--int8 [--calibration-dir DIR]]] "
+        "[--torchscript FILE] [--safetensors FILE]",
+        "export a checkpoint to ONNX (float32 or int8), TorchScript or safetensors",
+        "Export a trained model for deployment. Give at least one output. With --int8 the "
+        "ONNX file is statically quantized (int8 weights and activations, for CPUs with "
+        "VNNI or AMX), calibrated on training images at the run's training size.",
     )
     _add(p_exp, "--checkpoint", metavar="PATH", required=True,
          help="a checkpoint written by suimseg train, a .safetensors export or a "
@@ -602,6 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
          help="weights + model config, no pickle (needs the [safetensors] extra)")  # fmt: skip
     _add(p_exp, "--example-size", type=_positive_int, default=64, metavar="PX",
          help="side of the example input used to trace/export")  # fmt: skip
+    _add(p_exp, "--int8", action="store_true",
+         help="write the ONNX file quantized to int8 (static, calibrated)")  # fmt: skip
+    _add(p_exp, "--calibration-dir", metavar="DIR",
+         help="training images to calibrate --int8 on (default: the run's "
+         "<data root>/train_val/images, if it exists)")  # fmt: skip
+    _add(p_exp, "--calibration-images", type=_positive_int, default=16, metavar="N",
+         help="calibration images used, spread over the folder's sorted names")  # fmt: skip
     p_exp.set_defaults(func=_cmd_export)
 
     p_conv = _subparser(

@@ -31,7 +31,13 @@ from suimseg.inference.evaluation import (
     evaluate_predictor,
     evaluate_suim_paper,
 )
-from suimseg.inference.export import export_onnx, export_torchscript, verify_onnx
+from suimseg.inference.export import (
+    CalibrationMethod,
+    export_onnx,
+    export_torchscript,
+    quantize_onnx,
+    verify_onnx,
+)
 from suimseg.inference.files import MaskFormat, PredictFilesResult, collect_inputs, predict_files
 from suimseg.inference.predictor import TTA, AmpMode, Prediction, Predictor, Tiling
 from suimseg.inference.reports import (
@@ -52,6 +58,7 @@ __all__ = [
     "TTA",
     "AmpMode",
     "Backend",
+    "CalibrationMethod",
     "EvalData",
     "EvaluationResult",
     "ImageInput",
@@ -79,6 +86,7 @@ __all__ = [
     "native_bf16_cpu",
     "plot_history",
     "predict_files",
+    "quantize_onnx",
     "save_result",
     "sliding_window_probs",
     "tile_starts",
