@@ -630,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_exp = _subparser(
         sub,
         "export",
-        "--checkpoint PATH [--onnx FILE [--int8]] [--torchscript FILE] [--safetensors FILE]",
+        "--checkpoint PATH [--onnx F [--int8]] [--torchscript F] [--safetensors F]",
         "export a checkpoint to ONNX (float32 or int8), TorchScript or safetensors",
         "Export a trained model for deployment. Give at least one output. With --int8 the "
         "ONNX file is statically quantized (int8 weights and activations, for CPUs with "
