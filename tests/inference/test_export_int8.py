@@ -72,7 +72,11 @@ def int8_export(
     """A briefly trained model and its int8 export, calibrated on the train_val images."""
     if not HAS_ONNX:
         pytest.skip("needs the onnx extra")
-    net = _trained(SmallConvNet() if request.param == "small" else tiny_unet(seed=3), suim_root)
+    # The U-Net trains longer: after 12 steps many of its pixels are near-ties between two
+    # classes, which int8 rounding flips (93% agreement, varying with the thread count).
+    small = request.param == "small"
+    net = _trained(SmallConvNet() if small else tiny_unet(seed=3), suim_root,
+                   steps=12 if small else 60)  # fmt: skip
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
     path = export_onnx(net, out, int8=True, calibration=suim_root / "train_val" / "images",
                        calibration_size=64)  # fmt: skip
