@@ -208,6 +208,16 @@ def test_demo_small_settings(tmp_path: Path) -> None:
     assert len(read_history(out / "run" / "history.csv")) == 2
 
 
+def test_demo_without_overlays(tmp_path: Path) -> None:
+    # n_overlays=0 used to call predict([]), which refuses an empty input list.
+    result = run_demo(tmp_path / "demo", epochs=1, n_train_val=10, n_test=2, size=(48, 40),
+                      n_overlays=0)  # fmt: skip
+    assert (result.out_dir / "metrics.json").is_file()
+    assert not (result.out_dir / "overlays").exists()
+    with pytest.raises(ConfigError, match="n_overlays"):
+        run_demo(tmp_path / "demo2", n_overlays=-1)
+
+
 @pytest.mark.slow
 def test_demo_default_beats_majority_class(tmp_path: Path) -> None:
     """The README's main job: clearly above the majority-class baseline."""

@@ -19,6 +19,7 @@ from suimseg.classes import CLASS_NAMES
 from suimseg.data import SUIMDataset, make_synthetic_suim, overlay, side_by_side
 from suimseg.data._io import atomic_save_image
 from suimseg.engine import atomic_save, load_checkpoint, load_model
+from suimseg.errors import ConfigError
 from suimseg.inference import Predictor, evaluate_predictor
 from suimseg.metrics import SegmentationMetrics
 
@@ -112,6 +113,8 @@ def run_demo(
     Returns:
         A :class:`DemoResult` with the model's and the majority-class baseline's metrics.
     """
+    if isinstance(n_overlays, bool) or not isinstance(n_overlays, int) or n_overlays < 0:
+        raise ConfigError(f"n_overlays: expected an int >= 0, got {n_overlays!r}")
     start = time.perf_counter()
     out = Path(out_dir)
     data_root = make_synthetic_suim(
@@ -131,7 +134,7 @@ def run_demo(
 
     count = min(n_overlays, len(test_ds))
     pairs = [test_ds.get_raw(i) for i in range(count)]
-    preds = predictor.predict([image for image, _ in pairs])
+    preds = predictor.predict([image for image, _ in pairs]) if pairs else []
     for i, ((image, truth), pred) in enumerate(zip(pairs, preds, strict=True)):
         name = f"{test_ds.stems[i]}.png"
         labels = pred.labels.numpy()
