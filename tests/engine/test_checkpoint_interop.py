@@ -112,6 +112,16 @@ def test_lightning_ckpt_without_suimseg_hparams_is_refused(unet: nn.Module, tmp_
     _same(load_model(path, model=type(unet)(**unet.config)), unet)  # type: ignore[attr-defined]
 
 
+def test_lightning_ckpt_with_an_unknown_model_name_names_that_field(
+    unet: nn.Module, tmp_path: Path
+) -> None:
+    raw = _lightning(unet)
+    raw["hyper_parameters"]["model_name"] = "os.system"
+    path = atomic_save(raw, tmp_path / "odd.ckpt")
+    with pytest.raises(CheckpointError, match=r"hyper_parameters: field 'model_name' names"):
+        load_model(path)
+
+
 def test_lightning_ckpt_whose_prefix_matches_nothing_is_refused(
     unet: nn.Module, tmp_path: Path
 ) -> None:

@@ -487,13 +487,16 @@ def _check_history(rows: Any, where: str) -> None:
                                   f"{_DAMAGED}")  # fmt: skip
 
 
-def _stored_spec(spec: Any, where: str) -> dict[str, Any] | None:
-    """Validate a stored ``{"name", "config"}`` model spec (``None``: a custom model)."""
+def _stored_spec(spec: Any, where: str, field: str = "model") -> dict[str, Any] | None:
+    """Validate a stored ``{"name", "config"}`` model spec (``None``: a custom model).
+
+    ``field`` is the name of the field that held the model's name, for the message.
+    """
     if spec is None:
         return None
     name = spec.get("name") if isinstance(spec, dict) else None
     if name not in MODEL_NAMES:
-        raise CheckpointError(f"{where}: field 'model' names the model {reprlib.repr(name)}, "
+        raise CheckpointError(f"{where}: field {field!r} names the model {reprlib.repr(name)}, "
                               f"not one of {', '.join(MODEL_NAMES)}; {_DAMAGED}")  # fmt: skip
     config = check_stored_config(model_class(name), spec.get("config"), f"{where}: model config")
     return {"name": name, "config": config}
@@ -838,7 +841,9 @@ def _lightning_parts(raw: dict[str, Any], where: str) -> _Parts:
         return _Parts(what, None, state, True, None, *counters)
     _check_bounded(hp["model"], where, "hyper_parameters.model")
     spec = _stored_spec(
-        {"name": hp["model_name"], "config": hp["model"]}, f"{where}: hyper_parameters"
+        {"name": hp["model_name"], "config": hp["model"]},
+        f"{where}: hyper_parameters",
+        "model_name",
     )
     return _Parts("a Lightning checkpoint", spec, state, True, None, *counters)
 
