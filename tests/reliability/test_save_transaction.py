@@ -203,6 +203,58 @@ def test_read_only_folder_during_a_save_fails_naming_the_file_then_resume_repair
     _assert_like_reference(tmp_path, reference)
 
 
+@pytest.mark.parametrize(
+    ("k", "failing"),
+    [(1, "last.pt"), (2, "best.pt"), (3, "last.pt")],
+    ids=["before-last.pt", "before-best.pt", "before-history.jsonl"],
+)
+def test_simulated_read_only_folder_fails_naming_the_file_then_resume_repairs(
+    k: int,
+    failing: str,
+    tmp_path: Path,
+    reference: Path,
+    at_write: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The test above for a root user (who ignores modes, as CI's may): from the k-th write
+    of epoch 2's save on, creating a file or a link in the run folder fails with EACCES, as
+    in a read-only folder (appending to an existing file still works), until "chmod back".
+    """
+    import errno
+
+    import suimseg._atomic as atomic_mod
+    import suimseg.engine.checkpoint as checkpoint_mod
+
+    read_only = [False]
+
+    def denied(path: Any) -> None:
+        if read_only[0] and Path(path).parent == tmp_path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    real_open, real_link = open, os.link
+
+    def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if any(c in mode for c in "wx") or ("a" in mode and not Path(file).exists()):
+            denied(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def fake_link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        denied(dst)
+        real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(atomic_mod, "open", fake_open, raising=False)
+    monkeypatch.setattr(checkpoint_mod.os, "link", fake_link)
+    at_write(BEST_EPOCH, k, lambda: read_only.__setitem__(0, True))
+    try:
+        with pytest.raises(OSError, match=rf"could not write checkpoint .*{failing}: ") as error:
+            _fit(tmp_path)
+    finally:
+        read_only[0] = False  # the folder is writable again
+    assert error.value.filename == str(tmp_path / failing)
+    _fit(tmp_path, resume=True)
+    _assert_like_reference(tmp_path, reference)
+
+
 def test_a_missing_best_pt_of_an_earlier_epoch_is_reported_as_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
