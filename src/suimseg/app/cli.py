@@ -633,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint PATH [--onnx F [--int8]] [--torchscript F] [--safetensors F]",
         "export a checkpoint to ONNX (float32 or int8), TorchScript or safetensors",
         "Export a trained model for deployment. Give at least one output. With --int8 the "
-        "ONNX file is statically quantized (int8 weights and activations, for CPUs with "
+        "ONNX file is statically quantized (int8 weights and activations; fastest on CPUs with "
         "VNNI or AMX), calibrated on training images at the run's training size.",
     )
     _add(p_exp, "--checkpoint", metavar="PATH", required=True,
