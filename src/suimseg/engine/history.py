@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from suimseg._atomic import atomic_write_text
-from suimseg.errors import HistoryError
+from suimseg.errors import CheckpointError, HistoryError
 
 __all__ = ["EpochRecord", "HistoryWriter", "read_history"]
 
@@ -428,3 +428,20 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
         _check_row(file, lineno, value, "field")
         rows.append(value)
     return rows
+
+
+def stored_records(rows: Any, source: object) -> list[EpochRecord] | None:
+    """The epoch records of a checkpoint's ``extra["history"]`` (``None`` if it has none).
+
+    Raises:
+        CheckpointError: If a row is not an epoch record (naming ``source``).
+    """
+    if not isinstance(rows, list):  # older checkpoints have none
+        return None
+    try:
+        return [EpochRecord.from_dict(row) for row in rows]
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{source}: field 'extra.history' holds a row that is not an epoch record "
+            f"({exc}); the file is damaged or not from suimseg"
+        ) from None

@@ -32,7 +32,7 @@ from suimseg.engine.checkpoint import (
     atomic_save,
     load_checkpoint,
 )
-from suimseg.engine.history import EpochRecord
+from suimseg.engine.history import EpochRecord, stored_records
 from suimseg.engine.utils import (
     check_trainer_args,
     group_lrs,
@@ -43,7 +43,7 @@ from suimseg.engine.utils import (
     unpack_batch,
     wrap_model,
 )
-from suimseg.errors import CheckpointError, ConfigError
+from suimseg.errors import ConfigError
 from suimseg.metrics import ConfusionMatrix, SegmentationMetrics
 
 __all__ = ["AmpMode", "BatchTransform", "TrainStats", "Trainer"]
@@ -370,17 +370,15 @@ class Trainer:
     ) -> list[EpochRecord]:
         """Train until ``epochs`` epochs are completed (counting resumed ones).
 
-        Ctrl-C calls ``on_interrupt`` (``Checkpoint`` saves ``last.pt``) and returns with
-        ``trainer.interrupted = True``; any other error calls ``on_exception`` and is
-        re-raised.
+        Ctrl-C calls ``on_interrupt`` (``Checkpoint`` saves ``last.pt``) and returns, with
+        ``interrupted = True``; any other error calls ``on_exception`` and is re-raised.
 
         Args:
             train_loader: Training batches; for an exact resume, a ``DataLoader(shuffle=True)``
                 (its order follows the restored torch RNG) or a sampler with ``set_epoch``.
             val_loader: Validation batches, or ``None`` (no best mIoU, no plateau schedule).
             epochs: Total number of epochs, including those done before ``resume_from``.
-            resume_from: A checkpoint to continue from, kept as ``trainer.resumed`` (its
-                path as ``trainer.resumed_from``).
+            resume_from: A checkpoint to continue from (``trainer.resumed``/``resumed_from``).
 
         Returns:
             The records of the epochs run by this call.
@@ -413,7 +411,7 @@ class Trainer:
             self.interrupted = True
             notes = self._teardown("on_interrupt")
             if self.is_main_process:
-                logger.warning("training interrupted %s%s", self._progress_phrase(),
+                logger.warning("training interrupted %s%s", _progress_phrase(self),
                                "".join(f"; {note}" for note in notes))  # fmt: skip
         except BaseException as exc:
             with contextlib.suppress(BaseException):  # the first error is the one to report
@@ -421,14 +419,6 @@ class Trainer:
             raise
         self._teardown("on_fit_end", records)
         return records
-
-    def _progress_phrase(self) -> str:
-        """Where training stands, for messages: ``"during epoch 3"``, ``"after epoch 4 of 4"``."""
-        if self.current_epoch > self.epoch:  # set when an epoch's training starts
-            return f"during epoch {self.current_epoch}"
-        if self.epoch == 0:
-            return "before epoch 1 finished"
-        return f"after epoch {self.epoch} of {self.max_epochs} finished"
 
     def _run_epoch(
         self, epoch: int, train_loader: Iterable[Any], val_loader: Iterable[Any] | None
@@ -484,30 +474,20 @@ class Trainer:
             CheckpointError: If it was written for another architecture, or its optimizer
                 state does not match this optimizer.
         """
-        rows = (state.get("extra") or {}).get("history")
-        history: list[EpochRecord] | None = None
-        if isinstance(rows, list):  # older checkpoints have none
-            try:
-                history = [EpochRecord.from_dict(row) for row in rows]
-            except (TypeError, ValueError) as exc:
-                raise CheckpointError(
-                    f"{source}: field 'extra.history' holds a row that is not an epoch "
-                    f"record ({exc}); the file is damaged or not from suimseg"
-                ) from None
+        extra = state.get("extra") or {}
+        history = stored_records(extra.get("history"), source)  # checked before any change
         scaler = self.scaler if self.scaler.is_enabled() else None
         _restore_training_state(
             state, self.model, self.optimizer, self.scheduler, scaler,
             restore_rng=restore_rng, source=source,
         )  # fmt: skip
-        extra = state.get("extra") or {}
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", 0))
         self.best_metric = state.get("best_metric")
         self.best_epoch = extra.get("best_epoch")
         self.epochs_without_improvement = int(extra.get("epochs_without_improvement", 0))
         self.skipped_steps = int(extra.get("skipped_steps", 0))
-        if history is not None:
-            self.history = history
+        self.history = self.history if history is None else history
         if self.class_names is None and state.get("class_names"):
             self.class_names = tuple(state["class_names"])
 
@@ -528,3 +508,12 @@ class Trainer:
         ckpt = load_checkpoint(path, map_location=self.device)
         self.load_state_dict(ckpt, restore_rng=restore_rng, source=f"checkpoint {path}")
         return ckpt
+
+
+def _progress_phrase(trainer: Trainer) -> str:
+    """Where training stands, for messages: ``"during epoch 3"``, ``"after epoch 4 of 4"``."""
+    if trainer.current_epoch > trainer.epoch:  # set when an epoch's training starts
+        return f"during epoch {trainer.current_epoch}"
+    if trainer.epoch == 0:
+        return "before epoch 1 finished"
+    return f"after epoch {trainer.epoch} of {trainer.max_epochs} finished"
