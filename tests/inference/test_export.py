@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from torch import nn
 
 from suimseg.errors import ConfigError, MissingDependencyError
 from suimseg.inference import export_onnx, export_torchscript, verify_onnx
+from suimseg.inference.export import _quiet_exporter_logs
 
 from .conftest import tiny_unet
 
@@ -89,3 +92,51 @@ def test_onnx_missing_dependency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(importlib.util, "find_spec", fake)
     with pytest.raises(MissingDependencyError, match=r"pip install 'suimseg\[onnx\]'"):
         export_onnx(SmallSegNet(), tmp_path / "m.onnx")
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="needs the onnx extra (onnx, onnxscript, onnxruntime)")
+def test_onnx_export_adds_no_exporter_lines_to_an_info_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # What the CLI's logging.basicConfig(level=INFO) installs: the root logger at INFO,
+    # printing to stderr. Before, each export printed the exporter's per-pass lines there
+    # ("Removed 11 unused nodes", "Applied 3 of general pattern rewrite rules.", ...).
+    caplog.set_level(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    logging.getLogger().addHandler(handler)
+    net = SmallSegNet()
+    try:
+        path = export_onnx(net, tmp_path / "model.onnx")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert verify_onnx(net, path, torch.rand(1, 3, 32, 40)) < 1e-4
+    assert capsys.readouterr() == ("", "")
+    assert [r.getMessage() for r in caplog.records] == []
+    for name in ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime"):
+        assert logging.getLogger(name).level == logging.NOTSET  # restored
+
+
+def test_quiet_exporter_logs_keeps_warnings_errors_and_explicit_levels(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    rewriter = logging.getLogger("onnxscript.rewriter")
+    explicit = logging.getLogger("onnx_ir")
+    explicit.setLevel(logging.DEBUG)  # the caller debugging an export keeps its level
+    try:
+        with _quiet_exporter_logs():
+            rewriter.info("Applied 3 of general pattern rewrite rules.")
+            rewriter.warning("a real warning")
+            rewriter.error("a real error")
+            explicit.info("kept: onnx_ir's level was set by the caller")
+            logging.getLogger("suimseg").info("suimseg's own line")
+        rewriter.info("after the block")
+    finally:
+        explicit.setLevel(logging.NOTSET)
+    assert [r.getMessage() for r in caplog.records] == [
+        "a real warning",
+        "a real error",
+        "kept: onnx_ir's level was set by the caller",
+        "suimseg's own line",
+        "after the block",
+    ]
