@@ -166,7 +166,9 @@ def test_convert_both_ways_bit_exactly(unet: nn.Module, tmp_path: Path) -> None:
     )  # fmt: skip
     ckpt_path = convert_checkpoint(source, tmp_path / "to.ckpt")
     raw = torch.load(ckpt_path, weights_only=True)
-    assert raw["hyper_parameters"] == {"model": unet.config, "model_name": "unet_resattn_v3"}  # type: ignore[attr-defined]
+    assert raw["hyper_parameters"] == {  # the training size travels as SUIMSegModule's
+        "model": unet.config, "model_name": "unet_resattn_v3", "image_size": 48,  # type: ignore[attr-defined]
+    }  # fmt: skip
     assert set(raw["state_dict"]) == {"model." + k for k in unet.state_dict()}
     assert (raw["epoch"], raw["global_step"]) == (7, 70)
     back = convert_checkpoint(ckpt_path, tmp_path / "back.pt")
@@ -174,6 +176,7 @@ def test_convert_both_ways_bit_exactly(unet: nn.Module, tmp_path: Path) -> None:
     assert (ckpt["epoch"], ckpt["global_step"]) == (7, 70)
     assert ckpt["rng"] is None
     assert ckpt["optimizer_state"] is None
+    assert ckpt["extra"] == {"run_config": {"image_size": 48}}  # back from the .ckpt
     _same(load_model(back), unet)
     # suimseg -> suimseg keeps class names and run config (e.g. dropping _orig_mod.).
     again = load_checkpoint(convert_checkpoint(source, tmp_path / "copy.pth"))

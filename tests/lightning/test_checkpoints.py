@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ pytest.importorskip("torchmetrics")
 
 import suimseg
 from suimseg.app.cli import main
-from suimseg.engine import convert_checkpoint, load_checkpoint
+from suimseg.app.evaluate import input_size_for
+from suimseg.engine import convert_checkpoint, load_checkpoint, read_run_config
 from suimseg.errors import CheckpointError
 from suimseg.inference import load_result
 from suimseg.lightning import SUIMSegModule
@@ -72,6 +74,54 @@ def test_converted_both_ways_and_back_bit_exactly(fitted: Fitted, tmp_path: Path
     _assert_same_weights(suimseg.load_model(back), fitted.module.model)
     assert main(["convert", str(back), str(tmp_path / "again.pt")]) == 0
     _assert_same_weights(suimseg.load_model(tmp_path / "again.pt"), fitted.module.model)
+    # The training image size (32, from the datamodule) travels every way.
+    assert read_run_config(pt) == {"image_size": 32}
+    assert module.hparams["image_size"] == 32
+    assert torch.load(back, weights_only=True)["hyper_parameters"]["image_size"] == 32
+    assert read_run_config(tmp_path / "again.pt") == {"image_size": 32}
+
+
+def test_the_ckpt_records_the_training_image_size_for_predict_and_evaluate(
+    fitted: Fitted, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = torch.load(fitted.ckpt, weights_only=True)
+    assert raw["hyper_parameters"]["image_size"] == fitted.data.image_size == 32
+    assert fitted.module.hparams["image_size"] == 32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "predicting at 384x384" warning
+        assert input_size_for(fitted.ckpt) == 32
+    images = sorted((fitted.data.root / "TEST" / "images").iterdir())[:2]
+    argv = ["predict", "--checkpoint", str(fitted.ckpt), "--out", str(tmp_path / "masks"),
+            "--device", "cpu", "--format", "png", *map(str, images)]  # fmt: skip
+    assert main(argv) == 0
+    result = tmp_path / "eval.json"
+    argv = ["evaluate", "--checkpoint", str(fitted.ckpt), "--data", str(fitted.data.root),
+            "--out", str(result), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert load_result(result).meta["image_size"] == 32
+    assert "predicting at" not in capsys.readouterr().err
+    # Lightning loads the module back with it.
+    assert SUIMSegModule.load_from_checkpoint(fitted.ckpt).hparams["image_size"] == 32
+
+
+def test_a_ckpt_without_the_image_size_keeps_the_warned_default(
+    fitted: Fitted, tmp_path: Path
+) -> None:
+    raw = torch.load(fitted.ckpt, weights_only=True)
+    del raw["hyper_parameters"]["image_size"]  # a .ckpt written before it was recorded
+    old = tmp_path / "old.ckpt"
+    torch.save(raw, old)
+    assert read_run_config(old) is None
+    with pytest.warns(UserWarning, match="predicting at 384x384"):
+        assert input_size_for(old) == 384
+    assert read_run_config(convert_checkpoint(old, tmp_path / "o.pt")) is None
+    raw["hyper_parameters"]["image_size"] = "384"  # not an int: refused, named
+    bad = tmp_path / "bad.ckpt"
+    torch.save(raw, bad)
+    with pytest.raises(CheckpointError, match=r"hyper_parameters\.image_size"):
+        read_run_config(bad)
+    with pytest.warns(UserWarning, match="predicting at 384x384"):
+        assert input_size_for(bad) == 384
 
 
 def test_a_custom_module_checkpoint_loads_with_the_model_given(
@@ -102,4 +152,5 @@ def test_suimseg_evaluate_and_export_read_a_lightning_checkpoint(
             "--torchscript", str(ts), "--example-size", "32"]  # fmt: skip
     assert main(argv) == 0
     _assert_same_weights(suimseg.load_model(weights), fitted.module.model)
+    assert read_run_config(weights) == {"image_size": 32}
     assert ts.is_file()

@@ -91,6 +91,27 @@ def test_hparams_hold_the_built_models_config_not_weight_sources() -> None:
     assert module.hparams["model_name"] == "unet_resattn_v3"
 
 
+def test_image_size_given_wins_over_the_datamodules_and_is_checked() -> None:
+    from types import SimpleNamespace
+
+    given = SUIMSegModule(TINY, image_size=48)
+    taken = SUIMSegModule(TINY)
+    assert given.hparams["image_size"] == 48
+    assert taken.hparams["image_size"] is None
+    for module in (given, taken):  # what Trainer.fit attaches before calling setup
+        module._trainer = SimpleNamespace(datamodule=SimpleNamespace(image_size=32))
+        module.setup("fit")
+    assert given.hparams["image_size"] == 48
+    assert taken.hparams["image_size"] == 32
+    plain = SUIMSegModule(TINY)
+    plain._trainer = SimpleNamespace(datamodule=None)  # fit with plain dataloaders
+    plain.setup("fit")
+    assert plain.hparams["image_size"] is None
+    for bad in (0, -3, 32.0, True, "384"):
+        with pytest.raises(ConfigError, match="image_size: expected a positive int"):
+            SUIMSegModule(TINY, image_size=bad)  # type: ignore[arg-type]
+
+
 def test_custom_module_must_be_passed_again(tmp_path: Path) -> None:
     class Net(nn.Module):
         num_classes = 8

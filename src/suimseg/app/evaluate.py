@@ -118,9 +118,11 @@ def input_size_for(
 ) -> int:
     """The model input size to predict with: ``image_size``, else the run's training size.
 
-    The training size comes from the checkpoint's ``run_config``, else the ``config.json``
-    beside it, else :data:`DEFAULT_IMAGE_SIZE` with a warning (a model scored at another
-    scale than it was trained at does worse).
+    The training size comes from the checkpoint's ``run_config`` (for a Lightning ``.ckpt``,
+    the ``image_size`` :class:`~suimseg.lightning.SUIMSegModule` records in its
+    ``hyper_parameters``), else the ``config.json`` beside it, else
+    :data:`DEFAULT_IMAGE_SIZE` with a warning (a model scored at another scale than it was
+    trained at does worse).
 
     Example:
         >>> input_size_for("runs/exp1/best.pt")  # doctest: +SKIP

@@ -319,7 +319,11 @@ def load_checkpoint(
             "training state; rebuild the model with suimseg.load_model(path), or resume "
             "from a last.pt"
         )
-    ckpt: dict[str, Any] = _torch_load(file, map_location, mmap=mmap)
+    return _checked_suimseg(_torch_load(file, map_location, mmap=mmap), file)
+
+
+def _checked_suimseg(ckpt: Any, file: Path) -> dict[str, Any]:
+    """``ckpt`` (loaded from ``file``) if it is a valid suimseg checkpoint, else an error."""
     if not _is_suimseg(ckpt):
         if _is_lightning(ckpt) or _is_state_dict(ckpt):
             hint = (
@@ -336,7 +340,7 @@ def load_checkpoint(
         )
     _check_version(ckpt, f"checkpoint {file}", "checkpoint format")
     _check_fields(ckpt, f"checkpoint {file}")
-    return ckpt
+    return cast(dict[str, Any], ckpt)
 
 
 def _torch_load(file: Path, map_location: str | torch.device, *, mmap: bool = False) -> Any:
@@ -685,19 +689,23 @@ def read_run_config(source: PathLike | Mapping[str, Any]) -> dict[str, Any] | No
     """The run settings stored in a checkpoint (``extra["run_config"]``), if any.
 
     For ``suimseg train`` that is the whole ``TrainConfig`` (e.g. the training
-    ``image_size``). A file is memory-mapped, so only the metadata is read.
+    ``image_size``). For a Lightning ``.ckpt`` of :class:`~suimseg.lightning.SUIMSegModule`
+    it is ``{"image_size": N}``, the size recorded in its ``hyper_parameters``. A file is
+    memory-mapped, so only the metadata is read.
 
     Args:
-        source: A checkpoint file, a ``.safetensors`` export, or an already loaded
-            checkpoint dict.
+        source: A checkpoint file, a Lightning ``.ckpt``, a ``.safetensors`` export, or an
+            already loaded checkpoint dict.
 
     Returns:
         A copy of the stored settings, or ``None`` for checkpoints written without them
-        (older files, or a trainer given no ``run_config``).
+        (older files, a trainer given no ``run_config``, a ``.ckpt`` that records no
+        ``image_size``).
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        CheckpointError: If the file is not a valid suimseg checkpoint.
+        CheckpointError: If the file is neither a valid suimseg checkpoint nor a Lightning
+            ``.ckpt``, or a ``.ckpt``'s ``image_size`` is not a positive int.
 
     Example:
         >>> import tempfile
@@ -707,13 +715,41 @@ def read_run_config(source: PathLike | Mapping[str, Any]) -> dict[str, Any] | No
         {'image_size': 320}
     """
     if isinstance(source, Mapping):
+        if _is_lightning(source):
+            return _lightning_run_config(dict(source), "the Lightning checkpoint")
         stored = (source.get("extra") or {}).get("run_config")
     elif Path(source).suffix.lower() == ".safetensors":
         metadata = _read_safetensors(Path(source), tensors=False)[0]
         stored = _json_metadata(metadata, "run_config", f"weights file {source}")
     else:
-        stored = (load_checkpoint(source, mmap=True).get("extra") or {}).get("run_config")
+        file = Path(source)
+        raw = _torch_load(file, "cpu", mmap=True)
+        if _is_lightning(raw):
+            return _lightning_run_config(raw, f"checkpoint {file}")
+        stored = (_checked_suimseg(raw, file).get("extra") or {}).get("run_config")
     return dict(stored) if isinstance(stored, dict) else None
+
+
+#: Largest image size accepted from a ``.ckpt`` (as ``TrainConfig.image_size``).
+_MAX_IMAGE_SIZE = 8192
+
+
+def _lightning_run_config(raw: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """``{"image_size": N}`` from a Lightning ``.ckpt``'s ``hyper_parameters``, if recorded.
+
+    :class:`~suimseg.lightning.SUIMSegModule` records the size it was trained at there
+    (given, or taken from the datamodule); older files and other modules have none.
+    """
+    hp = raw.get("hyper_parameters")
+    size = hp.get("image_size") if isinstance(hp, dict) else None
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= _MAX_IMAGE_SIZE:
+        raise CheckpointError(
+            f"{where}: field 'hyper_parameters.image_size' = {reprlib.repr(size)} is not an "
+            f"int in [1, {_MAX_IMAGE_SIZE}]; {_DAMAGED}"
+        )
+    return {"image_size": size}
 
 
 def load_model(
@@ -785,6 +821,7 @@ class _Parts(NamedTuple):
     ckpt: dict[str, Any] | None  # the validated suimseg checkpoint, when it is one
     epoch: int = 0
     global_step: int = 0
+    run_config: dict[str, Any] | None = None  # as read_run_config reads it
 
 
 def _read_parts(file: Path, map_location: str | torch.device) -> _Parts:
@@ -797,7 +834,11 @@ def _read_parts(file: Path, map_location: str | torch.device) -> _Parts:
             what = f"a .safetensors file with {len(state)} tensors and no suimseg metadata"
             return _Parts(what, None, state, False, None)
         spec, state = _load_safetensors_model_parts(file)
-        return _Parts("a suimseg .safetensors file", spec, state, False, None)
+        run_config = _json_metadata(metadata, "run_config", where)
+        return _Parts(
+            "a suimseg .safetensors file", spec, state, False, None,
+            run_config=dict(run_config) if isinstance(run_config, dict) else None,
+        )  # fmt: skip
     raw = _torch_load(file, map_location)
     if _is_suimseg(raw):
         _check_version(raw, where, "checkpoint format")
@@ -806,7 +847,8 @@ def _read_parts(file: Path, map_location: str | torch.device) -> _Parts:
             " of a custom model (no suimseg model spec)" if raw["model"] is None else ""
         )
         counters = (raw["epoch"], raw.get("global_step", 0))
-        return _Parts(what, raw["model"], raw["model_state"], False, raw, *counters)
+        return _Parts(what, raw["model"], raw["model_state"], False, raw, *counters,
+                      run_config=read_run_config(raw))  # fmt: skip
     if _is_lightning(raw):
         return _lightning_parts(raw, where)
     if _is_state_dict(raw):
@@ -831,6 +873,7 @@ def _lightning_parts(raw: dict[str, Any], where: str) -> _Parts:
             raise CheckpointError(f"{where}: field {field!r} = {reprlib.repr(number)} is not "
                                   f"int in [0, {high}]; {_DAMAGED}")  # fmt: skip
         counters.append(number)
+    epoch, global_step = counters
     hp = raw.get("hyper_parameters")
     if not (isinstance(hp, dict) and "model" in hp and "model_name" in hp):
         what = (
@@ -838,14 +881,15 @@ def _lightning_parts(raw: dict[str, Any], where: str) -> _Parts:
             "'model_name' in its hyper_parameters: a SUIMSegModule given an nn.Module, or "
             "another LightningModule)"
         )
-        return _Parts(what, None, state, True, None, *counters)
+        return _Parts(what, None, state, True, None, epoch, global_step)
     _check_bounded(hp["model"], where, "hyper_parameters.model")
     spec = _stored_spec(
         {"name": hp["model_name"], "config": hp["model"]},
         f"{where}: hyper_parameters",
         "model_name",
     )
-    return _Parts("a Lightning checkpoint", spec, state, True, None, *counters)
+    return _Parts("a Lightning checkpoint", spec, state, True, None, epoch, global_step,
+                  _lightning_run_config(raw, where))  # fmt: skip
 
 
 def _model_from(parts: _Parts, where: str) -> nn.Module:
@@ -946,13 +990,15 @@ def convert_checkpoint(
     loaded into the rebuilt model (so they are known to fit) and written unchanged:
 
     - ``"suimseg"``: a suimseg checkpoint (model spec, weights, the source's ``epoch`` and
-      ``global_step``, and its class names and run config when it has them; no optimizer
-      state), for ``load_model``, ``suimseg predict``/``evaluate``/``export``;
+      ``global_step``, and its class names and run config when it has them, e.g. a
+      ``.ckpt``'s ``image_size`` as ``{"image_size": N}``; no optimizer state), for
+      ``load_model``, ``suimseg predict``/``evaluate``/``export``;
     - ``"lightning"``: a Lightning ``.ckpt`` that
-      ``SUIMSegModule.load_from_checkpoint(path)`` loads (``hyper_parameters`` ``model``
-      and ``model_name``, the weights under ``model.``; the other module arguments take
-      their defaults; not a training state to resume with ``ckpt_path``). Lightning need
-      not be installed to write it;
+      ``SUIMSegModule.load_from_checkpoint(path)`` loads (``hyper_parameters`` ``model``,
+      ``model_name`` and, when the source records its training size, ``image_size``; the
+      weights under ``model.``; the other module arguments take their defaults; not a
+      training state to resume with ``ckpt_path``). Lightning need not be installed to
+      write it;
     - ``"safetensors"``: as :func:`save_safetensors`.
 
     Args:
@@ -986,19 +1032,23 @@ def convert_checkpoint(
     model = _model_from(parts, f"checkpoint {source}")
     spec = cast(dict[str, Any], parts.spec)
     ckpt = parts.ckpt or {}
+    run_config = parts.run_config
     if fmt == "safetensors":
-        return save_safetensors(source if parts.ckpt is not None else model, dest)
+        return save_safetensors(source, dest)
     if fmt == "lightning":
+        hparams: dict[str, Any] = {"model": dict(spec["config"]), "model_name": spec["name"]}
+        size = (run_config or {}).get("image_size")
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            hparams["image_size"] = size
         out: dict[str, Any] = {
             "epoch": parts.epoch,
             "global_step": parts.global_step,
             _LIGHTNING_VERSION: _lightning_version(),
             "state_dict": {_LIGHTNING_PREFIX + k: v for k, v in model.state_dict().items()},
             "hparams_name": "kwargs",
-            "hyper_parameters": {"model": dict(spec["config"]), "model_name": spec["name"]},
+            "hyper_parameters": hparams,
         }
     else:
-        run_config = read_run_config(ckpt) if ckpt else None
         out = make_checkpoint(
             model,
             model_spec=spec,
@@ -1066,7 +1116,7 @@ def save_safetensors(
     else:
         parts = _read_parts(Path(source), "cpu")
         ckpt = parts.ckpt or {}
-        run_config = read_run_config(ckpt) if ckpt else None
+        run_config = parts.run_config
         if class_names is None and ckpt.get("class_names"):
             class_names = list(ckpt["class_names"])
         spec = parts.spec

@@ -28,6 +28,10 @@ def metric_key(class_name: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", class_name).strip("_")
 
 
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _build(model: Mapping[str, Any] | nn.Module | None, model_name: str) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
@@ -61,6 +65,12 @@ class SUIMSegModule(pl.LightningModule):
     anything. An ``nn.Module`` without a suimseg ``config`` is not stored: pass it again,
     ``load_from_checkpoint(path, model=MyNet())``.
 
+    The training image size is stored too, as ``hparams["image_size"]``: given, or taken
+    at ``setup`` from the trainer's datamodule (its ``image_size``, e.g.
+    :class:`~suimseg.lightning.SUIMDataModule`'s). ``suimseg predict``/``evaluate`` and
+    :func:`~suimseg.app.evaluate.input_size_for` then predict a ``.ckpt`` at that size
+    (without it, at 384 with a warning unless ``--image-size`` is given).
+
     Args:
         model: A dict of the model's constructor arguments, an ``nn.Module``, or ``None``
             for the model's defaults.
@@ -79,6 +89,13 @@ class SUIMSegModule(pl.LightningModule):
             :func:`~suimseg.losses.class_weights`), or ``None``.
         ignore_index: Label value skipped by the loss and the metric.
         log_per_class: Also log each class's validation IoU.
+        image_size: The (square) input size the model is trained at, recorded in the
+            checkpoint; ``None``: the datamodule's ``image_size`` at ``setup`` (left
+            ``None`` when it has none, e.g. with plain dataloaders).
+
+    Raises:
+        ConfigError: If ``image_size`` is not a positive int, or the model has no int
+            ``num_classes``.
 
     Example:
         >>> module = SUIMSegModule({"encoder": "resnet18", "decoder_channels": [32, 16, 8, 8],
@@ -106,8 +123,14 @@ class SUIMSegModule(pl.LightningModule):
         class_weights: Sequence[float] | None = None,
         ignore_index: int | None = IGNORE_INDEX,
         log_per_class: bool = True,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
+        if image_size is not None and not _positive_int(image_size):
+            raise ConfigError(
+                f"image_size: expected a positive int (the training input size, e.g. 384) "
+                f"or None to take the datamodule's, got {image_size!r}"
+            )
         net = _build(model, model_name)
         self.save_hyperparameters(ignore=["model", "model_name"])
         config = getattr(net, "config", None)
@@ -131,6 +154,13 @@ class SUIMSegModule(pl.LightningModule):
         )
         self.val_miou = SUIMJaccardIndex(num_classes, ignore_index=ignore_index)
         self.test_miou = SUIMJaccardIndex(num_classes, ignore_index=ignore_index)
+
+    def setup(self, stage: str) -> None:
+        """Record the datamodule's ``image_size`` when none was given."""
+        if self.hparams.get("image_size") is None:
+            size = getattr(getattr(self.trainer, "datamodule", None), "image_size", None)
+            if _positive_int(size):
+                self.hparams["image_size"] = size
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``(N, C, H, W)`` of images ``(N, 3, H, W)``."""
