@@ -1,7 +1,7 @@
 """The benchmark scripts' shared harness: flags, timing, machine probe, tables, JSON.
 
-Every script is ``parser = make_parser(...)``; ``args = parse(parser, argv)``;
-``device = start(args)``; measure; :func:`write_report`. It prints plain-text tables and
+Every script is ``parser = make_parser(...)``; ``args, device = begin(parser, argv)``
+(:func:`parse`, then :func:`start`); measure; :func:`write_report`. It prints plain-text tables and
 writes one JSON report ``{"benchmark", "machine", "settings", "results", ...}``
 atomically (by default under ``benchmarks/results/``, ignored by git). Timings are
 medians of several repetitions taken after warm-up; on CUDA every repetition ends with
@@ -117,10 +117,26 @@ def start(args: argparse.Namespace) -> torch.device:
     return resolve_device(getattr(args, "device", "cpu"))
 
 
+def begin(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, torch.device]:
+    """Every script's first step: :func:`parse` ``argv``, then :func:`start` with it."""
+    args = parse(parser, argv)
+    return args, start(args)
+
+
 def pick(args: argparse.Namespace, name: str, quick: Any, full: Any) -> Any:
     """``args.<name>`` if given, else the quick or the ``--full`` default."""
     value = getattr(args, name)
     return value if value is not None else (full if args.full else quick)
+
+
+def timing(
+    args: argparse.Namespace, quick: tuple[int, int], full: tuple[int, int]
+) -> tuple[int, int]:
+    """``(warmup, repeats)``: ``--warmup`` and ``--repeats`` if given, else the quick or
+    the ``--full`` pair (:func:`pick` of each)."""
+    return pick(args, "warmup", quick[0], full[0]), pick(args, "repeats", quick[1], full[1])
 
 
 def int_list(text: str) -> list[int]:
@@ -338,6 +354,16 @@ def model_factories(tiny: bool = False) -> dict[str, Callable[[], nn.Module]]:
             **narrow,
         )
     return factories
+
+
+def chosen_model(args: argparse.Namespace, default: str = "v3") -> str:
+    """The first name of ``--models`` (``default`` without the flag), checked against
+    :func:`model_factories` (with ``--tiny-models``); an unknown one exits with a message."""
+    factories = model_factories(tiny=args.tiny_models)
+    name = (args.models or default).split(",")[0]
+    if name not in factories:
+        raise SystemExit(f"--models: unknown {name!r}; expected one of {list(factories)}")
+    return name
 
 
 def train_step_flops(model_fn: Callable[[], nn.Module], size: tuple[int, int]) -> dict[str, float]:

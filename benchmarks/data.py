@@ -46,21 +46,9 @@ from collections.abc import Callable, Sized
 from pathlib import Path
 from typing import Any, cast
 
+import _common as bench
 import numpy as np
 import torch
-from _common import (
-    Progress,
-    int_list,
-    machine_info,
-    make_parser,
-    parse,
-    pick,
-    print_table,
-    size_list,
-    start,
-    time_interleaved,
-    write_report,
-)
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -139,7 +127,7 @@ def _measure(
             pass
 
     # The warm-up epoch is the one that fills the cache of the cached pipelines.
-    t = time_interleaved(
+    t = bench.time_interleaved(
         {n: functools.partial(epoch, ld) for n, ld in loaders.items()},
         device=torch.device("cpu"),
         warmup=args.warmup,
@@ -176,35 +164,35 @@ def _mask_decode(tmp: Path, size: int, repeats: int) -> dict[str, float]:
             read_mask_labels(path), (size, size)
         ),
     }
-    timed = time_interleaved(fns, device=torch.device("cpu"), warmup=1, repeats=repeats)
+    timed = bench.time_interleaved(fns, device=torch.device("cpu"), warmup=1, repeats=repeats)
     out = {name: t["median_s"] * 1e3 for name, t in timed.items()}
-    print_table(["mask decoding (1920x1080 BMP)", "ms"], list(out.items()))
+    bench.print_table(["mask decoding (1920x1080 BMP)", "ms"], list(out.items()))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
-    p = make_parser(__doc__, "data", device=False, threads=1)
+    p = bench.make_parser(__doc__, "data", device=False, threads=1)
     p.add_argument("--size", type=int, default=384, help="target size S (S x S)")
     p.add_argument("--n-images", type=int, default=None, help="images per source (16; --full 32)")
     p.add_argument("--real", type=Path, default=None, help="extra SUIM-layout root (its TEST)")
     p.add_argument(
-        "--sources", type=size_list, help="synthetic WxH[,WxH] (640x480; --full also 1920x1080)"
+        "--sources",
+        type=bench.size_list,
+        help="synthetic WxH[,WxH] (640x480; --full also 1920x1080)",
     )
-    p.add_argument("--workers", type=int_list, help="DataLoader workers (0; --full 0,2,CPUs)")
+    p.add_argument("--workers", type=bench.int_list, help="DataLoader workers (0; --full 0,2,CPUs)")
     p.add_argument(
         "--shuffle",
         action="store_true",
         help="shuffle every epoch (as in training): with workers, cache=True then hits only "
         "the samples a worker has seen before, cache='shared' every sample",
     )
-    args = parse(p, argv)
-    start(args)  # --threads: the main process (DataLoader workers always use 1)
-    sources = pick(args, "sources", [(640, 480)], [(640, 480), (1920, 1080)])
-    n_images = pick(args, "n_images", 16, 32)
-    args.warmup = pick(args, "warmup", 1, 1)
-    args.repeats = pick(args, "repeats", 2, 3)
-    workers = sorted(set(pick(args, "workers", [0], [0, 2, os.cpu_count() or 1])))
+    args, _ = bench.begin(p, argv)  # --threads: the main process (DataLoader workers always use 1)
+    sources = bench.pick(args, "sources", [(640, 480)], [(640, 480), (1920, 1080)])
+    n_images = bench.pick(args, "n_images", 16, 32)
+    args.warmup, args.repeats = bench.timing(args, (1, 2), (1, 3))
+    workers = sorted(set(bench.pick(args, "workers", [0], [0, 2, os.cpu_count() or 1])))
     size = args.size
     load_start = os.getloadavg()
     transforms: dict[OutputKind, Any] = {
@@ -239,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:  # after every setting, so a run killed by a time limit keeps its rows
         settings["load_average_end"] = os.getloadavg()
-        info = machine_info(torch.device("cpu"))
-        write_report(
+        info = bench.machine_info(torch.device("cpu"))
+        bench.write_report(
             args.out, "suimseg data pipeline", info, settings, results, mask_decode_ms=mask_ms
         )
 
@@ -256,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         mask_ms.update(_mask_decode(Path(tmp), size, max(args.repeats, 3)))
-    table = Progress(["source", "pipeline", "workers", "img/s", "speed-up"], widths=(24, 38))
+    table = bench.Progress(["source", "pipeline", "workers", "img/s", "speed-up"], widths=(24, 38))
     with tempfile.TemporaryDirectory() as tmp:
         roots = [
             (

@@ -44,25 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _common as bench
 import torch
-from _common import (
-    OOM_ERRORS,
-    Budget,
-    Progress,
-    as_input,
-    free_memory,
-    int_list,
-    machine_info,
-    make_parser,
-    model_factories,
-    parse,
-    pick,
-    print_table,
-    size_list,
-    start,
-    time_interleaved,
-    write_report,
-)
 from torch import nn
 
 from suimseg.inference import TTA, OnnxRuntimeModel, Predictor, export_onnx, native_bf16_cpu
@@ -82,12 +65,12 @@ BACKEND_TARGET_SPEEDUP = 1.5
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
-    p = make_parser(__doc__, "inference", budget=True, models=True)
+    p = bench.make_parser(__doc__, "inference", budget=True, models=True)
     p.add_argument(
-        "--sizes", type=size_list, help="S or HxW, comma-separated (128; --full 384,480x640)"
+        "--sizes", type=bench.size_list, help="S or HxW, comma-separated (128; --full 384,480x640)"
     )
     p.add_argument(
-        "--batches", type=int_list, help="batch sizes, comma-separated (1,2; --full 1,8)"
+        "--batches", type=bench.int_list, help="batch sizes, comma-separated (1,2; --full 1,8)"
     )
     p.add_argument("--modes", default="plain,tta", help="comma-separated subset of plain,tta")
     p.add_argument(
@@ -110,15 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--onnx-model", type=Path, help="ONNX export to time (default: export now)")
     p.add_argument("--int8-model", type=Path, help="int8 ONNX export to time as well")
-    args = parse(p, argv)
-    budget = Budget(args.budget_s)
-    device = start(args)
+    args, device = bench.begin(p, argv)
+    budget = bench.Budget(args.budget_s)
     if args.backends is not None:
         return run_backends(args, device)
-    sizes: list[tuple[int, int]] = pick(args, "sizes", [(128, 128)], [(384, 384), (480, 640)])
-    batches: list[int] = pick(args, "batches", [1, 2], [1, 8])
-    warmup, repeats = pick(args, "warmup", 1, 3), pick(args, "repeats", 3, 10)
-    factories = model_factories(tiny=args.tiny_models)
+    sizes: list[tuple[int, int]] = bench.pick(args, "sizes", [(128, 128)], [(384, 384), (480, 640)])
+    batches: list[int] = bench.pick(args, "batches", [1, 2], [1, 8])
+    warmup, repeats = bench.timing(args, (1, 3), (3, 10))
+    factories = bench.model_factories(tiny=args.tiny_models)
     names = (args.models or "v3,deeplabv3").split(",")
     modes = args.modes.split(",")
     for flag, chosen, known in (("models", names, factories), ("modes", modes, MODES)):
@@ -127,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     precision = args.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
-    channels_last = pick(args, "channels_last", device.type == "cuda", device.type == "cuda")
+    channels_last = bench.pick(args, "channels_last", device.type == "cuda", device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     models: dict[str, nn.Module] = {}
@@ -137,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     amp: AmpMode | None = "bf16" if precision == "bf16" else None
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    info = machine_info(device)
+    info = bench.machine_info(device)
     settings = {
         "sizes": [list(s) for s in sizes],
         "batches": batches,
@@ -162,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def save(complete: bool) -> None:
-        write_report(
+        bench.write_report(
             args.out,
             "suimseg inference",
             info,
@@ -173,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             complete=complete,
         )
 
-    table = Progress(["model", "size", "batch", "mode", "ms/batch", "ms/img", "img/s", "peak MiB"])
+    table = bench.Progress(
+        ["model", "size", "batch", "mode", "ms/batch", "ms/img", "img/s", "peak MiB"]
+    )
     for mode in modes:
         predictors = {
             n: Predictor(m, device=device, image_size=None, tta=MODES[mode], amp=amp)
@@ -185,17 +169,17 @@ def main(argv: list[str] | None = None) -> int:
                 if budget.exceeded():
                     skipped.append({**where, "reason": "time budget"})
                     continue
-                x = as_input(b, (h, w), device, channels_last)
+                x = bench.as_input(b, (h, w), device, channels_last)
                 calls = {n: (lambda p=p, x=x: p.probs_normalized(x)) for n, p in predictors.items()}
                 try:
                     with contextlib.ExitStack() as stack:
                         for pr in predictors.values():
                             stack.enter_context(pr.eval_context())
-                        timings = time_interleaved(
+                        timings = bench.time_interleaved(
                             calls, device=device, warmup=warmup, repeats=repeats
                         )
-                except OOM_ERRORS:
-                    free_memory(device)
+                except bench.OOM_ERRORS:
+                    bench.free_memory(device)
                     print(f"{h}x{w} batch {b} {mode}: out of memory")
                     skipped.append({**where, "reason": "out of memory"})
                     continue
@@ -222,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
                         row["peak_memory_mib"],
                     )
                 del x, calls
-                free_memory(device)
+                bench.free_memory(device)
                 save(complete=False)
 
     if ratios := _ratios(results):
         print("\nV3 latency / DeepLabV3-ResNet50's (ratio of medians; median of paired calls)")
-        print_table(
+        bench.print_table(
             ["size", "batch", "mode", "v3 ms", "deeplabv3 ms", "ratio", "paired ratio"],
             [
                 [f"{r['size'][0]}x{r['size'][1]}", r["batch"], r["mode"], r["v3_ms"], *rest]
@@ -249,20 +233,17 @@ def run_backends(args: argparse.Namespace, device: torch.device) -> int:
         raise SystemExit(f"--backends: unknown {unknown}; expected 'all' or a subset of {BACKENDS}")
     if device.type != "cpu":
         raise SystemExit("--backends: a CPU comparison; run it with --device cpu")
-    factories = model_factories(tiny=args.tiny_models)
-    name = (args.models or "v3").split(",")[0]
-    if name not in factories:
-        raise SystemExit(f"--models: unknown {name!r}; expected one of {list(factories)}")
-    sizes: list[tuple[int, int]] = pick(args, "sizes", [(128, 128)], [(384, 384)])
-    batches: list[int] = pick(args, "batches", [1], [1])
-    warmup, repeats = pick(args, "warmup", 1, 3), pick(args, "repeats", 3, 10)
+    name = bench.chosen_model(args)
+    sizes: list[tuple[int, int]] = bench.pick(args, "sizes", [(128, 128)], [(384, 384)])
+    batches: list[int] = bench.pick(args, "batches", [1], [1])
+    warmup, repeats = bench.timing(args, (1, 3), (3, 10))
     out = args.out
     if out == Path("benchmarks/results/inference.json"):
         out = Path("benchmarks/results/inference_backends.json")
-    info = machine_info(device)
+    info = bench.machine_info(device)
     cpu_name = info["device_name"]
     torch.manual_seed(0)
-    model = factories[name]().eval()
+    model = bench.model_factories(tiny=args.tiny_models)[name]().eval()
     not_measured: list[dict[str, Any]] = []
     if "eager_bf16" in chosen and not native_bf16_cpu():
         chosen.remove("eager_bf16")
@@ -311,10 +292,12 @@ def run_backends(args: argparse.Namespace, device: torch.device) -> int:
         "call by call (interleaved rounds) so load changes hit all alike",
     }
     results: list[dict[str, Any]] = []
-    table = Progress(["backend", "size", "batch", "ms/batch", "img/s", "vs fp32"], widths=[19])
+    table = bench.Progress(
+        ["backend", "size", "batch", "ms/batch", "img/s", "vs fp32"], widths=[19]
+    )
     for h, w in sizes:
         for b in batches:
-            x = as_input(b, (h, w), device, False)
+            x = bench.as_input(b, (h, w), device, False)
             xcl = x.contiguous(memory_format=torch.channels_last)
             predictors = {
                 k: Predictor(m, device=device, image_size=None, amp=amps[k])
@@ -327,7 +310,9 @@ def run_backends(args: argparse.Namespace, device: torch.device) -> int:
             with contextlib.ExitStack() as stack:
                 for pr in predictors.values():
                     stack.enter_context(pr.eval_context())
-                timings = time_interleaved(calls, device=device, warmup=warmup, repeats=repeats)
+                timings = bench.time_interleaved(
+                    calls, device=device, warmup=warmup, repeats=repeats
+                )
             base = timings.get("eager_fp32", {}).get("median_s")
             for k, t in timings.items():
                 med = t["median_s"]
@@ -350,7 +335,7 @@ def run_backends(args: argparse.Namespace, device: torch.device) -> int:
     verdict = _backend_verdict(results)
     if verdict is not None:
         print(verdict["text"])
-    write_report(
+    bench.write_report(
         out,
         "suimseg inference backends",
         info,

@@ -47,19 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common as bench
 import numpy as np
-from _common import (
-    machine_info,
-    make_parser,
-    model_factories,
-    parse,
-    pick,
-    print_table,
-    size_list,
-    start,
-    time_interleaved,
-    write_report,
-)
 from PIL import Image
 
 MEMORY_VARIANTS = ("decode", "one-pass", "strips")
@@ -115,7 +104,7 @@ def _child(argv: list[str]) -> int:
     if int(threads) > 0:
         torch.set_num_threads(int(threads))
     torch.manual_seed(0)  # the same random weights in every child
-    model = model_factories(tiny=tiny == "1")[model_name]().eval()
+    model = bench.model_factories(tiny=tiny == "1")[model_name]().eval()
     predictor = Predictor(model, device="cpu", image_size=int(size))
     if variant == "one-pass":
         predictor_module._STRIP_BYTES = 2**62
@@ -153,13 +142,13 @@ def _folder(args: argparse.Namespace, device: Any, tmp: Path, model: str) -> dic
 
     from suimseg.inference import Predictor, predict_files
 
-    n = pick(args, "n_images", 16, 100)
+    n = bench.pick(args, "n_images", 16, 100)
     size = args.source_size
     folder = tmp / "images"
     folder.mkdir()
     for i in range(n):
         _synthetic_jpeg(folder / f"img_{i:03d}.jpg", size, i)
-    net = model_factories(tiny=args.tiny_models)[model]().eval()
+    net = bench.model_factories(tiny=args.tiny_models)[model]().eval()
     predictor = Predictor(net, device=device, image_size=args.image_size)
     outs = {"sequential": tmp / "out_seq", "pipelined": tmp / "out_pipe"}
     workers = {"sequential": 0, "pipelined": args.workers}
@@ -167,9 +156,9 @@ def _folder(args: argparse.Namespace, device: Any, tmp: Path, model: str) -> dic
     def run(name: str) -> None:
         predict_files(predictor, [folder], outs[name], overwrite=True, workers=workers[name])
 
-    warmup, repeats = pick(args, "warmup", 1, 1), pick(args, "repeats", 2, 3)
+    warmup, repeats = bench.timing(args, (1, 2), (1, 3))
     with torch.inference_mode():
-        timed = time_interleaved(
+        timed = bench.time_interleaved(
             {k: (lambda k=k: run(k)) for k in outs}, device=device, warmup=warmup, repeats=repeats
         )
     masks = {k: sorted((v / "masks").iterdir()) for k, v in outs.items()}
@@ -204,29 +193,26 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
         return _child(argv[1:])
-    p = make_parser(__doc__, "predict_folder", models=True)
+    p = bench.make_parser(__doc__, "predict_folder", models=True)
     p.add_argument("--parts", default="folder,memory", help="comma-separated: folder,memory")
     p.add_argument("--n-images", type=int, default=None, help="folder images (16; --full 100)")
     p.add_argument(
-        "--source-size", type=lambda t: size_list(t)[0], default=(480, 640),
+        "--source-size", type=lambda t: bench.size_list(t)[0], default=(480, 640),
         help="HxW of the folder's JPEGs (480x640)",
     )  # fmt: skip
     p.add_argument(
-        "--big-size", type=lambda t: size_list(t)[0], default=None,
+        "--big-size", type=lambda t: bench.size_list(t)[0], default=None,
         help="HxW of the memory test's JPEG (3000x4000; --full 6000x8000)",
     )  # fmt: skip
     p.add_argument("--image-size", type=int, default=384, help="model input size (384)")
     p.add_argument("--workers", type=int, default=2, help="pipelined reader threads (2)")
-    args = parse(p, argv)
-    device = start(args)
+    args, device = bench.begin(p, argv)
     parts = args.parts.split(",")
     if unknown := [x for x in parts if x not in PARTS]:
         raise SystemExit(f"--parts: unknown {unknown}; expected a subset of {list(PARTS)}")
-    model = (args.models or "v3").split(",")[0]
-    if model not in model_factories(tiny=args.tiny_models):
-        raise SystemExit(f"--models: unknown {model!r}")
-    big: tuple[int, int] = pick(args, "big_size", (3000, 4000), (6000, 8000))
-    info = machine_info(device)
+    model = bench.chosen_model(args)
+    big: tuple[int, int] = bench.pick(args, "big_size", (3000, 4000), (6000, 8000))
+    info = bench.machine_info(device)
     settings: dict[str, Any] = {
         "parts": parts,
         "model": model,
@@ -246,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             results["folder"] = folder
             print(f"folder: {folder['n_images']} JPEGs of {folder['source_size']}, "
                   f"masks identical: {folder['identical_masks']}")  # fmt: skip
-            print_table(
+            bench.print_table(
                 ["variant", "workers", "s/folder", "img/s"],
                 [[r["variant"], r["workers"], r["median_s"], r["images_per_s"]]
                  for r in folder["rows"]],
@@ -259,13 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             digests = {r["labels_sha256"] for r in rows if r["labels_sha256"]}
             results["memory"] = {"rows": rows, "labels_equal": len(digests) == 1}
             print(f"memory: one {big[0]}x{big[1]} JPEG, labels equal: {len(digests) == 1}")
-            print_table(
+            bench.print_table(
                 ["variant", "baseline MiB", "peak MiB", "s"],
                 [[r["variant"], r["baseline_rss_mib"], r["peak_rss_mib"], r["seconds"]]
                  for r in rows],
             )  # fmt: skip
     info["load_average_1_5_15_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    write_report(args.out, "suimseg folder prediction", info, settings, results)
+    bench.write_report(args.out, "suimseg folder prediction", info, settings, results)
     return 0
 
 

@@ -30,19 +30,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import _common as bench
 import numpy as np
 import torch
-from _common import (
-    machine_info,
-    make_parser,
-    model_factories,
-    parse,
-    pick,
-    print_table,
-    start,
-    time_interleaved,
-    write_report,
-)
 from torch import nn
 
 from suimseg.data import make_synthetic_suim
@@ -74,28 +64,24 @@ def _session(path: Path, threads: int) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
-    p = make_parser(__doc__, "quantize", device=False, threads=1, models=True)
+    p = bench.make_parser(__doc__, "quantize", device=False, threads=1, models=True)
     p.add_argument("--size", type=int, help="square input side (64; --full 384)")
     p.add_argument("--checkpoint", type=Path, help="a trained checkpoint instead of --models")
     p.add_argument("--calibration-dir", type=Path, help="calibration images (default: synthetic)")
     p.add_argument("--calibration-images", type=int, help="calibration images (2; --full 8)")
-    args = parse(p, argv)
-    device = start(args)
+    args, device = bench.begin(p, argv)
     if importlib.util.find_spec("onnxruntime") is None:
         raise SystemExit("this benchmark needs the onnx extra: pip install 'suimseg[onnx]'")
-    size: int = pick(args, "size", 64, 384)
-    n_calib: int = pick(args, "calibration_images", 2, 8)
-    warmup, repeats = pick(args, "warmup", 1, 3), pick(args, "repeats", 3, 15)
-    name = (args.models or "v3").split(",")[0]
+    size: int = bench.pick(args, "size", 64, 384)
+    n_calib: int = bench.pick(args, "calibration_images", 2, 8)
+    warmup, repeats = bench.timing(args, (1, 3), (3, 15))
     if args.checkpoint is not None:
         model: nn.Module = load_model(args.checkpoint)
         name = str(args.checkpoint)
     else:
-        factories = model_factories(tiny=args.tiny_models)
-        if name not in factories:
-            raise SystemExit(f"--models: unknown {name!r}; expected one of {list(factories)}")
+        name = bench.chosen_model(args)
         torch.manual_seed(0)
-        model = factories[name]()
+        model = bench.model_factories(tiny=args.tiny_models)[name]()
     model.eval()
     threads = args.threads if args.threads > 0 else torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 "eager_fp32": lambda: model(x),
                 **{k: (lambda s=s: s.run(None, feed)) for k, s in sessions.items()},
             }
-            timings = time_interleaved(calls, device=device, warmup=warmup, repeats=repeats)
+            timings = bench.time_interleaved(calls, device=device, warmup=warmup, repeats=repeats)
             want = model(x).argmax(1).numpy()
         got = {k: np.argmax(s.run(None, feed)[0], axis=1) for k, s in sessions.items()}
     results = [
@@ -163,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "agreement_note": "label agreement with eager on the random input: a plumbing "
         "check for fp32; for int8 it means something only with a trained --checkpoint",
     }
-    print_table(
+    bench.print_table(
         ["backend", "size", "ms (median)", "ms (min)"],
         [[r["backend"], f"{size}x{size}", r["latency_ms_median"], r["latency_ms_min"]]
          for r in results],
@@ -173,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{speedup['int8_vs_eager_fp32']:.2f}x vs eager fp32 "
         f"(CPU int8 extensions: {', '.join(settings['cpu_int8_extensions']) or 'none'})"
     )
-    write_report(args.out, "suimseg int8 quantization", machine_info(device), settings, results,
-                 speedup=speedup)  # fmt: skip
+    info = bench.machine_info(device)
+    bench.write_report(args.out, "suimseg int8 quantization", info, settings, results,
+                       speedup=speedup)  # fmt: skip
     return 0
 
 

@@ -296,6 +296,8 @@ def test_epoch_budget_stops_after_first_epoch(mods: dict[str, ModuleType], tmp_p
         ("inference", ["--modes", "plain,slow"], "--modes: unknown"),
         ("inference", ["--models", "unet"], "--models: unknown"),
         ("inference", ["--backends", "tensorrt"], "--backends: unknown"),
+        ("inference", ["--backends", "all", "--models", "unet"], r"'unet'; expected one of"),
+        ("predict_folder", ["--models", "unet"], r"'unet'; expected one of \['v3'"),
     ],
 )
 def test_scripts_reject_bad_choices(

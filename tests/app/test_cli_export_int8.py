@@ -9,25 +9,10 @@ import numpy as np
 import pytest
 
 from suimseg.app.cli import main
-from suimseg.data import make_synthetic_suim
 
 HAS_ONNX = all(
     importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime")
 )
-TINY = [
-    "--encoder", "resnet18", "--encoder-weights", "none", "--decoder-channels", "8,8,8,8",
-    "--bridge-channels", "8", "--image-size", "32", "--workers", "0", "--device", "cpu",
-    "--batch-size", "4", "--epochs", "1", "--no-progress",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("cli_int8")
-    data = make_synthetic_suim(base / "data", n_train_val=8, n_test=2, size=(48, 40), seed=0)
-    out = base / "run"
-    assert main(["train", "--data", str(data), "--out", str(out), *TINY]) == 0
-    return data, out / "best.pt"
 
 
 @pytest.mark.slow

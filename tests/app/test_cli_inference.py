@@ -11,24 +11,8 @@ from PIL import Image
 
 from suimseg.app.cli import main
 from suimseg.classes import rgb_to_index
-from suimseg.data import make_synthetic_suim
 from suimseg.engine import load_model
 from suimseg.inference import Predictor, load_result
-
-TINY = [
-    "--encoder", "resnet18", "--encoder-weights", "none", "--decoder-channels", "16,16,8,8",
-    "--bridge-channels", "16", "--image-size", "32", "--workers", "0", "--device", "cpu",
-    "--batch-size", "4", "--epochs", "1", "--no-progress",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("cli")
-    data = make_synthetic_suim(base / "data", n_train_val=10, n_test=3, size=(48, 40), seed=0)
-    out = base / "run"
-    assert main(["train", "--data", str(data), "--out", str(out), *TINY]) == 0
-    return data, out / "best.pt"
 
 
 def test_evaluate_writes_result_at_native_resolution(
