@@ -3,8 +3,10 @@
 The bytes go to ``.<name>.tmp-<pid>`` beside the target, which is ``fsync``-ed and renamed
 over it (then the folder is synced): a crash or full disk mid-write leaves the previous file
 untouched, never a truncated one. A failed write is an :class:`OSError` naming the *target*
-and the errno's meaning (``[Errno 28] No space left on device: 'run/last.pt'``), also where
-``torch.save`` would have raised a ``RuntimeError``.
+and the errno's meaning, also where ``torch.save`` would have raised a ``RuntimeError``;
+every writer words it with :func:`write_error` (``could not write checkpoint run/last.pt:
+No space left on device (the disk is full: at least 310.2 MiB to write, 12.0 MiB free in run;
+free some space there or write to another disk); any previous file there is unchanged``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import errno
 import io
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -70,15 +73,59 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def write_error(target: Path, cause: OSError) -> OSError:
-    """The OSError (errno's subclass, e.g. ``PermissionError``) of a failed write of ``target``."""
+#: What :func:`write_error` says is left of the target after a failed atomic write.
+PREVIOUS_KEPT = "any previous file there is unchanged"
+
+
+def _amount(n: int) -> str:
+    if n < 2**20:
+        return f"{n} bytes"
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"
+
+
+def _disk_full(target: Path, size: int | None, minimum: bool) -> str:
+    """Why and what to do for ENOSPC: the bytes to write (if known), the space left, the fix."""
+    facts = []
+    if size is not None:
+        facts.append(f"{'at least ' if minimum else ''}{_amount(size)} to write")
+    with contextlib.suppress(OSError):
+        facts.append(f"{_amount(shutil.disk_usage(target.parent).free)} free in {target.parent}")
+    known = f": {', '.join(facts)}" if facts else ""
+    return f"the disk is full{known}; free some space there or write to another disk"
+
+
+def write_error(
+    target: Path,
+    cause: OSError,
+    *,
+    what: str = "file",
+    kept: str = PREVIOUS_KEPT,
+    size: int | None = None,
+    minimum: bool = False,
+) -> OSError:
+    """The OSError of a failed write of ``target``: the one wording of every writer.
+
+    ``could not write <what> <target>: <errno meaning> (<cause and fix>); <kept>``, raised
+    as the errno's subclass (e.g. ``PermissionError``) with ``filename=target``. For a full
+    disk (ENOSPC) the parenthesis gives the bytes to write (``size``; "at least" with
+    ``minimum``, when only the bytes reached before the failure are known), the space
+    left in the target's folder and the fix.
+
+    Args:
+        target: The file that was being written.
+        cause: The error (its errno is kept; EIO when it has none).
+        what: The kind of file, for the message (``"checkpoint"``, ``"history file"``).
+        kept: What is left of the target (e.g. "its earlier lines are unchanged").
+        size: Bytes to write, when known.
+        minimum: ``size`` is a lower bound.
+    """
     code = cause.errno if cause.errno is not None else errno.EIO
     meaning = os.strerror(code)
     if code == errno.ENOSPC:
-        meaning += " (the disk is full; free some space)"
+        meaning += f" ({_disk_full(target, size, minimum)})"
     elif code == errno.EFBIG:
         meaning += " (the file system or a ulimit -f caps the file size)"
-    return OSError(code, f"{meaning}; any previous file there is unchanged", str(target))
+    return OSError(code, f"could not write {what} {target}: {meaning}; {kept}", str(target))
 
 
 @contextlib.contextmanager
@@ -98,13 +145,17 @@ class _RecordingFile:
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
         self.error: OSError | None = None
+        self.written = 0  # bytes written; with a failed write, the bytes it tried too
 
     def write(self, data: Any) -> int:
         try:
-            return self._fh.write(data)
+            n = self._fh.write(data)
         except OSError as exc:
             self.error = exc
+            self.written += len(memoryview(data))
             raise
+        self.written += n
+        return n
 
     def fileno(self) -> int:
         # Without a descriptor, writers (PIL's encoders) go through write(), where a
@@ -115,16 +166,24 @@ class _RecordingFile:
         return getattr(self._fh, name)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str],
+    write: Callable[[IO[bytes]], None],
+    *,
+    what: str = "file",
+    kept: str = PREVIOUS_KEPT,
+) -> Path:
     """Write a file atomically: ``write`` receives a binary handle to a temporary file.
 
     Parent folders are created. On any exception the temporary file is removed and the
     target keeps its content; a failed write or rename raises :func:`write_error`'s
-    ``OSError``. Returns the target path.
+    ``OSError`` (``what`` and ``kept`` word it). Returns the target path.
     """
     target = Path(path)
-    with named_write_errors(target):
+    try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(target, exc, what=what, kept=kept) from exc
     tmp = temporary_path(target)
     recorder: _RecordingFile | None = None
     in_callback = False
@@ -146,21 +205,29 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
         if cause is None and isinstance(exc, OSError) and not in_callback:
             cause = exc
         if cause is not None:
-            raise write_error(target, cause) from exc
+            size = None if recorder is None else recorder.written
+            failed_midway = recorder is not None and recorder.error is not None
+            raise write_error(
+                target, cause, what=what, kept=kept, size=size, minimum=failed_midway
+            ) from exc
         raise
     fsync_dir(target.parent)
     return target
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, what: str = "file", kept: str = PREVIOUS_KEPT
+) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
 
     def write(fh: IO[bytes]) -> None:
         fh.write(data)
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, what=what, kept=kept)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, *, what: str = "file", kept: str = PREVIOUS_KEPT
+) -> Path:
     """Write ``text`` as UTF-8 (no newline translation) to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"), what=what, kept=kept)

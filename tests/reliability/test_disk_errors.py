@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import io
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from suimseg._atomic import atomic_write_text
 from suimseg.engine import (
     EpochRecord,
     HistoryWriter,
@@ -144,3 +148,47 @@ def test_fit_disk_error_in_history_names_file_and_resume_repairs_it(
     make_trainer(tmp_path).fit(make_loader(), epochs=3, resume_from=tmp_path / "last.pt")
     assert [r["epoch"] for r in read_history(tmp_path)] == [1, 2, 3]
     assert [r["epoch"] for r in read_history(tmp_path / "history.csv")] == [1, 2, 3]
+
+
+def _disk_full_text(what: str, path: Path, size: int, kept: str) -> str:
+    """The one full-disk wording of every writer, as a regex (the free space varies)."""
+    free = r"[0-9.]+ (?:bytes|MiB|GiB) free in " + re.escape(str(path.parent))
+    return (
+        rf"could not write {what} {re.escape(str(path))}: No space left on device \(the disk "
+        rf"is full: {size} bytes to write, {free}; free some space there or write to another "
+        rf"disk\); {kept}"
+    )
+
+
+def test_a_full_disk_reads_the_same_from_every_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file, the bytes it needed, the space left and the fix, in one wording."""
+
+    def enospc(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    kept = "any previous file there is unchanged"
+    state = {"w": torch.zeros(100)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    history = HistoryWriter(tmp_path)
+    record = EpochRecord(epoch=1, train_loss=0.5)
+    line = json.dumps(record.to_dict(), allow_nan=False) + "\n"
+    monkeypatch.setattr(os, "replace", enospc)  # all bytes written, then the rename fails
+    with pytest.raises(OSError, match="disk is full") as e:
+        atomic_save(state, tmp_path / "last.pt")
+    text = _disk_full_text("checkpoint", tmp_path / "last.pt", len(buffer.getvalue()), kept)
+    assert re.fullmatch(text, e.value.strerror), e.value.strerror
+    with pytest.raises(OSError, match="disk is full") as e:
+        atomic_write_text(tmp_path / "result.json", "x" * 10)
+    assert re.fullmatch(_disk_full_text("file", tmp_path / "result.json", 10, kept),
+                        e.value.strerror), e.value.strerror  # fmt: skip
+    monkeypatch.setattr(os, "write", enospc)  # history lines are appended with os.write
+    with pytest.raises(OSError, match="disk is full") as e:
+        history.append(record)
+    text = _disk_full_text(
+        "history file", history.jsonl_path, len(line), "its earlier lines are unchanged"
+    )
+    assert re.fullmatch(text, e.value.strerror), e.value.strerror
+    assert e.value.errno == errno.ENOSPC

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from suimseg._atomic import atomic_write, fsync_dir, temporary_path
+from suimseg._atomic import atomic_write, fsync_dir, temporary_path, write_error
 from suimseg._version import __version__
 from suimseg.errors import CheckpointError, ConfigError, MissingDependencyError
 from suimseg.models import MODEL_NAMES, build_model, model_spec
@@ -96,15 +96,11 @@ _MAX_HISTORY_ROWS, _MAX_HISTORY_ROW_BYTES = 10**6, 64 * 1024
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     try:
-        atomic_write(path, write)
+        atomic_write(path, write, what="checkpoint")
     except OSError as exc:
-        hint = " (the disk is full; free some space)" if exc.errno == errno.ENOSPC else ""
-        raise OSError(
-            exc.errno,
-            f"could not write checkpoint {path}: {exc.strerror or exc}{hint}; "
-            "any previous file at that path is unchanged",
-            str(path),
-        ) from exc
+        if exc.filename == str(path):  # a failed write, already worded by write_error
+            raise
+        raise write_error(path, exc, what="checkpoint") from exc  # e.g. reading a source
 
 
 def atomic_save(obj: Any, path: PathLike) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import io
 import json
 import logging
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from suimseg._atomic import atomic_write_text
+from suimseg._atomic import atomic_write_text, write_error
 from suimseg.errors import CheckpointError, HistoryError
 
 __all__ = ["EpochRecord", "HistoryWriter", "read_history"]
@@ -116,14 +115,12 @@ class EpochRecord:
         return row
 
 
-def _history_error(path: Path, exc: OSError) -> OSError:
-    hint = " (the disk is full; free some space)" if exc.errno == errno.ENOSPC else ""
-    return OSError(
-        exc.errno,
-        f"could not write history file {path}: {exc.strerror or exc}{hint}; its earlier "
-        "lines are unchanged",
-        str(path),
-    )
+#: What a failed history write leaves (appends are cut back, rewrites are atomic).
+_HISTORY_KEPT = "its earlier lines are unchanged"
+
+
+def _history_error(path: Path, exc: OSError, size: int | None = None) -> OSError:
+    return write_error(path, exc, what="history file", kept=_HISTORY_KEPT, size=size)
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -143,16 +140,13 @@ def _append_line(path: Path, line: str) -> None:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
-            raise _history_error(path, exc) from exc
+            raise _history_error(path, exc, len(data)) from exc
     finally:
         os.close(fd)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    try:
-        atomic_write_text(path, text)
-    except OSError as exc:
-        raise _history_error(path, exc) from exc
+    atomic_write_text(path, text, what="history file", kept=_HISTORY_KEPT)
 
 
 def _csv_lines(rows: Sequence[Sequence[Any]]) -> str:
