@@ -18,8 +18,12 @@ Two measurements, both through the library's own entry points:
   reached by raising ``suimseg.inference.predictor._STRIP_BYTES`` above any image, which
   makes the predictor take exactly that path) and ``strips`` (the default: width
   upsampled at the model's height, then the height in column strips reduced to labels
-  one by one). ``baseline`` is the process's peak before the prediction (Python, torch,
-  the model); the label maps' SHA-256 digests must be equal.
+  one by one), ``strips-uint8`` (the same with ``labels_dtype=torch.uint8``) and
+  ``mask-file`` (:func:`~suimseg.inference.predict_files` writing the BMP mask, what
+  ``suimseg predict`` does; its digest is of the mask decoded back to ids). ``baseline``
+  is the process's peak before the prediction (Python, torch, the model); the label
+  maps' SHA-256 digests must be equal. ``--onnx FILE`` runs the memory part on an
+  onnxruntime model (e.g. an int8 export) instead of the PyTorch one.
 
 Settings: quick (any CPU): 16 images of 640x480, 3000x4000 big image, the ``v3`` model
 at 384. ``--full``: 100 images, 8000x6000 (48 megapixels). ``--tiny-models`` swaps in the
@@ -51,7 +55,7 @@ import _common as bench
 import numpy as np
 from PIL import Image
 
-MEMORY_VARIANTS = ("decode", "one-pass", "strips")
+MEMORY_VARIANTS = ("decode", "one-pass", "strips", "strips-uint8", "mask-file")
 PARTS = ("folder", "memory")
 
 
@@ -93,8 +97,8 @@ def _maxrss_mib() -> float:
 
 
 def _child(argv: list[str]) -> int:
-    """``--child VARIANT IMAGE MODEL TINY SIZE THREADS``: measure one variant, print JSON."""
-    variant, image, model_name, tiny, size, threads = argv
+    """``--child VARIANT IMAGE MODEL TINY SIZE THREADS ONNX``: measure one variant, print JSON."""
+    variant, image, model_name, tiny, size, threads, onnx = argv
     reset = _reset_peak()
     import torch
 
@@ -104,7 +108,12 @@ def _child(argv: list[str]) -> int:
     if int(threads) > 0:
         torch.set_num_threads(int(threads))
     torch.manual_seed(0)  # the same random weights in every child
-    model = bench.model_factories(tiny=tiny == "1")[model_name]().eval()
+    if onnx:
+        from suimseg.inference import OnnxRuntimeModel
+
+        model: torch.nn.Module = OnnxRuntimeModel(onnx)
+    else:
+        model = bench.model_factories(tiny=tiny == "1")[model_name]().eval()
     predictor = Predictor(model, device="cpu", image_size=int(size))
     if variant == "one-pass":
         predictor_module._STRIP_BYTES = 2**62
@@ -113,9 +122,19 @@ def _child(argv: list[str]) -> int:
     digest = None
     if variant == "decode":
         predictor._model_input(image)
+    elif variant == "mask-file":
+        from suimseg.classes import rgb_to_index
+        from suimseg.inference import predict_files
+
+        with tempfile.TemporaryDirectory() as out:
+            mask = predict_files(predictor, [image], out, overwrite=True).written[0]
+            seconds, peak = time.perf_counter() - t0, _maxrss_mib()
+            labels = torch.from_numpy(rgb_to_index(Image.open(mask)))
     else:
-        labels = predictor.predict(image)[0].labels
-    seconds, peak = time.perf_counter() - t0, _maxrss_mib()
+        dtype = torch.uint8 if variant == "strips-uint8" else torch.int64
+        labels = predictor.predict(image, labels_dtype=dtype)[0].labels
+    if variant != "mask-file":
+        seconds, peak = time.perf_counter() - t0, _maxrss_mib()
     if variant != "decode":
         digest = hashlib.sha256(labels.to(torch.uint8).numpy().tobytes()).hexdigest()
     out = {"baseline_rss_mib": baseline, "peak_rss_mib": peak, "seconds": seconds,
@@ -129,7 +148,7 @@ def _memory(args: argparse.Namespace, image: Path, model: str) -> list[dict[str,
     for variant in MEMORY_VARIANTS:
         tiny = "1" if args.tiny_models else "0"
         cmd = [sys.executable, __file__, "--child", variant, str(image), model, tiny,
-               str(args.image_size), str(args.threads)]  # fmt: skip
+               str(args.image_size), str(args.threads), args.onnx or ""]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"memory child {variant} failed:\n{done.stderr}")
@@ -206,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     p.add_argument("--image-size", type=int, default=384, help="model input size (384)")
     p.add_argument("--workers", type=int, default=2, help="pipelined reader threads (2)")
+    p.add_argument("--onnx", default=None, help="memory part: an .onnx model instead (none)")
     args, device = bench.begin(p, argv)
     parts = args.parts.split(",")
     if unknown := [x for x in parts if x not in PARTS]:
@@ -220,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "image_size": args.image_size,
         "workers": args.workers,
         "big_size": list(big),
+        "onnx": args.onnx,
         "measured": "folder: predict_files(workers=0) vs predict_files(workers=N), "
         "interleaved rounds, median; memory: ru_maxrss of one Predictor.predict(path) "
         "per variant, each in a fresh subprocess",

@@ -156,3 +156,18 @@ def test_real_masks_have_the_documented_pixel_counts(stem: str) -> None:
         expected[CODE_TO_INDEX[code]] = n
     np.testing.assert_array_equal(got, expected)
     assert got.sum() == w * h
+
+
+@pytest.mark.parametrize("ignore_color", [IGNORE_COLOR, (1, 2, 3)])
+def test_index_to_rgb_uint8_and_bool_maps_match_the_int64_path(
+    ignore_color: tuple[int, int, int],
+) -> None:
+    ids = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every uint8 value, 8..255 invalid
+    want = index_to_rgb(ids.astype(np.int64), ignore_color=ignore_color)
+    got = index_to_rgb(ids, ignore_color=ignore_color)
+    assert got.dtype == np.uint8
+    assert np.array_equal(got, want)
+    assert np.array_equal(index_to_rgb(torch.from_numpy(ids), ignore_color=ignore_color), want)
+    flags = ids % 2 == 1
+    want_bool = index_to_rgb(flags.astype(np.int64), ignore_color=ignore_color)
+    assert np.array_equal(index_to_rgb(flags, ignore_color=ignore_color), want_bool)

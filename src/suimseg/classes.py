@@ -187,6 +187,13 @@ def index_to_rgb(
         )
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise ConfigError(f"index_to_rgb: expected an integer label map, got dtype {arr.dtype}")
+    if arr.dtype in (np.uint8, np.bool_):
+        # One lookup in a 256-entry table: no int64 copy of the map (a 48-megapixel label
+        # map is 384 MB as int64, 48 MB as uint8).
+        lut = np.empty((256, 3), dtype=np.uint8)
+        lut[:] = ignore_color
+        lut[:NUM_CLASSES] = _PALETTE
+        return lut[arr.view(np.uint8)]
     arr = arr.astype(np.int64)
     lut = np.empty((NUM_CLASSES + 1, 3), dtype=np.uint8)
     lut[:NUM_CLASSES] = _PALETTE

@@ -121,3 +121,24 @@ def test_legend_text_is_large_enough_to_read() -> None:
     strip = np.asarray(legend([4]))
     dark_rows = np.flatnonzero((strip < 100).all(axis=-1).any(axis=1))
     assert dark_rows.max() - dark_rows.min() >= 14
+
+
+@pytest.mark.parametrize("legend_strip", [False, True])
+def test_overlay_in_row_bands_equals_one_pass(
+    monkeypatch: pytest.MonkeyPatch, legend_strip: bool
+) -> None:
+    import suimseg.data.visualize as visualize
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (53, 41, 3), dtype=np.uint8)
+    labels = rng.integers(-2, 12, (53, 41))  # valid ids, negatives, ids >= 8
+    labels[:5] = IGNORE_INDEX
+    outs = []
+    for rows in (7, 10**9):  # several bands with a short last one; one band
+        monkeypatch.setattr(visualize, "_BLEND_ROWS", rows)
+        outs.append(np.asarray(overlay(image, labels, alpha=0.3, show_legend=legend_strip)))
+    assert np.array_equal(outs[0], outs[1])
+    # a uint8 map with the same valid ids blends the same pixels
+    as_uint8 = np.where((labels >= 0) & (labels < 8), labels, IGNORE_INDEX).astype(np.uint8)
+    got = np.asarray(overlay(image, as_uint8, alpha=0.3, show_legend=legend_strip))
+    assert np.array_equal(got, outs[1])

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import suimseg.inference.predictor as predictor_module
+from suimseg.errors import ConfigError
 from suimseg.inference import Predictor, Tiling
 
 from .conftest import PointwiseNet
@@ -121,3 +122,57 @@ def test_labels_only_never_hold_the_native_size_class_map(
     ref = predictor.predict(_image(height, width, 3))[0].labels
     assert (1, classes, height, width) in shapes  # the one-pass path does hold it
     assert torch.equal(labels, ref)
+
+
+@pytest.mark.parametrize("strip_limit", [64 * 1024, ONE_PASS])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+def test_labels_dtype_gives_the_same_ids_in_a_smaller_map(
+    monkeypatch: pytest.MonkeyPatch, strip_limit: int, dtype: torch.dtype
+) -> None:
+    monkeypatch.setattr(predictor_module, "_STRIP_BYTES", strip_limit)
+    predictor = Predictor(PointwiseNet(num_classes=8), image_size=32)
+    blocks = np.random.default_rng(4).integers(0, 256, (6, 20, 3), dtype=np.uint8)
+    image = np.kron(blocks, np.ones((30, 35, 1), np.uint8))  # 180x700, 120 flat colours
+    ref = predictor.predict(image)[0].labels
+    small = predictor.predict(image, labels_dtype=dtype)[0].labels
+    assert ref.dtype == torch.int64
+    assert small.dtype == dtype
+    assert len(ref.unique()) >= 6  # most ids occur, so a wrong cast would show
+    assert torch.equal(small.long(), ref)
+
+
+def test_labels_dtype_strip_path_allocates_no_int64_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With uint8 labels no (H, W) int64 map is created (only strips of argmax output)."""
+    height, width = 180, 700
+    monkeypatch.setattr(predictor_module, "_STRIP_BYTES", 64 * 1024)
+    sizes: list[int] = []
+    argmax = Tensor.argmax
+
+    def recording(self: Tensor, *args: object, **kwargs: object) -> Tensor:
+        out = argmax(self, *args, **kwargs)  # type: ignore[arg-type]
+        sizes.append(out.numel())
+        return out
+
+    monkeypatch.setattr(Tensor, "argmax", recording)
+    predictor = Predictor(PointwiseNet(num_classes=8), image_size=32)
+    labels = predictor.predict(_image(height, width, 5), labels_dtype=torch.uint8)[0].labels
+    assert labels.dtype == torch.uint8
+    assert tuple(labels.shape) == (height, width)
+    assert sizes
+    assert max(sizes) <= height * 129
+
+
+@pytest.mark.parametrize("bad", [torch.float32, torch.bool, "uint8", None, torch.complex64])
+def test_labels_dtype_must_be_an_integer_dtype(bad: object) -> None:
+    predictor = Predictor(PointwiseNet(), image_size=32)
+    with pytest.raises(ConfigError, match=r"labels_dtype: expected one of torch\.uint8.*got"):
+        predictor.predict(_image(40, 40, 0), labels_dtype=bad)  # type: ignore[arg-type]
+
+
+def test_labels_dtype_too_small_for_the_classes_is_refused() -> None:
+    predictor = Predictor(PointwiseNet(num_classes=300), image_size=32)
+    with pytest.raises(ConfigError, match=r"labels_dtype: torch\.uint8 cannot hold .* 300-class"):
+        predictor.predict(_image(40, 40, 0), labels_dtype=torch.uint8)
+    labels = predictor.predict(_image(40, 40, 0), labels_dtype=torch.int16)[0].labels
+    assert labels.dtype == torch.int16
+    assert int(labels.max()) < 300

@@ -252,3 +252,14 @@ def test_bad_workers(predictor: Predictor, tmp_path: Path) -> None:
     for bad in (-1, 1.5, True):
         with pytest.raises(ConfigError, match="workers: expected an int >= 0"):
             predict_files(predictor, [tmp_path / "a.png"], tmp_path / "o", workers=bad)  # type: ignore[arg-type]
+
+
+def test_mask_image_of_uint8_labels_equals_the_palette_encoding() -> None:
+    from suimseg.classes import index_to_rgb
+    from suimseg.inference.files import _mask_image
+
+    ids = torch.arange(256, dtype=torch.uint8).reshape(16, 16)  # ids >= 8: ignore colour
+    image = _mask_image(ids)
+    assert image.mode == "RGB"
+    assert np.array_equal(np.asarray(image), index_to_rgb(ids.long()))
+    assert np.array_equal(np.asarray(_mask_image(ids.long())), index_to_rgb(ids.long()))

@@ -16,7 +16,7 @@ from suimseg.errors import ConfigError
 __all__ = ["colorize", "legend", "overlay", "side_by_side"]
 
 
-def _labels(mask: Any) -> npt.NDArray[np.int64]:
+def _labels(mask: Any) -> npt.NDArray[np.integer[Any]]:
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
     arr = np.asarray(mask)
@@ -25,7 +25,7 @@ def _labels(mask: Any) -> npt.NDArray[np.int64]:
             f"mask: expected an integer label map of shape (H, W), got shape {arr.shape} "
             f"and dtype {arr.dtype}; decode RGB masks with rgb_to_index first"
         )
-    return arr.astype(np.int64)
+    return arr
 
 
 def _image_rgb(image: Any) -> Image.Image:
@@ -112,6 +112,10 @@ def legend(
     return strip
 
 
+#: Rows of the image :func:`overlay` blends at a time.
+_BLEND_ROWS = 256
+
+
 def overlay(
     image: Any,
     mask: Any,
@@ -146,15 +150,20 @@ def overlay(
         resized = Image.fromarray(labels.astype(np.int32)).resize(
             base.size, Image.Resampling.NEAREST
         )
-        labels = np.asarray(resized).astype(np.int64)
-    colours = index_to_rgb(labels).astype(np.float32)
-    img = np.asarray(base, dtype=np.float32)
-    valid = ((labels >= 0) & (labels < NUM_CLASSES))[..., None]
-    blended = np.where(valid, (1 - alpha) * img + alpha * colours, img)
-    out = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+        labels = np.asarray(resized)
+    img = np.asarray(base)
+    blend = np.empty_like(img)
+    # Blended in float32 in bands of rows: the same pixels as one pass, without four
+    # float32 (H, W, 3) arrays at once (about 2 GiB for a 48-megapixel photo).
+    for r in range(0, img.shape[0], _BLEND_ROWS):
+        lab, band = labels[r : r + _BLEND_ROWS], img[r : r + _BLEND_ROWS].astype(np.float32)
+        valid = ((lab >= 0) & (lab < NUM_CLASSES))[..., None]
+        mixed = (1 - alpha) * band + alpha * index_to_rgb(lab).astype(np.float32)
+        blend[r : r + _BLEND_ROWS] = np.clip(np.rint(np.where(valid, mixed, band)), 0, 255)
+    out = Image.fromarray(blend)
     if not show_legend:
         return out
-    present = np.unique(labels[valid[..., 0]]).tolist()
+    present = np.unique(labels[(labels >= 0) & (labels < NUM_CLASSES)]).tolist()
     # One legend column per LEGEND_COLUMN_PX (at most 4), so class names do not overlap.
     width = max(out.width, LEGEND_COLUMN_PX)
     strip = legend(present, width=width, columns=max(1, min(4, width // LEGEND_COLUMN_PX)))

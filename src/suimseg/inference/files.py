@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor
 
@@ -208,10 +210,30 @@ def predict_files(
         for job in jobs:
             # The path, not a decoded image: the predictor reads it with the dataset's
             # decode-and-resize rule (reduced-scale JPEG decode, uint8 resize).
-            result.written.extend(job.write(predictor.predict(job.src)[0].labels))
+            with predictor.eval_context():
+                prepared = predictor._model_input(job.src)
+                labels = predictor._predict_prepared([prepared], labels_dtype=None)[0].labels
+            result.written.extend(job.write(labels))
     else:
         result.written.extend(_pipelined(predictor, jobs, workers))
     return result
+
+
+def _mask_image(labels: Tensor) -> Image.Image:
+    """The RGB palette image of ``labels`` (as :func:`index_to_rgb`).
+
+    A uint8 map goes through a palette image: no ``(H, W, 3)`` array beside Pillow's
+    RGB copy (at 48 megapixels 137 MiB less at the peak).
+    """
+    if labels.dtype != torch.uint8:
+        return Image.fromarray(index_to_rgb(labels))
+    image = Image.fromarray(labels.numpy())
+    image.putpalette(_PALETTE_256)
+    return image.convert("RGB")
+
+
+#: index_to_rgb's colours as a 256-entry Pillow palette (ids >= 8: the ignore colour).
+_PALETTE_256 = index_to_rgb(np.arange(256, dtype=np.uint8)[None]).tobytes()
 
 
 @dataclass(frozen=True)
@@ -229,8 +251,7 @@ class _Job:
         for dst in self.todo:
             dst.parent.mkdir(parents=True, exist_ok=True)
             if dst == self.mask_path:
-                mask = Image.fromarray(index_to_rgb(labels))
-                atomic_save_image(mask, dst, format=_PIL_FORMATS[self.fmt])
+                atomic_save_image(_mask_image(labels), dst, format=_PIL_FORMATS[self.fmt])
             else:
                 picture = overlay_image(
                     load_image(self.src), labels.numpy(), self.alpha, show_legend=True
@@ -283,7 +304,7 @@ def _pipelined(predictor: Predictor, jobs: list[_Job], workers: int) -> list[Pat
                     nxt = next(queued, None)
                     if nxt is not None:
                         reads.append(readers.submit(predictor._model_input, nxt.src))
-                    labels = predictor._predict_prepared([prepared])[0].labels
+                    labels = predictor._predict_prepared([prepared], labels_dtype=None)[0].labels
                 except Exception:
                     # As in the plain loop: the earlier inputs' outputs are written first
                     # (or their write error, which would have come first, is raised).
