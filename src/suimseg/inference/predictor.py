@@ -119,7 +119,7 @@ class Prediction:
     """The prediction for one image, at that image's size (or the requested size).
 
     Attributes:
-        labels: int64 label map ``(H, W)`` on the CPU.
+        labels: Label map ``(H, W)`` on the CPU: int64, or the ``labels_dtype`` asked for.
         probs: float32 class probabilities ``(C, H, W)`` on the CPU, or ``None`` unless
             requested.
     """
