@@ -27,7 +27,7 @@ import suimseg.inference.export as export_module
 import suimseg.inference.predictor as predictor_module
 from suimseg.app.cli import main
 from suimseg.classes import rgb_to_index
-from suimseg.data import SUIMDataset, make_synthetic_suim
+from suimseg.data import SUIMDataset, eval_transforms, make_synthetic_suim
 from suimseg.engine import atomic_save, make_checkpoint
 from suimseg.errors import ConfigError, MissingDependencyError
 from suimseg.inference import (
@@ -52,9 +52,15 @@ HAS_ONNX = all(
 )
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="needs the onnx extra")
 SAMPLES = Path("/work/shared/suim-samples")
-#: SGD steps of the stand-in model: enough for confident labels (with 40 steps bf16 moved
-#: the 4-image synthetic TEST split's mIoU by 0.21 points; near-ties flip under bf16).
+#: SGD steps of the stand-in model: enough for confident labels (near-ties flip under bf16).
 STEPS = 150
+#: Its seed. The fixture is deterministic (eval transforms; it used the training split's
+#: random augmentations before, so each run trained another net and bf16's mIoU change on
+#: the 4-image split ranged 0.03-0.29 points). Measured for seeds 0-5 at 128x96, 1 and 2
+#: threads: bf16 moves the synthetic mIoU by at most 0.09 points; seed 1 keeps >= 99.8% of
+#: the real samples' labels (seed 0: 99.53%, at the 99.5% bound, on a model trained only
+#: on synthetic scenes).
+SEED = 1
 
 
 class ConvNet(nn.Module):
@@ -78,18 +84,18 @@ class ConvNet(nn.Module):
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_suim(
-        tmp_path_factory.mktemp("bk"), n_train_val=8, n_test=4, size=(64, 48), seed=3
+        tmp_path_factory.mktemp("bk"), n_train_val=8, n_test=4, size=(128, 96), seed=3
     )
 
 
 @pytest.fixture(scope="module")
 def trained(synthetic: Path) -> ConvNet:
     """ConvNet after a few SGD steps on synthetic SUIM images (several classes predicted)."""
-    ds = SUIMDataset(synthetic, "train_val", image_size=None)
+    ds = SUIMDataset(synthetic, "train_val", image_size=None, transform=eval_transforms(None))
     pairs = [ds[i] for i in range(len(ds))]
-    x = torch.stack([im for im, _ in pairs])  # normalised by the dataset's eval path
+    x = torch.stack([im for im, _ in pairs])  # normalised by the eval path, not augmented
     y = torch.stack([torch.as_tensor(lab).long() for _, lab in pairs])
-    torch.manual_seed(0)
+    torch.manual_seed(SEED)
     net = ConvNet()
     opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
     for _ in range(STEPS):
