@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -112,9 +113,19 @@ def _tiny_checkpoint(path: Path) -> None:
     Trainer(model, DiceFocalLoss(), optimizer, device="cpu").save_checkpoint(path)
 
 
+@pytest.fixture(scope="module")
+def synthetic_suim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dataset every page starts from, written once (each page gets its own copy)."""
+    return make_synthetic_suim(
+        tmp_path_factory.mktemp("docs") / "SUIM", n_train_val=14, n_test=4, size=(96, 72)
+    )
+
+
 @pytest.fixture
-def docs_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    make_synthetic_suim(tmp_path / "SUIM", n_train_val=14, n_test=4, size=(96, 72))
+def docs_workdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synthetic_suim: Path
+) -> Iterator[Path]:
+    shutil.copytree(synthetic_suim, tmp_path / "SUIM")
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: threads only add overhead on a shared CPU

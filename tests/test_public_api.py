@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -69,15 +70,35 @@ def test_star_import_gives_the_api() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("statement", "absent"),
-    [
-        ("import suimseg", ("suimseg.models", "suimseg.data", "suimseg.engine")),
-        ("from suimseg.losses import DiceFocalLoss", ("suimseg.data", "suimseg.engine")),
-        ("from suimseg.models import UNetResAttnV3", ("suimseg.data", "suimseg.losses")),
-    ],
-)
-def test_imports_pull_in_nothing_else(statement: str, absent: tuple[str, ...]) -> None:
-    code = f"import sys\n{statement}\nprint([m for m in {absent!r} if m in sys.modules])"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert proc.stdout.strip() == "[]", (statement, proc.stdout)
+IMPORT_CHECKS: dict[str, tuple[str, ...]] = {
+    "import suimseg": ("suimseg.models", "suimseg.data", "suimseg.engine"),
+    "from suimseg.losses import DiceFocalLoss": ("suimseg.data", "suimseg.engine"),
+    "from suimseg.models import UNetResAttnV3": ("suimseg.data", "suimseg.losses"),
+}
+
+
+@pytest.fixture(scope="module")
+def fresh_imports() -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """Each statement run in a fresh interpreter, all started at once (their imports overlap)."""
+    procs = {}
+    for statement, absent in IMPORT_CHECKS.items():
+        code = f"import sys\n{statement}\nprint([m for m in {absent!r} if m in sys.modules])"
+        procs[statement] = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    try:
+        yield procs
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:  # a test that failed before reading its process
+                proc.kill()
+                proc.communicate()
+
+
+@pytest.mark.parametrize("statement", sorted(IMPORT_CHECKS))
+def test_imports_pull_in_nothing_else(
+    statement: str, fresh_imports: dict[str, subprocess.Popen[str]]
+) -> None:
+    out, err = fresh_imports[statement].communicate(timeout=300)
+    assert fresh_imports[statement].returncode == 0, err
+    assert out.strip() == "[]", (statement, IMPORT_CHECKS[statement], out)

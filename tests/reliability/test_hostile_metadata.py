@@ -11,6 +11,7 @@ called), or, for weight sources, ignored.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,17 @@ OVERSIZED = [
 ]
 
 
+@pytest.fixture(scope="module")
+def hub_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid save_pretrained folder of the tiny model (copy it before changing it)."""
+    pytest.importorskip("safetensors")
+    return UNetResAttnV3(**TINY).save_pretrained(tmp_path_factory.mktemp("hub") / "hub")
+
+
 @pytest.mark.parametrize(("field", "value", "match"), OVERSIZED)
 def test_bad_model_config_is_refused_before_anything_is_built(
     tiny_ckpt: dict[str, Any],
+    hub_folder: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     field: str,
@@ -99,7 +108,7 @@ def test_bad_model_config_is_refused_before_anything_is_built(
     weights = _to_safetensors(
         _save(tiny_ckpt, tmp_path / "ok.pt"), tmp_path / "w.safetensors", spec
     )
-    folder = UNetResAttnV3(**TINY).save_pretrained(tmp_path / "hub")
+    folder = Path(shutil.copytree(hub_folder, tmp_path / "hub"))
     (folder / "config.json").write_text(json.dumps(spec["config"]))
     lightning = atomic_save(_lightning_ckpt(tiny_ckpt, spec), tmp_path / "pl.ckpt")
     monkeypatch.setattr(nn.Module, "__init__", _fail_build)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -17,17 +18,25 @@ import pytest
 from suimseg.engine import LOCK_NAME, RunLock, load_checkpoint, read_history
 from suimseg.errors import RunLockError
 
+# The holder runs suimseg's own RunLock (engine/lock.py, loaded from its file so that the
+# child starts in a fraction of a second instead of importing torch through suimseg.engine).
 _HOLD = (
-    "import sys, time; from suimseg.engine import RunLock; "
-    "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+    "import importlib.util, sys, time; "
+    "spec = importlib.util.spec_from_file_location('_suimseg_lock', sys.argv[2]); "
+    "lock = importlib.util.module_from_spec(spec); spec.loader.exec_module(lock); "
+    "lock.RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
 )
+_LOCK_SOURCE = inspect.getfile(RunLock)
 
 
 def _holder(folder: Path) -> subprocess.Popen[str]:
     """A subprocess that takes the folder's lock and sleeps; returns once it holds it."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", _HOLD, str(folder), _LOCK_SOURCE],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "held"

@@ -16,29 +16,39 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
 
-_CHILD = """
+# One child process runs every case (starting Python and importing torch once): the setup
+# imports first, then the limit, then each write on its own target in its own folder.
+_CHILD_HEAD = """
 import errno, json, resource, signal, sys
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
-target = Path(sys.argv[1])
+targets = json.loads(sys.argv[1])
 import torch
 from torch import nn
 {setup}
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+results = {{}}
+"""
+_CHILD_CASE = """
+target = Path(targets[{kind!r}])
 try:
     {write}
 except OSError as exc:
-    print(json.dumps({{"type": type(exc).__name__, "errno": exc.errno,
-                       "filename": exc.filename, "text": str(exc)}}))
+    results[{kind!r}] = {{"type": type(exc).__name__, "errno": exc.errno,
+                         "filename": exc.filename, "text": str(exc)}}
 except BaseException as exc:
-    print(json.dumps({{"type": type(exc).__name__, "errno": None, "filename": None,
-                       "text": str(exc)}}))
+    results[{kind!r}] = {{"type": type(exc).__name__, "errno": None, "filename": None,
+                         "text": str(exc)}}
+else:
+    results[{kind!r}] = {{"type": "no error", "errno": None, "filename": None, "text": ""}}
 """
+_CHILD_TAIL = "print(json.dumps(results))"
 
 CASES = {
     "checkpoint": (
@@ -61,24 +71,40 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(CASES))
-def test_file_size_limit_is_an_oserror_naming_the_target(kind: str, tmp_path: Path) -> None:
-    target = tmp_path / f"out.{kind}"
-    target.write_bytes(b"previous")
-    setup, write = CASES[kind]
-    code = textwrap.dedent(_CHILD).format(setup=setup, write=write)
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=300
+@pytest.fixture(scope="module")
+def size_limited_writes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Each case's target (holding b"previous" before) and what its write raised."""
+    targets: dict[str, Path] = {}
+    for kind in CASES:
+        targets[kind] = tmp_path_factory.mktemp(f"limit-{kind}") / f"out.{kind}"
+        targets[kind].write_bytes(b"previous")
+    code = (
+        textwrap.dedent(_CHILD_HEAD).format(setup="\n".join(s for s, _ in CASES.values()))
+        + "".join(
+            textwrap.dedent(_CHILD_CASE).format(kind=kind, write=write)
+            for kind, (_, write) in CASES.items()
+        )
+        + _CHILD_TAIL
     )
+    argv = [sys.executable, "-c", code, json.dumps({k: str(t) for k, t in targets.items()})]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {kind: (targets[kind], results[kind]) for kind in CASES}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_file_size_limit_is_an_oserror_naming_the_target(
+    kind: str, size_limited_writes: dict[str, Any]
+) -> None:
+    target, result = size_limited_writes[kind]
     assert result["type"] == "OSError", result
     assert result["errno"] == errno.EFBIG, result
     assert result["filename"] == str(target), result
     assert "File too large" in result["text"]
     assert ".tmp" not in result["text"]
     assert target.read_bytes() == b"previous"  # the previous file is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # no temporary left
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no temporary left
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores modes")
