@@ -180,3 +180,33 @@ def test_malformed_history_line_is_one_line_naming_file_and_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"suimseg: error: {history}:2: expected one JSON object")
     assert "Traceback" not in err
+
+
+def test_convert_to_an_unknown_suffix_names_the_cli_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "best.pt"
+    source.write_bytes(b"not read: the format is checked first")
+    assert main(["convert", str(source), str(tmp_path / "model.txt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "got dest" in err
+    assert "model.txt" in err
+    assert "suimseg convert --to" in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["plot", "{tmp}/nope", "--out", "{tmp}/c.png"], "or its run folder"),
+        (["compare", "{tmp}/nope.json"], "written by suimseg evaluate"),
+    ],
+)
+def test_missing_input_files_say_what_to_pass(
+    argv: list[str], hint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("suimseg: error: ")
+    assert "does not exist; pass " in err
+    assert hint in err

@@ -116,7 +116,10 @@ def load_result(path: str | os.PathLike[str]) -> EvaluationResult:
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"result file {file} does not exist")
+        raise FileNotFoundError(
+            f"result file {file} does not exist; pass a JSON file written by suimseg evaluate "
+            "(by default eval_<split>.json beside the checkpoint)"
+        )
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
