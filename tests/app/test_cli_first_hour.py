@@ -210,3 +210,31 @@ def test_missing_input_files_say_what_to_pass(
     assert err.startswith("suimseg: error: ")
     assert "does not exist; pass " in err
     assert hint in err
+
+
+def test_demo_summary_aligns_the_two_mious_and_lists_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    import suimseg.app.demo
+    from suimseg.app.demo import DemoResult
+    from suimseg.metrics import SegmentationMetrics
+
+    def fake_run_demo(out_dir: str, **_: object) -> DemoResult:
+        confusion = torch.diag(torch.arange(1, 9))
+        confusion[0, 1] = 5
+        metrics = SegmentationMetrics.from_confusion(confusion)
+        majority = SegmentationMetrics.from_confusion(torch.ones(8, 8, dtype=torch.int64))
+        return DemoResult(Path(out_dir), metrics, majority, "background / waterbody", 12.0)
+
+    monkeypatch.setattr(suimseg.app.demo, "run_demo", fake_run_demo)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    mious = [line for line in lines if line.startswith("mIoU of")]
+    assert len(mious) == 2
+    assert mious[0].index("%") == mious[1].index("%"), mious
+    assert "wrote in 12 s:" in lines
+    listed = [line.split()[0] for line in lines if line.startswith(f"  {out}")]
+    assert listed == [str(out / n) for n in ("metrics.json", "data", "run", "figures", "overlays")]

@@ -265,13 +265,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("Test metrics (synthetic TEST split):")
     print(result.metrics.format_table())
     print()
-    print(f"mIoU of the trained model:            {100 * result.metrics.miou:6.2f}%")
-    print(f"mIoU of predicting '{result.majority_class}' everywhere: "
-          f"{100 * result.majority_metrics.miou:6.2f}%")  # fmt: skip
+    summary = [
+        ("mIoU of the trained model:", result.metrics.miou),
+        (f"mIoU of predicting '{result.majority_class}' everywhere:", result.majority_metrics.miou),
+    ]
+    width = max(len(label) for label, _ in summary)
+    for label, miou in summary:
+        print(f"{label:<{width}} {100 * miou:6.2f}%")
     out = result.out_dir
-    print(f"wrote {out / 'metrics.json'}, {out / 'run' / 'history.csv'}, "
-          f"{out / 'run' / 'best.pt'}, pictures in {out / 'figures'} (image | ground truth | "
-          f"prediction) and {out / 'overlays'} ({result.seconds:.0f} s)")  # fmt: skip
+    print()
+    weights = "last.pt and best.pt" if args.keep_checkpoints else "best.pt (the weights)"
+    print(f"wrote in {result.seconds:.0f} s:")
+    for path, what in [
+        (out / "metrics.json", "test metrics of the model and of the baseline"),
+        (out / "data", "the synthetic dataset (SUIM layout)"),
+        (out / "run", f"config.json, history.csv/.jsonl, {weights}"),
+        (out / "figures", "image | ground truth | prediction"),
+        (out / "overlays", "predictions blended with the images"),
+    ]:
+        print(f"  {path!s:<{len(str(out)) + 14}} {what}")
     return 0
 
 
