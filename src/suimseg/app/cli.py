@@ -386,20 +386,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         print(f"wrote {export_torchscript(model, args.torchscript, example_shape=shape)}")
     if args.onnx:
+        from suimseg.app.evaluate import _training_size, input_size_for
         from suimseg.inference import export_onnx
+        from suimseg.inference.backends import IMAGE_SIZE_KEY, write_onnx_metadata
 
+        trained_at = _training_size(args.checkpoint)
         if calibration is None:
-            print(f"wrote {export_onnx(model, args.onnx, example_shape=shape)}")
+            path = export_onnx(model, args.onnx, example_shape=shape)
         else:
-            from suimseg.app.evaluate import input_size_for
-
             size = input_size_for(args.checkpoint)
             print(f"calibrating int8 on up to {args.calibration_images} images from {calibration} "
                   f"at {size}x{size}")  # fmt: skip
             path = export_onnx(model, args.onnx, example_shape=shape, int8=True,
                                calibration=calibration, calibration_size=size,
                                calibration_images=args.calibration_images)  # fmt: skip
-            print(f"wrote {path}")
+        if trained_at is not None:  # predict/evaluate on the .onnx then run at this size
+            write_onnx_metadata(path, {IMAGE_SIZE_KEY: str(trained_at)})
+        print(f"wrote {path}")
     if args.safetensors:
         from suimseg.engine.checkpoint import save_safetensors
 
@@ -564,7 +567,7 @@ def _inference_options(p: _Parser, *, batch_default: int = 8) -> None:
          help="images per forward pass")  # fmt: skip
     _add(p, "--image-size", type=_positive_int, metavar="PX",
          help="model input size (default: the training size stored in the checkpoint or "
-         "its run's config.json, else 384)")  # fmt: skip
+         ".onnx export, or in its run's config.json, else 384)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -651,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p_exp, "--checkpoint", metavar="PATH", required=True,
          help="a checkpoint written by suimseg train, a .safetensors export or a "
               "Lightning .ckpt")  # fmt: skip
-    _add(p_exp, "--onnx", metavar="FILE", help="ONNX file (needs the [onnx] extra)")
+    _add(p_exp, "--onnx", metavar="FILE",
+         help="ONNX file (needs the [onnx] extra); records the training image size, which "
+         "predict and evaluate use for it")  # fmt: skip
     _add(p_exp, "--torchscript", metavar="FILE", help="TorchScript file")
     _add(p_exp, "--safetensors", metavar="FILE",
          help="weights + model config, no pickle (needs the [safetensors] extra)")  # fmt: skip
