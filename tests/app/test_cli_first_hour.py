@@ -238,3 +238,20 @@ def test_demo_summary_aligns_the_two_mious_and_lists_what_it_wrote(
     assert "wrote in 12 s:" in lines
     listed = [line.split()[0] for line in lines if line.startswith(f"  {out}")]
     assert listed == [str(out / n) for n in ("metrics.json", "data", "run", "figures", "overlays")]
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers()))
+def test_usage_line_uses_the_metavars_of_the_options_help(command: str) -> None:
+    """'[--seed N]' in the usage but '--seed SEED' under options reads as two options."""
+    import re
+
+    parser = _subparsers()[command]
+    metavars = {
+        flag: action.metavar or action.dest.upper()
+        for action in parser._actions
+        for flag in action.option_strings
+        if action.nargs != 0
+    }
+    usage = parser.format_usage()
+    for flag, value in re.findall(r"(--[a-z0-9-]+) ([A-Z][A-Z0-9_]*)\b", usage):
+        assert metavars.get(flag) == value, f"suimseg {command}: {flag} {value} in {usage!r}"

@@ -645,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_exp = _subparser(
         sub,
         "export",
-        "--checkpoint PATH [--onnx F [--int8]] [--torchscript F] [--safetensors F]",
+        "--checkpoint PATH [--onnx FILE] [--torchscript FILE] [--safetensors FILE]",
         "export a checkpoint to ONNX (float32 or int8), TorchScript or safetensors",
         "Export a trained model for deployment. Give at least one output. With --int8 the "
         "ONNX file is statically quantized (int8 weights and activations; fastest on CPUs with "
@@ -721,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p_synth, "--overwrite", action="store_true", help="replace an earlier synthetic dataset")
     p_synth.set_defaults(func=_cmd_synth)
 
-    p_demo = _subparser(sub, "demo", "[--out DIR] [--epochs N] [--seed N] [--keep-checkpoints]",
+    p_demo = _subparser(sub, "demo", "[--out DIR] [--epochs N] [--seed SEED] [--keep-checkpoints]",
                         "synthetic data -> train a CPU-sized model -> evaluate -> pictures",
                         "Write a synthetic SUIM-format dataset, train a CPU-sized "
                         "UNetResAttnV3 on it, evaluate it on the synthetic TEST split against "
