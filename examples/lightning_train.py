@@ -3,8 +3,10 @@
 Needs the ``lightning`` extra: ``pip install 'suimseg[lightning]'``.
 
 Small settings (the default) write a tiny synthetic SUIM-format dataset and train a narrow
-model for one epoch on the CPU in a few seconds; everything (data, checkpoints, the
-``save_pretrained`` folder) goes under one output folder, printed at the start:
+model for one epoch on the CPU in a few seconds (it shows the wiring, not learning). The
+run (checkpoints, CSV logs, the ``save_pretrained`` folder) goes to one output folder,
+printed at the start and the end; the synthetic data to a temporary folder, removed at the
+end:
 
     python examples/lightning_train.py --out runs/lightning
 
@@ -77,10 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         trainer.fit(module, datamodule=data)
         best = trainer.checkpoint_callback.best_model_path  # type: ignore[union-attr]
-        print(f"val mIoU {float(trainer.callback_metrics['val_miou']):.4f}; best checkpoint {best}")
+        val_miou = 100 * float(trainer.callback_metrics["val_miou"])
+        print(f"val mIoU {val_miou:.2f}%; best checkpoint {best}")
 
         [result] = trainer.test(ckpt_path="best", datamodule=data, verbose=False)
-        print(f"test mIoU {result['test_miou']:.4f}")
+        print(f"test mIoU {100 * result['test_miou']:.2f}%")
 
         if trainer.is_global_zero:  # share the weights without Lightning: config.json + safetensors
             best_module = SUIMSegModule.load_from_checkpoint(best, map_location="cpu")

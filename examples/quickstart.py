@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from suimseg import CLASS_NAMES, UNetResAttnV3, load_model
-from suimseg.data import IMAGENET_MEAN, IMAGENET_STD, overlay, render_scene
+from suimseg.data import eval_transforms, overlay, render_scene
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,21 +80,25 @@ def main(argv: list[str] | None = None) -> None:
     else:
         image, _ = render_scene(np.random.default_rng(0), (160, 120))
 
-    # Preprocess exactly as training does: resize, scale to [0, 1], ImageNet-normalise.
-    x = torch.from_numpy(np.asarray(image.resize((args.size, args.size)), np.float32) / 255)
-    x = x.permute(2, 0, 1).unsqueeze(0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    x = ((x - mean) / std).to(args.device)
+    # Preprocess exactly as training's evaluation does: resize (antialiased bilinear, in
+    # uint8), scale to [0, 1], ImageNet-normalise. The transform is joint (image, mask);
+    # there is no mask here, so it gets an empty one. (suimseg.inference.Predictor does
+    # all of this, and the resizing back, for any number of images.)
+    blank = np.zeros((image.height, image.width), np.uint8)
+    x, _ = eval_transforms(args.size)(image, blank)
+    x = x.unsqueeze(0).to(args.device)  # (1, 3, size, size)
 
     with torch.inference_mode():
-        logits = model(x)  # (1, num_classes, size, size)
+        small = model(x)  # (1, num_classes, size, size)
     # Back to the image's own size before the argmax.
     logits = torch.nn.functional.interpolate(
-        logits, size=(image.height, image.width), mode="bilinear", align_corners=False
+        small, size=(image.height, image.width), mode="bilinear", align_corners=False
     )
     labels = logits.argmax(1)[0].cpu()  # (H, W) int64
-    print(f"input {image.width}x{image.height} -> logits {tuple(logits.shape)}")
+    print(
+        f"image {image.width}x{image.height} -> model input {tuple(x.shape)} -> logits "
+        f"{tuple(small.shape)}, resized to {tuple(logits.shape)}"
+    )
 
     counts = torch.bincount(labels.flatten(), minlength=len(CLASS_NAMES))
     for name, count in zip(CLASS_NAMES, counts.tolist(), strict=True):

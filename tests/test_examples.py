@@ -35,7 +35,10 @@ SMALL = ["--n-images", "12", "--image-size", "64"]
 RUNS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "quickstart.py": (
         ["--out", "{tmp}/out"],
-        ["logits (1, 8, 120, 160)", "overlay written to"],
+        [
+            "model input (1, 3, 64, 64) -> logits (1, 8, 64, 64), resized to (1, 8, 120, 160)",
+            "overlay written to",
+        ],
         ["out/overlay.png"],
     ),
     "custom_training_loop.py": (

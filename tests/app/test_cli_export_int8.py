@@ -68,3 +68,28 @@ def test_int8_without_calibration_images_is_a_usage_error(
             "--calibration-dir", str(missing)]  # fmt: skip
     assert main(argv) == 1
     assert f"--calibration-dir {missing}: does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_ONNX, reason="needs the onnx extra")
+def test_onnx_export_records_the_training_size_for_predict(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exported .onnx away from its run's config.json still predicts at 32, not 384."""
+    import warnings
+
+    from suimseg.app.evaluate import input_size_for
+    from suimseg.inference.backends import IMAGE_SIZE_KEY, read_onnx_metadata
+
+    data, ckpt = trained
+    path = tmp_path / "exported" / "model.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(path)]) == 0
+    assert read_onnx_metadata(path)[IMAGE_SIZE_KEY] == "32"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "predicting at 384x384" warning
+        assert input_size_for(path) == 32
+    image = next((data / "TEST" / "images").iterdir())
+    argv = ["predict", "--checkpoint", str(path), "--backend", "onnxruntime",
+            "--out", str(tmp_path / "preds"), str(image)]  # fmt: skip
+    assert main(argv) == 0
+    assert "384" not in capsys.readouterr().err

@@ -180,3 +180,78 @@ def test_malformed_history_line_is_one_line_naming_file_and_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"suimseg: error: {history}:2: expected one JSON object")
     assert "Traceback" not in err
+
+
+def test_convert_to_an_unknown_suffix_names_the_cli_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "best.pt"
+    source.write_bytes(b"not read: the format is checked first")
+    assert main(["convert", str(source), str(tmp_path / "model.txt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "got dest" in err
+    assert "model.txt" in err
+    assert "suimseg convert --to" in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["plot", "{tmp}/nope", "--out", "{tmp}/c.png"], "or its run folder"),
+        (["compare", "{tmp}/nope.json"], "written by suimseg evaluate"),
+    ],
+)
+def test_missing_input_files_say_what_to_pass(
+    argv: list[str], hint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("suimseg: error: ")
+    assert "does not exist; pass " in err
+    assert hint in err
+
+
+def test_demo_summary_aligns_the_two_mious_and_lists_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    import suimseg.app.demo
+    from suimseg.app.demo import DemoResult
+    from suimseg.metrics import SegmentationMetrics
+
+    def fake_run_demo(out_dir: str, **_: object) -> DemoResult:
+        confusion = torch.diag(torch.arange(1, 9))
+        confusion[0, 1] = 5
+        metrics = SegmentationMetrics.from_confusion(confusion)
+        majority = SegmentationMetrics.from_confusion(torch.ones(8, 8, dtype=torch.int64))
+        return DemoResult(Path(out_dir), metrics, majority, "background / waterbody", 12.0)
+
+    monkeypatch.setattr(suimseg.app.demo, "run_demo", fake_run_demo)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    mious = [line for line in lines if line.startswith("mIoU of")]
+    assert len(mious) == 2
+    assert mious[0].index("%") == mious[1].index("%"), mious
+    assert "wrote in 12 s:" in lines
+    listed = [line.split()[0] for line in lines if line.startswith(f"  {out}")]
+    assert listed == [str(out / n) for n in ("metrics.json", "data", "run", "figures", "overlays")]
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers()))
+def test_usage_line_uses_the_metavars_of_the_options_help(command: str) -> None:
+    """'[--seed N]' in the usage but '--seed SEED' under options reads as two options."""
+    import re
+
+    parser = _subparsers()[command]
+    metavars = {
+        flag: action.metavar or action.dest.upper()
+        for action in parser._actions
+        for flag in action.option_strings
+        if action.nargs != 0
+    }
+    usage = parser.format_usage()
+    for flag, value in re.findall(r"(--[a-z0-9-]+) ([A-Z][A-Z0-9_]*)\b", usage):
+        assert metavars.get(flag) == value, f"suimseg {command}: {flag} {value} in {usage!r}"

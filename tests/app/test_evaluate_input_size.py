@@ -164,3 +164,28 @@ def test_evaluate_a_moved_checkpoint_at_its_training_size(tmp_path: Path) -> Non
         report = evaluate_checkpoint(moved, data, split="test", device="cpu", batch_size=2)
     assert report.results[0].meta["image_size"] == 32
     assert report.paths[0] == tmp_path / "shared" / "eval_test.json"
+
+
+def test_onnx_file_gives_the_size_in_its_metadata(tmp_path: Path) -> None:
+    """`suimseg export --onnx` stamps the training size; an .onnx alone then needs no guess."""
+    onnx = pytest.importorskip("onnx")
+    from suimseg.inference.backends import IMAGE_SIZE_KEY, write_onnx_metadata
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["image"], ["logits"])],
+        "g",
+        [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, None)],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, None)],
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(onnx.helper.make_model(graph), str(path))
+    with pytest.warns(UserWarning, match="predicting at 384x384"):
+        assert input_size_for(path) == DEFAULT_IMAGE_SIZE
+    write_onnx_metadata(path, {IMAGE_SIZE_KEY: "48", "other": "kept"})
+    write_onnx_metadata(path, {IMAGE_SIZE_KEY: "96"})  # replaces, keeps the other entry
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert props == {"other": "kept", IMAGE_SIZE_KEY: "96"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert input_size_for(path) == 96
+    assert input_size_for(path, 64) == 64  # an explicit size still wins

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from suimseg.engine.history import EpochRecord, HistoryWriter
+from suimseg.engine.history import EpochRecord, HistoryWriter, read_history
 from suimseg.errors import ConfigError, MissingDependencyError
 from suimseg.inference import (
     EvaluationResult,
@@ -173,3 +173,18 @@ def test_plot_history_with_named_lr_groups(tmp_path: Path, name: str) -> None:
         w.append(EpochRecord(epoch=e, train_loss=1.0 / e, lrs={"encoder": 1e-5, "decoder": 1e-4}))
     out = plot_history(tmp_path / "run" / name, tmp_path / "curves.png")
     assert out.is_file()
+
+
+@pytest.mark.parametrize("name", ["history.csv", "history.jsonl"])
+def test_lr_curves_fold_no_decay_groups_equal_to_their_base(tmp_path: Path, name: str) -> None:
+    """param_groups' four groups: two lines when each *_no_decay group has its base's rates."""
+    from suimseg.inference.reports import _lr_series
+
+    w = HistoryWriter(tmp_path / "run")
+    for e in (1, 2):
+        lrs = {"encoder": 1e-5, "encoder_no_decay": 1e-5, "decoder": 1e-4 / e}
+        w.append(EpochRecord(epoch=e, train_loss=1.0, lrs={**lrs, "decoder_no_decay": 1e-4}))
+    series = _lr_series(read_history(tmp_path / "run" / name))
+    # decoder_no_decay differs from decoder at epoch 2, so it keeps its own line
+    assert sorted(series) == ["decoder", "decoder_no_decay", "encoder"]
+    assert series["decoder"] == [1e-4, 5e-5]

@@ -388,8 +388,11 @@ def test_pickle_payload_is_refused(tmp_path: Path) -> None:
 
 def test_imagenet_offline_error(fake_imagenet: FakeImagenet) -> None:
     fake_imagenet(urllib.error.URLError("no network"))
-    with pytest.raises(WeightsUnavailableError, match="pass its path as encoder_weights="):
+    with pytest.raises(WeightsUnavailableError, match="pass its path as encoder_weights=") as exc:
         tiny(encoder_weights="imagenet")
+    # a command-line user learns the flag, and that random init needs no download
+    assert "--encoder-weights PATH" in str(exc.value)
+    assert "--encoder-weights none" in str(exc.value)
     fake_imagenet(RuntimeError("invalid hash value"))
     with pytest.raises(WeightsUnavailableError, match="invalid hash value"):
         tiny(encoder_weights="ImageNet")

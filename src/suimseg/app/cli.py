@@ -265,13 +265,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("Test metrics (synthetic TEST split):")
     print(result.metrics.format_table())
     print()
-    print(f"mIoU of the trained model:            {100 * result.metrics.miou:6.2f}%")
-    print(f"mIoU of predicting '{result.majority_class}' everywhere: "
-          f"{100 * result.majority_metrics.miou:6.2f}%")  # fmt: skip
+    summary = [
+        ("mIoU of the trained model:", result.metrics.miou),
+        (f"mIoU of predicting '{result.majority_class}' everywhere:", result.majority_metrics.miou),
+    ]
+    width = max(len(label) for label, _ in summary)
+    for label, miou in summary:
+        print(f"{label:<{width}} {100 * miou:6.2f}%")
     out = result.out_dir
-    print(f"wrote {out / 'metrics.json'}, {out / 'run' / 'history.csv'}, "
-          f"{out / 'run' / 'best.pt'}, pictures in {out / 'figures'} (image | ground truth | "
-          f"prediction) and {out / 'overlays'} ({result.seconds:.0f} s)")  # fmt: skip
+    print()
+    weights = "last.pt and best.pt" if args.keep_checkpoints else "best.pt (the weights)"
+    print(f"wrote in {result.seconds:.0f} s:")
+    for path, what in [
+        (out / "metrics.json", "test metrics of the model and of the baseline"),
+        (out / "data", "the synthetic dataset (SUIM layout)"),
+        (out / "run", f"config.json, history.csv/.jsonl, {weights}"),
+        (out / "figures", "image | ground truth | prediction"),
+        (out / "overlays", "predictions blended with the images"),
+    ]:
+        print(f"  {path!s:<{len(str(out)) + 14}} {what}")
     return 0
 
 
@@ -374,20 +386,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         print(f"wrote {export_torchscript(model, args.torchscript, example_shape=shape)}")
     if args.onnx:
+        from suimseg.app.evaluate import _training_size, input_size_for
         from suimseg.inference import export_onnx
+        from suimseg.inference.backends import IMAGE_SIZE_KEY, write_onnx_metadata
 
+        trained_at = _training_size(args.checkpoint)
         if calibration is None:
-            print(f"wrote {export_onnx(model, args.onnx, example_shape=shape)}")
+            path = export_onnx(model, args.onnx, example_shape=shape)
         else:
-            from suimseg.app.evaluate import input_size_for
-
             size = input_size_for(args.checkpoint)
             print(f"calibrating int8 on up to {args.calibration_images} images from {calibration} "
                   f"at {size}x{size}")  # fmt: skip
             path = export_onnx(model, args.onnx, example_shape=shape, int8=True,
                                calibration=calibration, calibration_size=size,
                                calibration_images=args.calibration_images)  # fmt: skip
-            print(f"wrote {path}")
+        if trained_at is not None:  # predict/evaluate on the .onnx then run at this size
+            write_onnx_metadata(path, {IMAGE_SIZE_KEY: str(trained_at)})
+        print(f"wrote {path}")
     if args.safetensors:
         from suimseg.engine.checkpoint import save_safetensors
 
@@ -552,7 +567,7 @@ def _inference_options(p: _Parser, *, batch_default: int = 8) -> None:
          help="images per forward pass")  # fmt: skip
     _add(p, "--image-size", type=_positive_int, metavar="PX",
          help="model input size (default: the training size stored in the checkpoint or "
-         "its run's config.json, else 384)")  # fmt: skip
+         ".onnx export, or in its run's config.json, else 384)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -630,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_exp = _subparser(
         sub,
         "export",
-        "--checkpoint PATH [--onnx F [--int8]] [--torchscript F] [--safetensors F]",
+        "--checkpoint PATH [--onnx FILE] [--torchscript FILE] [--safetensors FILE]",
         "export a checkpoint to ONNX (float32 or int8), TorchScript or safetensors",
         "Export a trained model for deployment. Give at least one output. With --int8 the "
         "ONNX file is statically quantized (int8 weights and activations; fastest on CPUs with "
@@ -639,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p_exp, "--checkpoint", metavar="PATH", required=True,
          help="a checkpoint written by suimseg train, a .safetensors export or a "
               "Lightning .ckpt")  # fmt: skip
-    _add(p_exp, "--onnx", metavar="FILE", help="ONNX file (needs the [onnx] extra)")
+    _add(p_exp, "--onnx", metavar="FILE",
+         help="ONNX file (needs the [onnx] extra); records the training image size, which "
+         "predict and evaluate use for it")  # fmt: skip
     _add(p_exp, "--torchscript", metavar="FILE", help="TorchScript file")
     _add(p_exp, "--safetensors", metavar="FILE",
          help="weights + model config, no pickle (needs the [safetensors] extra)")  # fmt: skip
@@ -704,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p_synth, "--overwrite", action="store_true", help="replace an earlier synthetic dataset")
     p_synth.set_defaults(func=_cmd_synth)
 
-    p_demo = _subparser(sub, "demo", "[--out DIR] [--epochs N] [--seed N] [--keep-checkpoints]",
+    p_demo = _subparser(sub, "demo", "[--out DIR] [--epochs N] [--seed SEED] [--keep-checkpoints]",
                         "synthetic data -> train a CPU-sized model -> evaluate -> pictures",
                         "Write a synthetic SUIM-format dataset, train a CPU-sized "
                         "UNetResAttnV3 on it, evaluate it on the synthetic TEST split against "

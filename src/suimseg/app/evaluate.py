@@ -28,7 +28,13 @@ from suimseg.inference import (
     format_gain_report,
     save_result,
 )
-from suimseg.inference.backends import Backend, check_backend, load_inference_model
+from suimseg.inference.backends import (
+    IMAGE_SIZE_KEY,
+    Backend,
+    check_backend,
+    load_inference_model,
+    read_onnx_metadata,
+)
 from suimseg.inference.predictor import AmpMode
 
 __all__ = [
@@ -110,6 +116,26 @@ def run_config_for(
     return _config_json_for(checkpoint)
 
 
+def _training_size(
+    checkpoint: str | os.PathLike[str], *, checkpoint_data: Mapping[str, Any] | None = None
+) -> int | None:
+    """The training input size recorded for ``checkpoint``, or ``None`` if none is.
+
+    Read from the checkpoint's ``run_config`` (a Lightning ``.ckpt``: its
+    ``hyper_parameters``), the metadata of an ``.onnx`` file written by ``suimseg
+    export``, or the ``config.json`` beside the file.
+    """
+    stored = _stored_run_config(checkpoint, checkpoint_data)
+    size: Any = None if stored is None else stored.get("image_size")
+    if size is None and Path(checkpoint).suffix.lower() == ".onnx":
+        text = read_onnx_metadata(checkpoint).get(IMAGE_SIZE_KEY, "")
+        size = int(text) if text.isdigit() else None
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    run = _config_json_for(checkpoint)
+    return None if run is None else run.image_size
+
+
 def input_size_for(
     checkpoint: str | os.PathLike[str],
     image_size: int | None = None,
@@ -120,7 +146,8 @@ def input_size_for(
 
     The training size comes from the checkpoint's ``run_config`` (for a Lightning ``.ckpt``,
     the ``image_size`` :class:`~suimseg.lightning.SUIMSegModule` records in its
-    ``hyper_parameters``), else the ``config.json`` beside it, else
+    ``hyper_parameters``; for an ``.onnx`` file written by ``suimseg export``, its
+    ``suimseg_image_size`` metadata), else the ``config.json`` beside it, else
     :data:`DEFAULT_IMAGE_SIZE` with a warning (a model scored at another scale than it was
     trained at does worse).
 
@@ -130,13 +157,9 @@ def input_size_for(
     """
     if image_size is not None:
         return image_size
-    stored = _stored_run_config(checkpoint, checkpoint_data)
-    size = None if stored is None else stored.get("image_size")
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+    size = _training_size(checkpoint, checkpoint_data=checkpoint_data)
+    if size is not None:
         return size
-    run = _config_json_for(checkpoint)
-    if run is not None:
-        return run.image_size
     warnings.warn(
         f"no run config in {checkpoint} and no config.json beside it, and no image size "
         f"given: predicting at {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE}; pass the training "

@@ -1022,7 +1022,8 @@ def convert_checkpoint(
         got = f"to={to!r}" if to is not None else f"dest {str(dest)!r}"
         raise ConfigError(
             f"to: expected 'suimseg', 'lightning' or 'safetensors' (or a dest ending in .pt, "
-            f".pth, .ckpt or .safetensors), got {got}; pass to=..."
+            f".pth, .ckpt or .safetensors), got {got}; give dest one of those suffixes or "
+            "pass to='suimseg', 'lightning' or 'safetensors' (suimseg convert --to)"
         )
     parts = _read_parts(Path(source), "cpu")
     model = _model_from(parts, f"checkpoint {source}")

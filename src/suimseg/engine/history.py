@@ -388,7 +388,10 @@ def read_history(path: PathLike) -> list[dict[str, Any]]:
     if file.is_dir():
         file = file / "history.jsonl"
     if not file.is_file():
-        raise FileNotFoundError(f"history file {file} does not exist")
+        raise FileNotFoundError(
+            f"history file {file} does not exist; pass the history.jsonl or history.csv a "
+            "training run wrote, or its run folder"
+        )
     text = file.read_text(encoding="utf-8")
     lines = text.split("\n")
     torn = lines.pop() if lines else ""

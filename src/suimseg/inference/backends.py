@@ -41,12 +41,17 @@ __all__ = [
     "cached_onnx_export",
     "load_inference_model",
     "native_bf16_cpu",
+    "read_onnx_metadata",
+    "write_onnx_metadata",
 ]
 
 Backend = Literal["torch", "onnxruntime"]
 
 #: ONNX metadata key holding the SHA-256 of the checkpoint an export was made from.
 SOURCE_KEY = "suimseg_checkpoint_sha256"
+#: ONNX metadata key holding the model's training input size (``suimseg export --onnx``),
+#: which ``suimseg predict`` / ``evaluate`` use for an ``.onnx`` file.
+IMAGE_SIZE_KEY = "suimseg_image_size"
 
 _warned: set[str] = set()
 
@@ -187,6 +192,49 @@ def _stored_source(path: Path) -> str | None:
     except Exception:  # a truncated or foreign file: export again
         return None
     return next((p.value for p in proto.metadata_props if p.key == SOURCE_KEY), None)
+
+
+def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The custom metadata of an ``.onnx`` file (``{}`` without onnx or for a bad file).
+
+    Args:
+        path: The ``.onnx`` file (its weights are not read).
+
+    Example:
+        >>> read_onnx_metadata("model.onnx").get(IMAGE_SIZE_KEY)  # doctest: +SKIP
+        '384'
+    """
+    try:
+        onnx: Any = importlib.import_module("onnx")
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx missing, a truncated or foreign file: no metadata
+        return {}
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def write_onnx_metadata(path: str | os.PathLike[str], entries: Mapping[str, str]) -> Path:
+    """Set custom metadata entries of an ``.onnx`` file in place (rewritten atomically).
+
+    Args:
+        path: The ``.onnx`` file (a single file, under protobuf's 2 GB limit).
+        entries: Keys and values to set; other entries are kept, these replaced.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        MissingDependencyError: If onnx is not installed.
+        OSError: If the file cannot be rewritten (it stays as it was).
+    """
+    if importlib.util.find_spec("onnx") is None:
+        raise MissingDependencyError("onnx", "onnx", "writing ONNX metadata")
+    onnx: Any = importlib.import_module("onnx")
+    proto = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *entries.items()]:
+        proto.metadata_props.add(key=key, value=value)
+    return atomic_write_bytes(path, proto.SerializeToString())
 
 
 def _writable(folder: Path) -> bool:

@@ -116,7 +116,10 @@ def load_result(path: str | os.PathLike[str]) -> EvaluationResult:
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"result file {file} does not exist")
+        raise FileNotFoundError(
+            f"result file {file} does not exist; pass a JSON file written by suimseg evaluate "
+            "(by default eval_<split>.json beside the checkpoint)"
+        )
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -322,7 +325,11 @@ def _number(v: Any) -> float:
 
 
 def _lr_series(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Learning rate per parameter group: ``lrs`` (jsonl), ``lr/<name>`` columns (csv)."""
+    """Learning rate per parameter group: ``lrs`` (jsonl), ``lr/<name>`` columns (csv).
+
+    A ``<name>_no_decay`` group whose rates equal ``<name>``'s throughout is left out (as
+    in the per-epoch summary line): it would only hide the other line.
+    """
     groups: dict[str, list[float]] = {}
     for i, r in enumerate(rows):
         lrs = r.get("lrs")
@@ -332,7 +339,20 @@ def _lr_series(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
             lrs = {k[3:]: v for k, v in r.items() if k.startswith("lr/")}
         for name, v in lrs.items():
             groups.setdefault(name, [math.nan] * len(rows))[i] = _number(v)
-    return groups
+    return {
+        name: series
+        for name, series in groups.items()
+        if not (
+            name.endswith("_no_decay")
+            and _same_series(series, groups.get(name.removesuffix("_no_decay")))
+        )
+    }
+
+
+def _same_series(a: list[float], b: list[float] | None) -> bool:
+    return b is not None and all(
+        x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b, strict=True)
+    )
 
 
 def plot_history(
@@ -389,12 +409,17 @@ def plot_history(
         ax_miou.legend()
     ax_miou.set(title="Validation mIoU (%)", xlabel="epoch")
     for name, series in _lr_series(rows).items():
-        ax_lr.plot(epochs, series, label=name)
+        ax_lr.plot(epochs, series, marker=".", label=name)
     ax_lr.set(title="Learning rate", xlabel="epoch", yscale="log")
     if ax_lr.get_legend_handles_labels()[0]:
         ax_lr.legend()
+    ticker: Any = importlib.import_module("matplotlib.ticker")
     for ax in (ax_loss, ax_miou, ax_lr):
         ax.grid(alpha=0.3)
+        # whole epochs (a 1-epoch run had ticks 0.96 ... 1.04)
+        ax.xaxis.set_major_locator(
+            ticker.FixedLocator(epochs) if len(epochs) <= 12 else ticker.MaxNLocator(integer=True)
+        )
     buf = io.BytesIO()  # atomic_write_bytes creates the parent folders
     fig.savefig(buf, format=Path(out_path).suffix.lstrip(".").lower() or "png", dpi=dpi)
     return atomic_write_bytes(out_path, buf.getvalue())

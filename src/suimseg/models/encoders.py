@@ -129,7 +129,9 @@ def imagenet_state_dict(name: str) -> dict[str, Tensor]:
             f"encoder_weights='imagenet': could not download {name} ImageNet weights "
             f"({type(exc).__name__}: {exc}). Fix: on a machine with internet, download "
             f"{w.url} and either place it at {cache} (torchvision's cache) or pass its "
-            f"path as encoder_weights='/path/to/{Path(w.url).name}'."
+            f"path as encoder_weights='/path/to/{Path(w.url).name}' (suimseg train "
+            "--encoder-weights PATH); or train from random initialisation with "
+            "encoder_weights=None (--encoder-weights none)."
         ) from exc
     return sd
 
