@@ -66,7 +66,7 @@ def test_evaluate_paper_protocol_is_labelled(
 
 
 def test_predict_writes_palette_masks_that_decode_to_the_prediction(
-    trained: tuple[Path, Path], tmp_path: Path
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, ckpt = trained
     images = data / "TEST" / "images"
@@ -81,8 +81,16 @@ def test_predict_writes_palette_masks_that_decode_to_the_prediction(
     np.testing.assert_array_equal(decoded, expected)
     assert (out / "overlays" / (first.stem + ".png")).is_file()
     before = mask_file.stat().st_mtime_ns
+    capsys.readouterr()
     assert main(argv) == 0  # existing outputs are kept without --overwrite
     assert mask_file.stat().st_mtime_ns == before
+    # One summary line naming the inputs, not a warning line per input.
+    out_text, err_text = capsys.readouterr()
+    n = len(list(images.iterdir()))
+    assert "outputs exist already" not in err_text
+    assert f"wrote 0 file(s) to {out}; kept the existing outputs of {n} input(s) " in out_text
+    assert f"({first.name}, " in out_text
+    assert out_text.rstrip().endswith("--overwrite replaces them")
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # torch's own deprecation

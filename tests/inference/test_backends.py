@@ -10,6 +10,7 @@ a minute on a loaded 2-core CPU; the slow tests do it).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import warnings
@@ -279,13 +280,23 @@ def fake_export(onnx_file: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 
 @needs_onnx
-def test_export_cache_is_reused_and_refreshed(checkpoint: Path, fake_export: list[Path]) -> None:
-    first = cached_onnx_export(checkpoint)
+def test_export_cache_is_reused_and_refreshed(
+    checkpoint: Path, fake_export: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="suimseg"):
+        first = cached_onnx_export(checkpoint)
     assert first == checkpoint.with_suffix(".onnx")
     assert len(fake_export) == 1
+    # The (slow) export is said once, naming both files.
+    said = [r.getMessage() for r in caplog.records if r.name == "suimseg"]
+    assert said == [f"exporting {checkpoint} to {first} for onnxruntime "
+                    "(once: reused while the checkpoint is unchanged)"]  # fmt: skip
+    caplog.clear()
     stamp = first.stat().st_mtime_ns
-    assert cached_onnx_export(checkpoint) == first
+    with caplog.at_level(logging.INFO, logger="suimseg"):
+        assert cached_onnx_export(checkpoint) == first
     assert len(fake_export) == 1  # reused, not re-exported
+    assert not [r for r in caplog.records if r.name == "suimseg"]  # and nothing said
     assert first.stat().st_mtime_ns == stamp
     meta = OnnxRuntimeModel(first).metadata
     assert meta[backends.SOURCE_KEY] == backends._sha256(checkpoint)

@@ -343,17 +343,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from suimseg.inference import predict_files
 
     predictor = _predictor_from_args(args)
-    result = predict_files(
-        predictor,
-        args.inputs,
-        args.out,
-        fmt=args.format,
-        overlay=args.overlay,
-        overwrite=args.overwrite,
-    )
+    with warnings.catch_warnings():
+        # One summary line below instead of a warning per input with outputs already.
+        warnings.filterwarnings("ignore", r".*: outputs exist already", UserWarning)
+        result = predict_files(
+            predictor,
+            args.inputs,
+            args.out,
+            fmt=args.format,
+            overlay=args.overlay,
+            overwrite=args.overwrite,
+        )
     print(f"wrote {len(result.written)} file(s) to {args.out}", end="")
     if result.skipped:
-        print(f"; kept existing outputs of {len(result.skipped)} input(s) (use --overwrite)")
+        shown = ", ".join(p.name for p in result.skipped[:3])
+        more = f" and {len(result.skipped) - 3} more" if len(result.skipped) > 3 else ""
+        print(f"; kept the existing outputs of {len(result.skipped)} input(s) ({shown}{more}); "
+              "--overwrite replaces them")  # fmt: skip
     else:
         print()
     return 0

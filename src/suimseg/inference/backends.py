@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import logging
 import os
 import tempfile
 import warnings
@@ -34,6 +35,8 @@ from suimseg.errors import (
     InputNotFoundError,
     MissingDependencyError,
 )
+
+logger = logging.getLogger("suimseg")
 
 __all__ = [
     "Backend",
@@ -318,6 +321,11 @@ def cached_onnx_export(checkpoint: str | os.PathLike[str], *, example_size: int 
         return target
     onnx: Any = importlib.import_module("onnx")
     model = require_rgb(load_model(ckpt), checkpoint)
+    logger.info(
+        "exporting %s to %s for onnxruntime (once: reused while the checkpoint is unchanged)",
+        ckpt,
+        target,
+    )
     with tempfile.TemporaryDirectory(prefix="suimseg-onnx-") as tmp:
         exported = export_onnx(
             model, Path(tmp) / "model.onnx", example_shape=(1, 3, example_size, example_size)
