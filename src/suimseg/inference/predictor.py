@@ -215,7 +215,7 @@ def _labels_and_probs(
 _LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-def check_labels_dtype(labels_dtype: object) -> torch.dtype:
+def _check_labels_dtype(labels_dtype: object) -> torch.dtype:
     """``labels_dtype`` if it is an integer dtype a label map can be stored in."""
     if not isinstance(labels_dtype, torch.dtype) or labels_dtype not in _LABEL_DTYPES:
         names = ", ".join(str(d) for d in _LABEL_DTYPES)
@@ -538,7 +538,7 @@ class Predictor:
             >>> preds[0].labels.shape  # the size of a.jpg  # doctest: +SKIP
         """
         images = as_image_list(inputs)
-        check_labels_dtype(labels_dtype)
+        _check_labels_dtype(labels_dtype)
         if output_sizes is not None:
             sizes = [normalize_size(s, name="output_sizes") for s in output_sizes]
             if len(sizes) != len(images):
