@@ -233,11 +233,16 @@ def write_onnx_metadata(path: str | os.PathLike[str], entries: Mapping[str, str]
         raise MissingDependencyError("onnx", "onnx", "writing ONNX metadata")
     onnx: Any = importlib.import_module("onnx")
     proto = onnx.load(str(path))
+    return atomic_write_bytes(path, _with_metadata(proto, entries).SerializeToString())
+
+
+def _with_metadata(proto: Any, entries: Mapping[str, str]) -> Any:
+    """``proto`` (an ``onnx.ModelProto``) with ``entries`` set in its custom metadata."""
     kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
     del proto.metadata_props[:]
     for key, value in [*kept, *entries.items()]:
         proto.metadata_props.add(key=key, value=value)
-    return atomic_write_bytes(path, proto.SerializeToString())
+    return proto
 
 
 def _writable(folder: Path) -> bool:
@@ -331,10 +336,8 @@ def cached_onnx_export(checkpoint: str | os.PathLike[str], *, example_size: int 
             model, Path(tmp) / "model.onnx", example_shape=(1, 3, example_size, example_size)
         )
         proto = onnx.load(str(exported))
-    del proto.metadata_props[:]
-    proto.metadata_props.add(key=SOURCE_KEY, value=digest)
-    proto.metadata_props.add(key="suimseg_checkpoint", value=ckpt.name)
-    return atomic_write_bytes(target, proto.SerializeToString())
+    entries = {SOURCE_KEY: digest, "suimseg_checkpoint": ckpt.name}
+    return atomic_write_bytes(target, _with_metadata(proto, entries).SerializeToString())
 
 
 def load_inference_model(
